@@ -1,0 +1,403 @@
+"""The engine: the one async API that both faces (console and headless) call.
+
+It owns the profile, the store and the change feed, and it is the only place
+that applies lifecycle operations, so every change is one transaction that
+writes the new state and its events together. Later layers (boot services,
+access plane, builders, job runner) hang off it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
+
+from fleet.core import lifecycle as lc
+from fleet.core.model import (Distributor, Event, Machine, MachineState, Node, Severity)
+from fleet.core.select import SelectError, parse_selector
+from fleet.core.values import check_hostname, check_ipv4, parse_mac
+from fleet.errors import BadInput, ReadOnly, UnknownTarget
+from fleet.oui import nic_vendor
+from fleet.paths import Paths
+from fleet.profile import Profile, load_profile
+from fleet.store.db import Store
+from fleet.store.feed import ChangeFeed, Subscription
+from fleet.tokens import TokenSigner
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class Engine:
+    def __init__(self, profile: Profile, store: Store, feed: ChangeFeed, paths: Paths, *,
+                 read_only: bool = False, clock: Clock = time.time):
+        self.profile = profile
+        self.store = store
+        self.feed = feed
+        self.paths = paths
+        self.read_only = read_only
+        self.clock = clock
+        self.tokens = TokenSigner(paths.secret_file(profile.name))
+        # MAC -> state, kept current from the change feed: the boot services'
+        # hot path reads it and never awaits the database.
+        self.machine_states: dict[str, MachineState] = {}
+        self._view_sub: Subscription | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._sightings = SightingRecorder(self)
+
+    # -- opening and closing ----------------------------------------------------
+
+    @classmethod
+    async def open(cls, profile: Profile | str | Path, *, read_only: bool = False,
+                   paths: Paths | None = None, clock: Clock = time.time) -> "Engine":
+        if not isinstance(profile, Profile):
+            profile = load_profile(profile)
+        paths = paths or Paths.default()
+        store = await Store.open(profile.store or paths.default_store(profile.name))
+        feed = ChangeFeed(store)
+        engine = cls(profile, store, feed, paths, read_only=read_only, clock=clock)
+        try:
+            if not read_only:
+                await engine._sync_profile()
+            await feed.start()
+            await engine._start_view()
+        except BaseException:
+            await feed.stop()
+            await store.close()
+            raise
+        return engine
+
+    async def close(self) -> None:
+        await self._sightings.flush()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.feed.stop()
+        await self.store.close()
+
+    async def __aenter__(self) -> "Engine":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
+        """A background task the engine cancels at close."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.append(task)
+        return task
+
+    async def _sync_profile(self) -> None:
+        """Declared nodes follow the profile: added, updated, and removed when the
+        profile no longer declares them. Registered nodes are never touched."""
+        existing = {n.name: n for n in await self.store.nodes.list()}
+        declared = {n.name for n in self.profile.nodes}
+        async with self.store.transaction() as tx:
+            for cfg in self.profile.nodes:
+                old = existing.get(cfg.name)
+                if old is not None and old.source != "profile":
+                    continue  # a registered node of the same name wins
+                node = Node(name=cfg.name, site=cfg.site, address=cfg.address,
+                            public_ipv4=cfg.public_ipv4, ipv6=cfg.ipv6, port=cfg.port,
+                            user=cfg.user, labels=dict(cfg.labels), source="profile")
+                await self.store.nodes.save(tx, node)
+            for name, old in existing.items():
+                if old.source == "profile" and name not in declared:
+                    await self.store.nodes.delete(tx, name)
+
+    async def _start_view(self) -> None:
+        for m in await self.store.machines.list():
+            self.machine_states[m.mac] = m.state
+        self._view_sub = self.feed.subscribe()
+        self.spawn(self._follow_view(self._view_sub), "fleet-machine-view")
+
+    async def _follow_view(self, sub: Subscription) -> None:
+        async for event in sub:
+            if event.kind.startswith("machine.") and "state" in event.data:
+                self.machine_states[event.subject] = MachineState(event.data["state"])
+
+    # -- information ------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        p = self.paths
+        return {
+            "profile": self.profile.name,
+            "profile_file": str(self.profile.path),
+            "store": str(self.store.path),
+            "config_dir": str(p.config_dir),
+            "config_file": str(p.config_file),
+            "user_profiles_dir": str(p.user_profiles_dir),
+            "user_themes_dir": str(p.user_themes_dir),
+            "data_dir": str(p.data_dir),
+            "keys_dir": str(p.keys_dir),
+            "secret_file": str(p.secret_file(self.profile.name)),
+            "state_dir": str(p.state_dir),
+            "logs_dir": str(p.logs_dir),
+            "recordings_dir": str(p.recordings_dir),
+            "cache_dir": str(p.cache_dir),
+            "artifacts_dir": str(p.artifacts_dir),
+            "read_only": self.read_only,
+        }
+
+    # -- machines ---------------------------------------------------------------
+
+    async def machines(self, state: MachineState | str | None = None) -> list[Machine]:
+        if isinstance(state, str):
+            try:
+                state = MachineState(state)
+            except ValueError:
+                names = ", ".join(s.value for s in MachineState)
+                raise BadInput(f"unknown state {state!r}; one of: {names}") from None
+        return await self.store.machines.list(state)
+
+    async def machine(self, mac: str) -> Machine:
+        mac = _mac(mac)
+        machine = await self.store.machines.get(mac)
+        if machine is None:
+            raise UnknownTarget(f"unknown MAC {mac}: no machine with it has been seen")
+        return machine
+
+    async def lease(self, mac: str, deployment: str, hostname: str | None = None,
+                    address: str | None = None) -> Machine:
+        self._writable("lease")
+        mac = _mac(mac)
+        try:
+            self.profile.deployment(deployment)
+        except KeyError:
+            known = ", ".join(d.name for d in self.profile.deployments) or "none"
+            raise UnknownTarget(
+                f"unknown deployment {deployment!r}; the profile has: {known}") from None
+        try:
+            hostname = check_hostname(hostname) if hostname else _default_hostname(mac)
+            address = check_ipv4(address) if address else None
+        except ValueError as err:
+            raise BadInput(str(err)) from None
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            machine = await self._machine_in(mac)
+            if machine.lease is not None and machine.state in lc_leased():
+                lease_id = machine.lease.id  # an identical re-lease is a no-op
+            else:
+                lease_id = await self.store.leases.new_id(tx, mac, now)
+            op = lc.LeaseOp(lease_id, deployment, hostname, address)
+            transition = self._apply(machine, op, now)
+            await self._commit(tx, transition)
+        return transition.machine
+
+    async def release(self, mac: str, wipe: bool = False) -> Machine:
+        self._writable("release")
+        mac = _mac(mac)
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            machine = await self._machine_in(mac)
+            transition = self._apply(machine, lc.Release(wipe=wipe), now)
+            if machine.lease is not None and transition.changed:
+                await self.store.leases.end(tx, machine.lease.id, now)
+            await self._commit(tx, transition)
+        return transition.machine
+
+    async def advance(self, mac: str, op: lc.Operation) -> lc.Transition:
+        """Apply a lifecycle operation reported by the boot services or a timer."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            machine = await self._machine_in(_mac(mac))
+            transition = self._apply(machine, op, now)
+            await self._commit(tx, transition)
+        return transition
+
+    def callhome_token(self, machine: Machine) -> str:
+        if machine.lease is None:
+            raise BadInput(f"{machine.mac} has no lease, so no call-home token")
+        return self.tokens.issue(machine.lease.id, machine.mac)
+
+    async def _machine_in(self, mac: str) -> Machine:
+        machine = await self.store.machines.get(mac)
+        if machine is None:
+            raise UnknownTarget(f"unknown MAC {mac}: no machine with it has been seen")
+        return machine
+
+    @staticmethod
+    def _apply(machine: Machine, op: lc.Operation, now: float) -> lc.Transition:
+        try:
+            return lc.apply(machine, op, now)
+        except lc.IllegalTransition as err:
+            raise BadInput(str(err)) from None
+
+    async def _commit(self, tx, transition: lc.Transition) -> None:
+        if transition.changed:
+            await self.store.machines.save(tx, transition.machine)
+            await self.store.events.append(tx, transition.events)
+
+    # -- sightings (boot services report what they saw; never awaited on the hot path)
+
+    def record_sighting(self, mac: str, **facts: Any) -> None:
+        """Note that a machine was seen. Cheap and synchronous: the write happens
+        in a batch shortly after, in one transaction."""
+        self._sightings.add(mac, self.clock(), facts)
+
+    async def flush_sightings(self) -> None:
+        await self._sightings.flush()
+
+    # -- nodes ------------------------------------------------------------------
+
+    async def nodes(self, select: str | None = None) -> list[Node]:
+        nodes = await self.store.nodes.list()
+        if not select:
+            return nodes
+        try:
+            selector = parse_selector(select)
+        except SelectError as err:
+            raise BadInput(str(err)) from None
+        return [n for n in nodes if selector.matches(n)]
+
+    async def node(self, name: str) -> Node:
+        node = await self.store.nodes.get(name)
+        if node is None:
+            raise UnknownTarget(f"unknown node {name!r}")
+        return node
+
+    # -- distributors -------------------------------------------------------------
+
+    async def distributors(self) -> list[Distributor]:
+        switched = await self.store.distributors.enabled()
+        out = []
+        for site in self.profile.sites:
+            d = site.distributor
+            if d is None:
+                continue
+            out.append(Distributor(
+                name=site.name, site=site.name, address=d.address, interface=d.interface,
+                enabled=switched.get(site.name, d.enabled),
+                artifacts=tuple(await self.store.distributors.artifacts(site.name))))
+        return out
+
+    async def switch_distributor(self, name: str, enabled: bool) -> Distributor:
+        """Switch a site's boot services on or off (idempotent; an event when it changes)."""
+        self._writable("switch a distributor")
+        current = {d.name: d for d in await self.distributors()}
+        if name not in current:
+            known = ", ".join(current) or "none"
+            raise UnknownTarget(f"unknown distributor {name!r}; the profile has: {known}")
+        if current[name].enabled == enabled:
+            return current[name]
+        now = self.clock()
+        word = "on" if enabled else "off"
+        async with self.store.transaction() as tx:
+            await self.store.distributors.set_enabled(tx, name, enabled, now)
+            await self.store.events.append(tx, [self.event(
+                f"distributor.{word}", name, f"distributor {name} switched {word}",
+                enabled=enabled)])
+        return replace(current[name], enabled=enabled)
+
+    # -- events -------------------------------------------------------------------
+
+    async def events(self, limit: int = 100, subject: str | None = None) -> list[Event]:
+        return await self.store.events.latest(limit, subject)
+
+    def follow(self, after_id: int | None = None) -> Subscription:
+        """Every event after `after_id` (from the store), then live ones, from this
+        process or any other sharing the store."""
+        return self.feed.subscribe(after_id)
+
+    async def record(self, *events: Event) -> None:
+        """Write events that are not lifecycle transitions (rejections, audits...)."""
+        self._writable("record events")
+        async with self.store.transaction() as tx:
+            await self.store.events.append(tx, events)
+
+    def event(self, kind: str, subject: str, message: str, *,
+              severity: Severity = Severity.INFO, **data: Any) -> Event:
+        return Event(kind=kind, subject=subject, message=message, ts=self.clock(),
+                     severity=severity, data=data)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnly(f"cannot {what}: fleet was started with --read-only")
+
+
+def lc_leased() -> frozenset[MachineState]:
+    return frozenset({MachineState.LEASED, MachineState.PROVISIONING,
+                      MachineState.PROVISIONED})
+
+
+def _mac(text: str) -> str:
+    try:
+        return parse_mac(text)
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
+def _default_hostname(mac: str) -> str:
+    return "node-" + mac.replace(":", "")[-6:]
+
+
+class SightingRecorder:
+    """Batches "machine seen" reports into one transaction every `interval`.
+
+    New MACs become `discovered` machines (with their event); known ones get
+    last_seen and whatever new facts they sent. 1000 machines booting at once
+    cost a handful of transactions, not thousands.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 0.25):
+        self.engine = engine
+        self.interval = interval
+        self._pending: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    def add(self, mac: str, ts: float, facts: dict[str, Any]) -> None:
+        old = self._pending.get(mac)
+        if old is not None:
+            merged = {**old[1], **{k: v for k, v in facts.items() if v is not None}}
+            first = old[1].get("_first_ts", old[0])
+            merged["_first_ts"] = first
+            facts = merged
+        self._pending[mac] = (ts, facts)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self.interval)
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._pending or self.engine.read_only:
+                self._pending.clear()
+                return
+            batch, self._pending = self._pending, {}
+            store = self.engine.store
+            known = self.engine.machine_states
+            async with store.transaction() as tx:
+                touches = []
+                for mac, (ts, facts) in batch.items():
+                    first_ts = facts.pop("_first_ts", ts)
+                    if mac in known or await store.machines.get(mac) is not None:
+                        touches.append((mac, ts, facts))
+                        continue
+                    columns = {k: v for k, v in facts.items()
+                               if k in _DISCOVER_FIELDS and v is not None}
+                    columns.setdefault("nic_vendor", nic_vendor(mac))
+                    t = lc.discover(mac, first_ts, **columns)
+                    machine = replace(t.machine, last_seen=ts)
+                    await store.machines.save(tx, machine)
+                    await store.events.append(tx, t.events)
+                    known[mac] = machine.state
+                await store.machines.touch(tx, touches)
+
+
+_DISCOVER_FIELDS = {"uuid", "arch", "vendor_class", "nic_vendor", "ipxe_version",
+                    "ipxe_busid", "distributor", "interface", "last_ip", "stage", "info"}

@@ -1,0 +1,29 @@
+"""Errors that reach the operator, each with the exit code the headless contract
+documents: 2 bad input (usage, profile, unknown MAC/node), 3 environment
+(missing tool, port in use, no permission)."""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    exit_code = 1
+
+
+class BadInput(FleetError):
+    exit_code = 2
+
+
+class UnknownTarget(BadInput):
+    """An unknown MAC, node, job, deployment..."""
+
+
+class ReadOnly(BadInput):
+    """A change asked of an engine opened with --read-only."""
+
+
+class EnvironmentProblem(FleetError):
+    exit_code = 3
+
+
+class NotYetAvailable(EnvironmentProblem):
+    """A command of the contract whose implementation arrives with a later issue."""

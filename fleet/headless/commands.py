@@ -1,0 +1,141 @@
+"""What each headless command does: ask the engine, print records."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+
+from fleet.engine import Engine
+from fleet.errors import BadInput, NotYetAvailable, UnknownTarget
+from fleet.headless import records as rec
+from fleet.headless.output import Output
+
+
+async def info(engine: Engine, args, out: Output) -> int:
+    data = engine.info()
+    if out.format == "table":
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            out.text(f"{key.ljust(width)}  {value}")
+    else:
+        out.record(data, "")
+    return 0
+
+
+async def machines(engine: Engine, args, out: Output) -> int:
+    now = time.time()
+    rows = [rec.machine(m, now) for m in await engine.machines(args.state)]
+    out.records(rows, rec.MACHINE_COLUMNS, empty="no machines seen yet")
+    return 0
+
+
+async def lease(engine: Engine, args, out: Output) -> int:
+    m = await engine.lease(args.mac, args.deployment, args.hostname, args.address)
+    where = f" at {m.lease.address}" if m.lease.address else ""
+    out.record(rec.machine(m), f"{m.mac} leased to {m.lease.deployment} as "
+                               f"{m.lease.hostname}{where}; its next boot installs")
+    return 0
+
+
+async def release(engine: Engine, args, out: Output) -> int:
+    m = await engine.release(args.mac, wipe=args.wipe)
+    text = (f"{m.mac} released; its next boot wipes it" if m.state.value == "wiping"
+            else f"{m.mac} released; back in the pool")
+    out.record(rec.machine(m), text)
+    return 0
+
+
+async def nodes(engine: Engine, args, out: Output) -> int:
+    rows = [rec.node(n) for n in await engine.nodes(args.select)]
+    out.records(rows, rec.NODE_COLUMNS, empty="no nodes")
+    return 0
+
+
+async def events(engine: Engine, args, out: Output) -> int:
+    if args.limit < 0:
+        raise BadInput("--limit must be 0 or more")
+    past = await engine.events(args.limit, args.subject) if args.limit else []
+
+    def show(e):
+        if out.format == "table":
+            out.text(rec.event_line(e))
+        else:
+            out.record_line(rec.event(e))
+
+    if not args.follow:
+        if out.format == "json":
+            out.records([rec.event(e) for e in past], [])
+        else:
+            for e in past:
+                show(e)
+        return 0
+    for e in past:
+        show(e)
+    after = past[-1].id if past else await engine.store.events.max_id()
+    sub = engine.follow(after)
+    try:
+        async for e in sub:
+            if args.subject and e.subject != args.subject:
+                continue
+            show(e)
+    finally:
+        sub.close()
+    return 0
+
+
+async def distributors(engine: Engine, args, out: Output) -> int:
+    seen = Counter(m.distributor for m in await engine.machines())
+    rows = [rec.distributor(d, seen.get(d.name, 0)) for d in await engine.distributors()]
+    out.records(rows, rec.DISTRIBUTOR_COLUMNS, empty="no distributors in this profile")
+    return 0
+
+
+async def distributor(engine: Engine, args, out: Output) -> int:
+    d = await engine.switch_distributor(args.name, args.switch == "on")
+    out.record(rec.distributor(d), f"distributor {d.name} is {'on' if d.enabled else 'off'}")
+    return 0
+
+
+async def jobs(engine: Engine, args, out: Output) -> int:
+    now = time.time()
+    rows = [rec.job(j, now) for j in await engine.store.jobs.list()]
+    out.records(rows, rec.JOB_COLUMNS, empty="no jobs")
+    return 0
+
+
+async def artifacts(engine: Engine, args, out: Output) -> int:
+    rows = [{"id": a.id, "kind": a.kind, "name": a.name, "path": a.path, "sha256": a.sha256,
+             "size": a.size, "version": a.version} for a in await engine.store.artifacts.list()]
+    out.records(rows, [("id", "id"), ("kind", "kind"), ("name", "name"), ("size", "size"),
+                       ("sha256", "sha256"), ("path", "path")], empty="no artifacts")
+    return 0
+
+
+def later(issue: str):
+    async def handler(engine: Engine, args, out: Output) -> int:
+        raise NotYetAvailable(f"`{args.command}` is not in this build yet: it arrives with "
+                              f"{issue}")
+    return handler
+
+
+HANDLERS = {
+    "info": info,
+    "machines": machines,
+    "lease": lease,
+    "release": release,
+    "nodes": nodes,
+    "events": events,
+    "distributors": distributors,
+    "distributor": distributor,
+    "jobs": jobs,
+    "artifacts": artifacts,
+    "serve": later("the boot services (issue 3)"),
+    "routes": later("the access plane (issue 4)"),
+    "exec": later("the access plane (issue 4)"),
+    "shell": later("the access plane (issue 4)"),
+    "forward": later("the access plane (issue 4)"),
+    "build": later("artifacts and jobs (issue 5)"),
+    "job": later("artifacts and jobs (issue 5)"),
+}

@@ -1,0 +1,110 @@
+"""Domain objects as flat records with stable field names (the JSON contract)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fleet.core.durations import format_duration
+from fleet.core.model import Distributor, Event, Job, Machine, Node
+from fleet.headless.output import ago, iso, local
+
+
+def machine(m: Machine, now: float | None = None) -> dict[str, Any]:
+    now = now or time.time()
+    lease = m.lease
+    return {
+        "mac": m.mac,
+        "state": m.state.value,
+        "vendor": m.nic_vendor,
+        "arch": m.arch.value,
+        "arch_label": m.arch.label,
+        "first_seen": iso(m.first_seen),
+        "last_seen": iso(m.last_seen),
+        "seen_ago_s": round(now - m.last_seen, 3),
+        "state_since": iso(m.state_since),
+        "distributor": m.distributor,
+        "interface": m.interface,
+        "uuid": m.uuid,
+        "vendor_class": m.vendor_class,
+        "stage": m.stage,
+        "ipxe_version": m.ipxe_version,
+        "last_ip": m.last_ip,
+        "reason": m.reason,
+        "deployment": lease.deployment if lease else None,
+        "hostname": lease.hostname if lease else None,
+        "address": lease.address if lease else None,
+        "lease_id": lease.id if lease else None,
+        "info": dict(m.info),
+        # table-only helpers
+        "_first": local(m.first_seen),
+        "_since": ago(m.last_seen, now),
+    }
+
+
+MACHINE_COLUMNS = [("mac", "mac address"), ("vendor", "hardware vendor"),
+                   ("arch_label", "arch"), ("state", "state"), ("_first", "time seen"),
+                   ("_since", "time since"), ("distributor", "distributor"),
+                   ("deployment", "deployment"), ("hostname", "hostname")]
+
+
+def node(n: Node) -> dict[str, Any]:
+    return {
+        "name": n.name,
+        "site": n.site,
+        "address": n.address,
+        "public_ipv4": n.public_ipv4,
+        "ipv6": n.ipv6,
+        "port": n.port,
+        "user": n.user,
+        "labels": dict(n.labels),
+        "source": n.source,
+        "mac": n.mac,
+        "registered_at": iso(n.registered_at),
+        "reachability": n.reachability.value,
+        "last_seen": iso(n.last_seen),
+        "last_error": n.last_error,
+        "host_keys": [k.fingerprint for k in n.host_keys],
+    }
+
+
+NODE_COLUMNS = [("name", "name"), ("site", "site"), ("address", "address"),
+                ("public_ipv4", "public ipv4"), ("ipv6", "ipv6"),
+                ("reachability", "reachable"), ("source", "source"), ("labels", "labels")]
+
+
+def event(e: Event) -> dict[str, Any]:
+    return {"id": e.id, "ts": iso(e.ts), "kind": e.kind, "subject": e.subject,
+            "severity": e.severity.value, "message": e.message, "data": dict(e.data)}
+
+
+def event_line(e: Event) -> str:
+    return f"{local(e.ts)}  {e.severity.value:<7}  {e.kind:<22}  {e.message}"
+
+
+def distributor(d: Distributor, machines_seen: int = 0) -> dict[str, Any]:
+    return {"name": d.name, "site": d.site, "address": d.address, "interface": d.interface,
+            "enabled": d.enabled, "artifacts": list(d.artifacts),
+            "machines_seen": machines_seen}
+
+
+DISTRIBUTOR_COLUMNS = [("name", "name"), ("site", "site"), ("interface", "interface"),
+                       ("address", "address"), ("enabled", "on"),
+                       ("machines_seen", "machines seen"), ("artifacts", "artifacts")]
+
+
+def job(j: Job, now: float | None = None) -> dict[str, Any]:
+    now = now or time.time()
+    end = j.finished_at or now
+    duration = end - j.started_at if j.started_at else None
+    return {"id": j.id, "kind": j.kind, "state": j.state.value, "progress": j.progress,
+            "phase": j.phase, "inputs": dict(j.inputs), "created_at": iso(j.created_at),
+            "started_at": iso(j.started_at), "finished_at": iso(j.finished_at),
+            "duration_s": round(duration, 3) if duration is not None else None,
+            "result": j.result, "error": j.error,
+            "_progress": f"{int(j.progress * 100)}%",
+            "_duration": format_duration(duration) if duration is not None else "-"}
+
+
+JOB_COLUMNS = [("id", "id"), ("kind", "kind"), ("state", "state"), ("_progress", "progress"),
+               ("phase", "phase"), ("_duration", "duration"), ("error", "error")]
