@@ -11,6 +11,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["support.fixtures"]
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() == 0:

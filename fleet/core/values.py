@@ -18,7 +18,7 @@ def parse_mac(text: str) -> str:
     if not isinstance(text, str):
         raise ValueError(f"not a MAC address: {text!r}")
     raw = text.strip().lower()
-    if re.fullmatch(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}", raw):
+    if re.fullmatch(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}", raw):
         digits = raw.replace(":", "").replace("-", "")
     elif re.fullmatch(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}", raw):
         digits = raw.replace(".", "")

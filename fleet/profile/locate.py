@@ -1,0 +1,62 @@
+"""Where profiles are found: a path, the bundled profiles, the user's config folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+
+import fleet
+
+from .errors import ProfileError
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def bundled_dir() -> Path:
+    """The profiles shipped with fleet (demo.yaml, lab.example.yaml)."""
+    return Path(fleet.__file__).resolve().parent.parent / "profiles"
+
+
+def user_dir() -> Path:
+    """``<user config dir>/profiles`` (``~/.config/fleet/profiles`` on Linux; XDG_CONFIG_HOME applies)."""
+    return Path(platformdirs.user_config_dir("fleet")) / "profiles"
+
+
+def search_dirs() -> tuple[Path, ...]:
+    """Folders searched for a profile given by name, in order."""
+    return (bundled_dir(), user_dir())
+
+
+def _candidates(directory: Path, name: str) -> list[Path]:
+    if name.endswith(SUFFIXES):
+        return [directory / name]
+    return [directory / f"{name}{s}" for s in SUFFIXES]
+
+
+def resolve_profile(name_or_path: str | Path) -> Path:
+    """Find a profile file.
+
+    An existing file is itself. A name (``demo``, ``lab.example``) is looked
+    up as ``<name>.yaml`` (or ``.yml``) in the bundled profiles, then in the
+    user's config folder. Anything else raises ProfileError naming every place
+    looked at.
+    """
+    given = str(name_or_path)
+    if not given.strip():
+        raise ProfileError.single("<profile>", "no profile given")
+    path = Path(given).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ProfileError.single(given, "is a directory, not a profile file")
+    looked: list[Path] = [path]
+    is_name = isinstance(name_or_path, str) and "/" not in given and "\\" not in given
+    if is_name:
+        for directory in search_dirs():
+            for candidate in _candidates(directory, given):
+                if candidate.is_file():
+                    return candidate
+                looked.append(candidate)
+    places = ", ".join(str(p) for p in looked)
+    raise ProfileError.single(given, f"no such profile (looked for {places})")
