@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -50,6 +51,7 @@ class Engine:
         self._view_sub: Subscription | None = None
         self._tasks: list[asyncio.Task] = []
         self._sightings = SightingRecorder(self)
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- opening and closing ----------------------------------------------------
 
@@ -73,7 +75,17 @@ class Engine:
             raise
         return engine
 
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `await closer()` at close, newest first (pools, servers, runners)."""
+        self._closers.append(closer)
+
     async def close(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                await closer()
+            except Exception:  # one failing closer must not leak the others
+                log.exception("error while closing")
+        self._closers.clear()
         await self._sightings.flush()
         for task in self._tasks:
             task.cancel()
@@ -125,6 +137,29 @@ class Engine:
         async for event in sub:
             if event.kind.startswith("machine.") and "state" in event.data:
                 self.machine_states[event.subject] = MachineState(event.data["state"])
+
+    # -- the layers hung off the engine (imported on first use) --------------------
+
+    @cached_property
+    def boot(self):
+        """Boot services: policy, HTTP/DHCP/TFTP servers, call-home (fleet.boot.api)."""
+        from fleet.boot.api import BootAPI
+
+        return BootAPI(self)
+
+    @cached_property
+    def access(self):
+        """SSH access: routes, pooled connections, exec, shells (fleet.access.api)."""
+        from fleet.access.api import AccessAPI
+
+        return AccessAPI(self)
+
+    @cached_property
+    def jobs(self):
+        """Job runner and builders (fleet.jobs.api)."""
+        from fleet.jobs.api import JobsAPI
+
+        return JobsAPI(self)
 
     # -- information ------------------------------------------------------------
 

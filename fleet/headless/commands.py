@@ -120,7 +120,7 @@ def later(issue: str):
     return handler
 
 
-HANDLERS = {
+CORE_HANDLERS = {
     "info": info,
     "machines": machines,
     "lease": lease,
@@ -139,3 +139,16 @@ HANDLERS = {
     "build": later("artifacts and jobs (issue 5)"),
     "job": later("artifacts and jobs (issue 5)"),
 }
+
+
+def _handlers() -> dict:
+    """Core commands, then each area's module overriding the placeholders above."""
+    from fleet.headless import cmd_access, cmd_boot, cmd_jobs
+
+    merged = dict(CORE_HANDLERS)
+    for module in (cmd_boot, cmd_access, cmd_jobs):
+        merged.update(module.HANDLERS)
+    return merged
+
+
+HANDLERS = _handlers()

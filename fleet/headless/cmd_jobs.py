@@ -1,0 +1,8 @@
+"""Headless commands of the jobs area; merged into commands.HANDLERS.
+
+Each handler is `async def handler(engine, args, out) -> int` (exit code).
+"""
+
+from __future__ import annotations
+
+HANDLERS: dict = {}
