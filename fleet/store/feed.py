@@ -114,8 +114,11 @@ class ChangeFeed:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.interval)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+            # cancellation that races with the kick, and stop() would hang.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._kick.wait()
             kicked = self._kick.is_set()
             self._kick.clear()
             version = await self._read_data_version()

@@ -1,0 +1,168 @@
+"""The headless contract: output formats, exit codes, --help, profile errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet.cli import main
+from fleet.headless import commands
+from fleet.headless.parser import build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+MAC = "00:14:22:01:02:03"
+
+
+def fleet(*argv, env, timeout=60, check=None):
+    result = subprocess.run([sys.executable, "-m", "fleet", *argv], capture_output=True,
+                            text=True, env=env, timeout=timeout)
+    if check is not None:
+        assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+@pytest.fixture
+def seeded(profile_path, xdg):
+    """A profile whose store knows one discovered machine."""
+    code = ("import asyncio\nfrom fleet.engine import Engine\n"
+            "async def m():\n"
+            f"    e = await Engine.open({str(profile_path)!r})\n"
+            f"    e.record_sighting({MAC!r}, stage='firmware')\n"
+            "    await e.close()\n"
+            "asyncio.run(m())\n")
+    subprocess.run([sys.executable, "-c", code], env=xdg, check=True, timeout=60)
+    return profile_path
+
+
+def test_demo_profile_machines_as_json_array(xdg):
+    r = fleet("--headless", "--profile", str(REPO / "profiles/demo.yaml"), "--format", "json",
+              "machines", env=xdg, check=0)
+    assert isinstance(json.loads(r.stdout), list)
+
+
+def test_machines_formats(seeded, xdg):
+    r = fleet("--headless", "--profile", str(seeded), "machines", "--format", "json",
+              env=xdg, check=0)
+    [record] = json.loads(r.stdout)
+    assert record["mac"] == MAC and record["vendor"] == "Dell Inc."
+    assert record["state"] == "discovered" and record["first_seen"].endswith("Z")
+    assert not any(k.startswith("_") for k in record)
+    r = fleet("--headless", "--profile", str(seeded), "--format", "jsonl", "machines",
+              env=xdg, check=0)
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["mac"] == MAC
+    r = fleet("--headless", "--profile", str(seeded), "machines", env=xdg, check=0)
+    header, row = r.stdout.splitlines()
+    assert header.split()[:3] == ["MAC", "ADDRESS", "HARDWARE"]
+    assert row.startswith(MAC) and "Dell Inc." in row and "ago" in row
+
+
+def test_lease_and_release_through_the_cli(seeded, xdg):
+    r = fleet("--headless", "--profile", str(seeded), "--format", "json", "lease", MAC,
+              "--deployment", "debian12", "--hostname", "web5", "--address", "10.91.0.5",
+              env=xdg, check=0)
+    record = json.loads(r.stdout)
+    assert record["state"] == "leased" and record["hostname"] == "web5"
+    r = fleet("--headless", "--profile", str(seeded), "release", MAC, "--wipe", env=xdg, check=0)
+    assert "wipes it" in r.stdout
+    r = fleet("--headless", "--profile", str(seeded), "--format", "json", "machines",
+              "--state", "wiping", env=xdg, check=0)
+    assert [m["mac"] for m in json.loads(r.stdout)] == [MAC]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["lease", "52:54:00:00:00:09", "-d", "debian12"], "unknown MAC 52:54:00:00:00:09"),
+    (["lease", "not-a-mac", "-d", "debian12"], "not a MAC address"),
+    (["lease", MAC, "-d", "nope"], "unknown deployment 'nope'"),
+    (["lease", MAC, "-d", "debian12", "--hostname", "a;reboot"], "not a valid hostname"),
+    (["machines", "--state", "sleeping"], "unknown state 'sleeping'"),
+    (["nodes", "--select", "role"], "bad selection term"),
+    (["distributor", "on", "rack9"], "unknown distributor 'rack9'"),
+    (["--read-only", "lease", MAC, "-d", "debian12"], "--read-only"),
+])
+def test_bad_input_exits_2_with_a_message(seeded, xdg, argv, message):
+    r = fleet("--headless", "--profile", str(seeded), *argv, env=xdg, check=2)
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_usage_errors_exit_2(xdg):
+    r = fleet("--headless", "lease", env=xdg, check=2)
+    assert "usage:" in r.stderr
+    r = fleet("--headless", "frobnicate", env=xdg, check=2)
+    assert "invalid choice" in r.stderr
+
+
+def test_invalid_profile_exits_2_with_file_and_line(tmp_path, xdg):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: bad\njumps:\n  - name: gw1\n    adress: 10.0.0.1\n")
+    for argv in (["profile", "check", str(bad)], ["--profile", str(bad), "machines"]):
+        r = fleet("--headless", *argv, env=xdg, check=2)
+        assert f"{bad}:5: jumps[0].adress: unknown key 'adress'" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    r = fleet("--profile", str(bad), env=xdg, check=2)  # the console says the same
+    assert f"{bad}:5:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_profile_check_ok(xdg):
+    r = fleet("--headless", "profile", "check", str(REPO / "profiles/lab.example.yaml"),
+              env=xdg, check=0)
+    assert "ok" in r.stdout
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) >= {"serve", "info", "profile", "machines", "lease", "release",
+                                "nodes", "routes", "exec", "shell", "forward", "build",
+                                "artifacts", "jobs", "events", "distributors", "distributor"}
+    for name in sub.choices:
+        with pytest.raises(SystemExit) as exit_:
+            main(["--headless", name, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: fleet --headless" in capsys.readouterr().out
+
+
+def test_commands_not_in_this_build_exit_3(seeded, xdg):
+    pending = [name for name, handler in commands.HANDLERS.items()
+               if handler.__qualname__.startswith("later.")]
+    for name in pending:
+        extra = {"shell": ["web1"], "forward": ["web1", "8080:80"], "build": ["iso"],
+                 "job": ["log", "1"]}.get(name, [])
+        r = fleet("--headless", "--profile", str(seeded), name, *extra, env=xdg, check=3)
+        assert "not in this build yet" in r.stderr
+
+
+def test_info_lists_every_path(seeded, xdg, tmp_path):
+    r = fleet("--headless", "--profile", str(seeded), "--format", "json", "info", env=xdg,
+              check=0)
+    info = json.loads(r.stdout)
+    assert info["store"] == str(tmp_path / "t.db")
+    for key in ("config_dir", "data_dir", "state_dir", "cache_dir", "keys_dir", "logs_dir",
+                "recordings_dir", "artifacts_dir", "profile_file"):
+        assert info[key].startswith(str(tmp_path)) or key == "profile_file", key
+
+
+def test_events_follow_streams_another_process_and_stops_on_sigint(seeded, xdg):
+    proc = subprocess.Popen([sys.executable, "-m", "fleet", "--headless", "--profile",
+                             str(seeded), "--format", "jsonl", "events", "--follow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=xdg)
+    try:
+        first = json.loads(proc.stdout.readline())  # the past: machine.discovered
+        assert first["kind"] == "machine.discovered"
+        fleet("--headless", "--profile", str(seeded), "lease", MAC, "-d", "debian12",
+              env=xdg, check=0)
+        t0 = time.monotonic()
+        second = json.loads(proc.stdout.readline())
+        assert second["kind"] == "machine.leased" and second["subject"] == MAC
+        assert time.monotonic() - t0 < 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
