@@ -1,0 +1,131 @@
+"""The access plane as the engine shows it (`engine.access`).
+
+    api = engine.access
+    api.route(node) -> Route                      how fleet reaches it, and why
+    await api.routes(["web1"]) -> [(Node, Route)] several (all nodes when None)
+    await api.targets(names, select) -> [Node]    resolve exec targets (exit 2 if unknown)
+    await api.exec(nodes, "uptime", parallel=32, timeout=60, on_line=..., on_result=...)
+    async with api.session("web1") as link:       a pooled connection + a session slot
+        await link.conn.create_process(term_type="xterm", term_size=(80, 24))
+    link = await api.connection("web1")           pooled connection (direct-tcpip forwards)
+    await api.get_pool() -> Pool                  created on first use, closed at engine close
+
+The pool is opened lazily and closed by the engine (`engine.on_close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, AsyncIterator, Sequence
+
+from fleet.access.routes import OperatorIPv6, Route, operator_ipv6, plan
+from fleet.errors import BadInput, ReadOnly, UnknownTarget
+
+if TYPE_CHECKING:
+    from fleet.access.exec import ExecReport
+    from fleet.access.pool import NodeLink, Pool, PoolOptions
+    from fleet.core.model import Node
+    from fleet.engine import Engine
+
+
+class AccessAPI:
+    def __init__(self, engine: "Engine", pool_options: "PoolOptions | None" = None,
+                 operator6: OperatorIPv6 | None = None):
+        self.engine = engine
+        self.pool_options = pool_options
+        self._operator6 = operator6
+        self._pool: "Pool | None" = None
+        self._pool_lock = asyncio.Lock()
+        engine.on_close(self.close)
+
+    # -- routes ----------------------------------------------------------------------
+
+    @property
+    def operator6(self) -> OperatorIPv6:
+        """The operator's routable IPv6 (read once from /proc/net/if_inet6)."""
+        if self._operator6 is None:
+            self._operator6 = operator_ipv6()
+        return self._operator6
+
+    def route(self, node: "Node") -> Route:
+        return plan(node, self.engine.profile, self.operator6)
+
+    async def routes(self, names: Sequence[str] | None = None) -> list[tuple["Node", Route]]:
+        if names:
+            nodes = [await self.engine.node(n) for n in names]
+        else:
+            nodes = await self.engine.nodes()
+        return [(n, self.route(n)) for n in nodes]
+
+    async def targets(self, names: Sequence[str] = (), select: str | None = None) -> list["Node"]:
+        """Nodes named and/or selected, in order, each once; unknown names are bad input."""
+        out: dict[str, "Node"] = {}
+        for name in names:
+            out.setdefault(name, await self.engine.node(name))
+        if select:
+            for n in await self.engine.nodes(select):
+                out.setdefault(n.name, n)
+        if not out:
+            if select:
+                raise UnknownTarget(f"no node matches --select {select!r}")
+            raise BadInput("name the nodes (NODE... or --select EXPR; --select all for every node)")
+        return list(out.values())
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def get_pool(self) -> "Pool":
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    from fleet.access.pool import Pool
+
+                    self._pool = await Pool.create(self.engine, self.pool_options)
+        return self._pool
+
+    @property
+    def pool(self) -> "Pool":
+        if self._pool is None:
+            raise RuntimeError("call `await access.get_pool()` first")
+        return self._pool
+
+    async def connection(self, name: str) -> "NodeLink":
+        node = await self.engine.node(name)
+        pool = await self.get_pool()
+        return await pool.connection(node, self.route(node))
+
+    @contextlib.asynccontextmanager
+    async def session(self, name: str) -> AsyncIterator["NodeLink"]:
+        node = await self.engine.node(name)
+        pool = await self.get_pool()
+        async with pool.session(node, self.route(node)) as link:
+            yield link
+
+    # -- exec ------------------------------------------------------------------------------
+
+    async def exec(self, nodes: Sequence["Node"], command: str = "", *, parallel: int = 32,
+                   timeout: float = 60.0, retries: int = 1, script: Path | None = None,
+                   script_args: Sequence[str] = (), on_line=None, on_result=None,
+                   keep_output: bool = False) -> "ExecReport":
+        from fleet.access.exec import run_exec
+
+        if self.engine.read_only:
+            raise ReadOnly("cannot run commands on nodes: fleet was started with --read-only")
+        if parallel < 1:
+            raise BadInput("--parallel must be at least 1")
+        if timeout <= 0:
+            raise BadInput("--timeout must be more than 0")
+        if script is None and not command.strip():
+            raise BadInput("no command: give it after --, e.g. exec web1 -- uptime")
+        if script is not None and not Path(script).is_file():
+            raise BadInput(f"--script {script}: no such file")
+        await self.get_pool()
+        return await run_exec(self, nodes, command, parallel=parallel, timeout=timeout,
+                              retries=retries, script=script, script_args=script_args,
+                              on_line=on_line, on_result=on_result, keep_output=keep_output)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

@@ -1,0 +1,544 @@
+"""The connection pool: long-lived SSH connections to jumps, nodes tunnelled over them.
+
+- One connection per jump, with keepalives (5 s x 3 by default), opened on first
+  use; node connections keep alive every 30 s. A jump `via` another is tunnelled
+  over that one's connection, to any depth.
+- Node connections are tunnelled over their jump's connection object (never a
+  `tunnel="host"` string, which would open a new jump connection every time)
+  and kept for reuse until the pool closes (`engine.on_close`).
+- Caps: SSH handshakes in flight per jump (8) and per target address (8), so
+  a target or jump with OpenSSH's default `MaxStartups 10:30:100` loses nothing;
+  sessions (exec/shell/sftp channels) per connection (8 < `MaxSessions 10`).
+  A tunnelled connect happens in two steps: the jump opens the TCP connection
+  (a direct-tcpip channel; not capped by the per-jump handshake cap, so twenty
+  blackholed nodes don't queue behind each other), then the SSH handshake runs
+  inside it under the cap. Each step is bounded by `connect_timeout`.
+- Failover: a site lists jumps in preference order. When a jump fails (connect
+  error, or its connection is lost), it is marked down (`jump.down`) and new and
+  retried work takes the next one (`jump.failover`). A down jump is retried in
+  the background with exponential backoff and jitter; when it answers again
+  (`jump.up`) new work prefers it again.
+- Operator identity: `operator.ssh.identity` is read once (`read_private_key`)
+  and passed as a key object, with the SSH agent off. Without it, asyncssh's
+  defaults apply: the agent at $SSH_AUTH_SOCK and ~/.ssh/id_* keys.
+  `~/.ssh/config` is never read: the profile is the only source of routes.
+
+Later layers use `session(node)` (a pooled connection plus a session slot) for
+PTY shells and `connection(node)` for direct-tcpip forwards (which don't count
+against MaxSessions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+import asyncssh
+
+from fleet.access.routes import Route, RouteKind
+from fleet.access.trust import FleetClient, HostKeyRefused, Subject, Trust
+from fleet.core.model import Severity
+from fleet.errors import BadInput
+
+if TYPE_CHECKING:
+    from fleet.core.model import Node
+    from fleet.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+class AccessError(Exception):
+    """Reaching a node failed. `kind`: unreachable | auth | host-key | timeout."""
+
+    def __init__(self, kind: str, message: str, *, lost: bool = False):
+        super().__init__(message)
+        self.kind = kind
+        self.lost = lost  # a pooled connection died (a retry may go another way)
+
+
+@dataclass
+class PoolOptions:
+    keepalive_interval: float = 5.0  # jumps: a silent jump is noticed in ~15-20 s
+    keepalive_count_max: int = 3
+    node_keepalive_interval: float = 30.0  # nodes: cheap for 1000s; a jump loss reaches
+    # its tunnelled connections at once anyway
+    handshakes_per_jump: int = 8
+    handshakes_per_target: int = 8
+    opens_per_jump: int = 128  # pending direct-tcpip opens (the jump's fd limit)
+    sessions_per_connection: int = 8
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass
+class _JumpLink:
+    name: str
+    cfg: Any  # JumpConfig
+    gate: asyncio.Semaphore
+    opens: asyncio.Semaphore
+    conn: asyncssh.SSHClientConnection | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    down: bool = False
+    failures: int = 0
+    generation: int = 0
+    next_attempt: float = 0.0
+    last_error: AccessError | None = None
+    retry_task: asyncio.Task | None = None
+
+    def alive(self) -> bool:
+        return self.conn is not None and not self.conn.is_closed()
+
+
+@dataclass
+class NodeLink:
+    """A pooled connection to a node."""
+
+    name: str
+    conn: asyncssh.SSHClientConnection
+    route: Route
+    via: str | None  # the jump actually used (None: direct)
+    sessions: asyncio.Semaphore
+    connected_at: float = field(default_factory=time.monotonic)
+    lost: bool = False
+
+    def alive(self) -> bool:
+        return not self.lost and not self.conn.is_closed()
+
+
+class _Pending:
+    """The session of a direct-tcpip channel opened before the SSH handshake may
+    start: holds what arrives until `attach()` hands the channel to the real
+    SSH connection object."""
+
+    def __init__(self):
+        self.chan = None
+        self.real = None
+        self._buffer: list[tuple[bytes, Any]] = []
+        self._eof = False
+        self._lost: tuple[Exception | None] | None = None
+
+    # SSHTCPSession callbacks
+    def connection_made(self, chan) -> None:
+        self.chan = chan
+
+    def session_started(self) -> None:
+        pass
+
+    def data_received(self, data, datatype=None) -> None:
+        if self.real is not None:
+            self.real.data_received(data, datatype)
+        else:
+            self._buffer.append((data, datatype))
+
+    def eof_received(self):
+        if self.real is not None:
+            return self.real.eof_received()
+        self._eof = True
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if self.real is not None:
+            self.real.connection_lost(exc)
+        else:
+            self._lost = (exc,)
+
+    def pause_writing(self) -> None:
+        if self.real is not None:
+            self.real.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.real is not None:
+            self.real.resume_writing()
+
+    def attach(self, real) -> None:
+        self.real = real
+        real.connection_made(self.chan)
+        real.session_started()
+        for data, datatype in self._buffer:
+            real.data_received(data, datatype)
+        self._buffer.clear()
+        if self._eof:
+            real.eof_received()
+        if self._lost is not None:
+            real.connection_lost(self._lost[0])
+
+
+class _OpenedTunnel:
+    """What `asyncssh.connect(tunnel=...)` gets for a pre-opened channel: its
+    `create_connection` attaches the new SSH connection to that channel."""
+
+    def __init__(self, jump_conn: asyncssh.SSHClientConnection, pending: _Pending):
+        self.logger = jump_conn.logger
+        self._pending = pending
+
+    async def create_connection(self, session_factory, host, port):
+        real = session_factory()
+        self._pending.attach(real)
+        return self._pending.chan, real
+
+
+def _backoff(failures: int, base: float, cap: float) -> float:
+    delay = min(cap, base * (2 ** max(0, failures - 1)))
+    return delay * random.uniform(0.5, 1.5)
+
+
+class Pool:
+    def __init__(self, engine: "Engine", trust: Trust, options: PoolOptions | None = None,
+                 client_keys: Any = (), agent_path: Any = ()):
+        self.engine = engine
+        self.trust = trust
+        self.options = options or PoolOptions()
+        ssh = engine.profile.operator.ssh
+        self.connect_timeout = float(ssh.connect_timeout)
+        self.user = ssh.user
+        self._client_keys = client_keys
+        self._agent_path = agent_path
+        o = self.options
+        self._jumps = {j.name: _JumpLink(j.name, j, asyncio.Semaphore(o.handshakes_per_jump),
+                                         asyncio.Semaphore(o.opens_per_jump))
+                       for j in engine.profile.jumps}
+        self._targets: dict[tuple, asyncio.Semaphore] = {}
+        self._nodes: dict[str, NodeLink] = {}
+        self._node_locks: dict[str, asyncio.Lock] = {}
+        self._active: dict[tuple, str] = {}  # route chains -> jump in use
+        self._pending_events: set[asyncio.Task] = set()
+        self._closing = False
+        self.stats = {"node_connects": 0, "jump_connects": 0, "reused": 0}
+
+    @classmethod
+    async def create(cls, engine: "Engine", options: PoolOptions | None = None) -> "Pool":
+        trust = await Trust.load(engine)
+        ssh = engine.profile.operator.ssh
+        client_keys: Any = ()
+        agent_path: Any = ()
+        if ssh.identity is not None:
+            path = ssh.identity.expanduser()
+            try:
+                client_keys = [asyncssh.read_private_key(str(path))]
+            except FileNotFoundError:
+                raise BadInput(f"operator.ssh.identity {path}: no such file") from None
+            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, OSError) as err:
+                raise BadInput(f"operator.ssh.identity {path}: cannot use it: {err} "
+                               "(an encrypted key needs the SSH agent: leave identity "
+                               "unset)") from None
+            agent_path = None  # the profile names the key: don't offer agent keys too
+        return cls(engine, trust, options, client_keys, agent_path)
+
+    # -- events --------------------------------------------------------------------
+
+    def _emit(self, kind: str, subject: str, message: str, *,
+              severity: Severity = Severity.INFO, **data: Any) -> None:
+        if self.engine.read_only:
+            log.info("%s: %s", kind, message)
+            return
+        event = self.engine.event(kind, subject, message, severity=severity, **data)
+        task = asyncio.get_running_loop().create_task(self._write_event(event))
+        self._pending_events.add(task)
+        task.add_done_callback(self._pending_events.discard)
+
+    async def _write_event(self, event) -> None:
+        try:
+            await self.engine.record(event)
+        except Exception:  # an event must never take the pool down
+            log.exception("cannot record event %s", event.kind)
+
+    # -- connecting ------------------------------------------------------------------
+
+    def _target_gate(self, via: str | None, address: str, port: int) -> asyncio.Semaphore:
+        key = (via, address, port)
+        sem = self._targets.get(key)
+        if sem is None:
+            sem = self._targets[key] = asyncio.Semaphore(self.options.handshakes_per_target)
+        return sem
+
+    def _conn_options(self, subject: Subject, user: str) -> dict:
+        o = self.options
+        interval = o.keepalive_interval if subject.kind == "jump" else o.node_keepalive_interval
+        return dict(
+            username=user, port=subject.port, known_hosts=self.trust.known,
+            host_key_alias=subject.name, client_keys=self._client_keys,
+            agent_path=self._agent_path, agent_forwarding=False, config=None,
+            connect_timeout=self.connect_timeout,
+            keepalive_interval=interval, keepalive_count_max=o.keepalive_count_max)
+
+    async def _handshake(self, subject: Subject, user: str, *,
+                         via: _JumpLink | None, on_lost) -> asyncssh.SSHClientConnection:
+        """One SSH connection to subject.address, direct or through `via`."""
+        client = FleetClient(self.trust, subject, on_lost)
+        opts = self._conn_options(subject, user)
+        where = f"{subject.address}:{subject.port}" + (f" via {via.name}" if via else "")
+        target_gate = self._target_gate(via.name if via else None, subject.address,
+                                        subject.port)
+        try:
+            async with target_gate:
+                if via is None:
+                    return await asyncssh.connect(subject.address, client_factory=lambda: client,
+                                                  **opts)
+                jump_conn = via.conn
+                if jump_conn is None or jump_conn.is_closed():
+                    raise AccessError("unreachable", f"jump {via.name} connection lost",
+                                      lost=True)
+                pending = _Pending()
+                async with via.opens:
+                    try:
+                        await asyncio.wait_for(
+                            jump_conn.create_connection(lambda: pending, subject.address,
+                                                        subject.port),
+                            self.connect_timeout)
+                    except asyncio.TimeoutError:
+                        raise AccessError(
+                            "unreachable", f"no answer from {where} within connect_timeout "
+                            f"{self.connect_timeout:g}s") from None
+                try:
+                    async with via.gate:
+                        return await asyncssh.connect(
+                            subject.address, tunnel=_OpenedTunnel(jump_conn, pending),
+                            client_factory=lambda: client, **opts)
+                except BaseException:
+                    if pending.real is None and pending.chan is not None:
+                        pending.chan.close()  # never handed over: don't leave it open
+                    raise
+        except AccessError:
+            raise
+        except asyncio.TimeoutError:
+            raise AccessError("unreachable", f"no answer from {where} within connect_timeout "
+                                             f"{self.connect_timeout:g}s") from None
+        except asyncssh.HostKeyNotVerifiable as err:
+            raise (client.refusal or AccessError("host-key", f"{where}: {err}")) from None
+        except asyncssh.PermissionDenied as err:
+            raise AccessError("auth", f"{where}: authentication failed as {user}: "
+                                      f"{err.reason}") from None
+        except asyncssh.ChannelOpenError as err:
+            lost = via is not None and not via.alive()
+            raise AccessError("unreachable", f"{where}: {err.reason}", lost=lost) from None
+        except (asyncssh.ConnectionLost, asyncssh.DisconnectError) as err:
+            if client.refusal is not None:
+                raise client.refusal from None
+            lost = via is not None and not via.alive()
+            raise AccessError("unreachable", f"{where}: {err.reason or err}",
+                              lost=lost) from None
+        except OSError as err:
+            raise AccessError("unreachable", f"{where}: {err.strerror or err}") from None
+        finally:
+            if client.verdict is not None:
+                await self.trust.settle(client)
+
+    async def jump(self, name: str, *, skip_if_down: bool = False) -> asyncssh.SSHClientConnection:
+        """The live connection to jump `name` (connecting its `via` chain first)."""
+        link = self._jumps.get(name)
+        if link is None:
+            raise AccessError("unreachable", f"no jump named {name!r} in the profile")
+        if link.alive():
+            return link.conn
+        if skip_if_down and link.down and (time.monotonic() < link.next_attempt
+                                           or link.lock.locked()):
+            # down, and waiting out its backoff or being retried: take the next jump now
+            raise link.last_error or AccessError("unreachable", f"jump {name} is down")
+        seen = link.generation
+        async with link.lock:
+            if link.alive():
+                return link.conn
+            if link.generation != seen and link.last_error is not None:
+                raise link.last_error  # it failed while we waited: share that answer
+            if skip_if_down and link.down and time.monotonic() < link.next_attempt:
+                raise link.last_error or AccessError("unreachable", f"jump {name} is down")
+            return await self._connect_jump(link)
+
+    async def _connect_jump(self, link: _JumpLink) -> asyncssh.SSHClientConnection:
+        cfg = link.cfg
+        try:
+            via = None
+            if cfg.via:
+                await self.jump(cfg.via)
+                via = self._jumps[cfg.via]
+            subject = self.trust.subject_for_jump(cfg)
+            holder: dict = {}
+            conn = await self._handshake(
+                subject, cfg.user or self.user, via=via,
+                on_lost=lambda exc: self._jump_lost(link, holder.get("conn"), exc))
+            holder["conn"] = conn
+        except (AccessError, HostKeyRefused) as err:
+            if isinstance(err, HostKeyRefused):
+                err = AccessError("host-key", str(err))
+            elif not str(err).startswith("jump "):
+                err = AccessError(err.kind, f"jump {link.name}: {err}")
+            self._jump_failed(link, err)
+            raise err from None
+        self.stats["jump_connects"] += 1
+        link.conn = conn
+        link.failures = 0
+        if link.down:
+            link.down = False
+            self._emit("jump.up", link.name, f"jump {link.name} is up again",
+                       jump=link.name, address=cfg.address)
+        return conn
+
+    def _jump_failed(self, link: _JumpLink, err: AccessError) -> None:
+        link.failures += 1
+        link.generation += 1
+        link.last_error = err
+        link.next_attempt = time.monotonic() + _backoff(
+            link.failures, self.options.backoff_base, self.options.backoff_max)
+        if not link.down:
+            link.down = True
+            self._emit("jump.down", link.name, f"jump {link.name} is down: {err}",
+                       severity=Severity.WARNING, jump=link.name, error=str(err))
+        self._schedule_retry(link)
+
+    def _jump_lost(self, link: _JumpLink, conn, exc: Exception | None) -> None:
+        if self._closing or conn is None or link.conn is not conn:
+            return
+        link.conn = None
+        reason = str(exc) if exc else "closed"
+        self._jump_failed(link, AccessError(
+            "unreachable", f"jump {link.name}: connection lost ({reason})", lost=True))
+
+    def _schedule_retry(self, link: _JumpLink) -> None:
+        if self._closing or (link.retry_task and not link.retry_task.done()):
+            return
+        link.retry_task = asyncio.get_running_loop().create_task(self._retry(link))
+
+    async def _retry(self, link: _JumpLink) -> None:
+        """Bring a down jump back in the background, with backoff and jitter."""
+        while not self._closing and link.down:
+            await asyncio.sleep(max(0.0, link.next_attempt - time.monotonic()))
+            if self._closing or not link.down:
+                return
+            with contextlib.suppress(AccessError):
+                async with link.lock:
+                    if link.alive() or not link.down:
+                        return
+                    await self._connect_jump(link)
+            if link.alive():
+                return
+
+    async def connection(self, node: "Node", route: Route) -> NodeLink:
+        """A live pooled connection to `node` along `route` (reused when open)."""
+        link = self._nodes.get(node.name)
+        if link is not None and link.alive() and link.route.target == route.target:
+            self.stats["reused"] += 1
+            return link
+        lock = self._node_locks.setdefault(node.name, asyncio.Lock())
+        async with lock:
+            link = self._nodes.get(node.name)
+            if link is not None and link.alive() and link.route.target == route.target:
+                self.stats["reused"] += 1
+                return link
+            link = await self._connect_node(node, route)
+            self._nodes[node.name] = link
+            return link
+
+    async def _connect_node(self, node: "Node", route: Route) -> NodeLink:
+        if route.kind is RouteKind.UNREACHABLE:
+            raise AccessError("unreachable", f"no route: {route.reason}")
+        subject = self.trust.subject_for_node(node, route.target, route.port)
+        user = node.user or self.user
+        holder: dict = {}
+
+        def lost(exc):
+            link = holder.get("link")
+            if link is not None:
+                link.lost = True
+
+        try:
+            if route.kind.direct:
+                conn = await self._handshake(subject, user, via=None, on_lost=lost)
+                used = None
+            else:
+                conn, used = await self._through_jumps(subject, user, route, lost)
+        except HostKeyRefused as err:
+            raise AccessError("host-key", str(err)) from None
+        self.stats["node_connects"] += 1
+        link = NodeLink(node.name, conn, route, used,
+                        asyncio.Semaphore(self.options.sessions_per_connection))
+        holder["link"] = link
+        return link
+
+    async def _through_jumps(self, subject, user, route: Route, lost):
+        errors: list[str] = []
+        chains = route.chains
+        for i, chain in enumerate(chains):
+            name = chain[-1]
+            more = i < len(chains) - 1
+            try:
+                await self.jump(name, skip_if_down=more)
+            except AccessError as err:
+                errors.append(str(err))
+                continue
+            try:
+                conn = await self._handshake(subject, user, via=self._jumps[name], on_lost=lost)
+            except AccessError as err:
+                if err.lost and more:
+                    errors.append(str(err))
+                    continue
+                raise
+            self._note_active(route, name)
+            return conn, name
+        raise AccessError("unreachable", "; ".join(errors) or "no jump answered", lost=True)
+
+    def _note_active(self, route: Route, name: str) -> None:
+        key = route.chains
+        before = self._active.get(key)
+        self._active[key] = name
+        preferred = route.chain[-1]
+        if name != preferred and before != name:
+            self._emit("jump.failover", preferred,
+                       f"jump {preferred} is down; work for {route.node} and its site goes "
+                       f"through {name}", severity=Severity.WARNING,
+                       **{"from": preferred, "to": name})
+
+    @contextlib.asynccontextmanager
+    async def session(self, node: "Node", route: Route) -> AsyncIterator[NodeLink]:
+        """A pooled connection with one session slot held (exec, shell, sftp)."""
+        link = await self.connection(node, route)
+        async with link.sessions:
+            yield link
+
+    def cached(self, name: str) -> NodeLink | None:
+        link = self._nodes.get(name)
+        return link if link is not None and link.alive() else None
+
+    def jump_states(self) -> dict[str, dict]:
+        return {n: {"up": l.alive(), "down": l.down, "failures": l.failures,
+                    "error": str(l.last_error) if l.last_error and l.down else None}
+                for n, l in self._jumps.items()}
+
+    # -- closing ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        self._closing = True
+        for link in self._jumps.values():
+            if link.retry_task is not None:
+                link.retry_task.cancel()
+        conns = [l.conn for l in self._nodes.values()]
+        self._nodes.clear()
+        for c in conns:
+            c.close()
+        await _wait_all(conns, 3.0)
+        # innermost jumps first: a chain's outer hop carries the inner ones
+        depth = {n: len(self.engine.profile.jump_chain(n)) for n in self._jumps}
+        for name in sorted(self._jumps, key=lambda n: -depth[n]):
+            link = self._jumps[name]
+            if link.conn is not None:
+                link.conn.close()
+                await _wait_all([link.conn], 3.0)
+                link.conn = None
+        for link in self._jumps.values():
+            if link.retry_task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await link.retry_task
+        if self._pending_events:
+            await asyncio.gather(*list(self._pending_events), return_exceptions=True)
+
+
+async def _wait_all(conns, timeout: float) -> None:
+    if not conns:
+        return
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(c.wait_closed() for c in conns),
+                                              return_exceptions=True), timeout)

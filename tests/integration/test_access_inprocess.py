@@ -1,0 +1,654 @@
+"""The access plane against asyncssh servers in this process (no root).
+
+A little lab on loopback: jumps j1 127.0.0.2 and j2 127.0.0.3 (they forward
+direct-tcpip from their own address), nodes n01.. on 127.0.0.1x that accept
+connections only from a jump's address, and a `bh` node that accepts anyone
+(reached through a beachhead). The jumps can "blackhole" a destination (the
+channel open never answers) like a firewalled node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+from asyncssh.forward import SSHForwarder
+
+from fleet.access.pool import PoolOptions
+from fleet.access.routes import OperatorIPv6
+from fleet.core.model import HostKey, JobState, Reachability
+from fleet.engine import Engine
+
+JUMP_ADDRS = {"j1": "127.0.0.2", "j2": "127.0.0.3"}
+BLACKHOLE = "127.0.0.66"
+
+
+def write_key(path: Path, key: asyncssh.SSHKey) -> Path:
+    path.write_bytes(key.export_private_key())
+    os.chmod(path, 0o600)
+    return path
+
+
+class Server:
+    def __init__(self, name, address, port, host_key, listener, conns):
+        self.name, self.address, self.port = name, address, port
+        self.host_key, self.listener, self.conns = host_key, listener, conns
+
+    def known_hosts_line(self) -> str:
+        pub = self.host_key.export_public_key().decode().split()[:2]
+        return f"[{self.address}]:{self.port} {' '.join(pub)}"
+
+    async def kill(self) -> None:
+        """Stop listening and drop every connection, as a dying host would."""
+        self.listener.close()
+        for c in list(self.conns):
+            c.abort()
+        await self.listener.wait_closed()
+
+
+class Lab:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.client_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.client_key_path = write_key(tmp / "id_ed25519", self.client_key)
+        self.authorized = asyncssh.import_authorized_keys(
+            self.client_key.export_public_key().decode())
+        self.servers: dict[str, Server] = {}
+        self.host_keys: dict[str, asyncssh.SSHKey] = {}
+        self.preauth: dict[str, dict] = {}
+        self.auth_now = 0
+        self.auth_max = 0
+        self.procs: list = []
+        self.sessions_max: dict[str, int] = {}
+
+    def host_key(self, name):
+        return self.host_keys.setdefault(name, asyncssh.generate_private_key("ssh-ed25519"))
+
+    async def start_jump(self, name: str, port: int = 0) -> Server:
+        addr = JUMP_ADDRS[name]
+        conns: list = []
+        loop = asyncio.get_running_loop()
+
+        async def forward(host, dport):
+            if host == BLACKHOLE:
+                await asyncio.sleep(3600)  # a dropped SYN: the jump never hears back
+            try:
+                _, peer = await loop.create_connection(SSHForwarder, host, dport,
+                                                       local_addr=(addr, 0))
+            except OSError as exc:
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc))
+            return SSHForwarder(peer)
+
+        class JumpServer(asyncssh.SSHServer):
+            def connection_made(self, conn):
+                conns.append(conn)
+
+            def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
+                return forward(dest_host, dest_port)
+
+        listener = await asyncssh.listen(addr, port, server_host_keys=[self.host_key(name)],
+                                         authorized_client_keys=self.authorized,
+                                         server_factory=JumpServer)
+        port = listener.sockets[0].getsockname()[1]
+        s = self.servers[name] = Server(name, addr, port, self.host_key(name), listener, conns)
+        return s
+
+    async def start_node(self, name: str, address: str, *, from_anyone: bool = False,
+                         authorized=None, host_key=None) -> Server:
+        lab = self
+        conns: list = []
+        allowed = None if from_anyone else set(JUMP_ADDRS.values())
+        sessions = {"now": 0}
+
+        counts = self.preauth.setdefault(name, {"now": 0, "max": 0})
+
+        class NodeServer(asyncssh.SSHServer):
+            """Counts connections not yet authenticated (what MaxStartups counts) per
+            server, and authentications in progress across the lab."""
+
+            def connection_made(self, conn):
+                self.conn = conn
+                self.preauth = self.authing = False
+                conns.append(conn)
+                peer = conn.get_extra_info("peername")[0]
+                if allowed is not None and peer not in allowed:
+                    asyncio.get_running_loop().call_soon(conn.abort)
+                    return
+                counts["now"] += 1
+                counts["max"] = max(counts["max"], counts["now"])
+                self.preauth = True
+
+            def begin_auth(self, username):
+                lab.auth_now += 1
+                lab.auth_max = max(lab.auth_max, lab.auth_now)
+                self.authing = True
+                return True
+
+            def _done(self):
+                if self.preauth:
+                    counts["now"] -= 1
+                    self.preauth = False
+                if self.authing:
+                    lab.auth_now -= 1
+                    self.authing = False
+
+            def connection_lost(self, exc):
+                self._done()
+
+            def auth_completed(self):
+                self._done()
+
+        async def process(p: asyncssh.SSHServerProcess):
+            sessions["now"] += 1
+            lab.sessions_max[name] = max(lab.sessions_max.get(name, 0), sessions["now"])
+            try:
+                cmd = p.command or ""
+                if cmd == "hostname":
+                    p.stdout.write(name + "\n")
+                    p.exit(0)
+                    return
+                proc = await asyncio.create_subprocess_shell(
+                    cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                    env=dict(os.environ, NODE=name), start_new_session=True)
+                lab.procs.append(proc)
+                try:
+                    out, err = await proc.communicate()
+                except asyncio.CancelledError:
+                    proc.kill()
+                    raise
+                p.stdout.write(out.decode())
+                p.stderr.write(err.decode())
+                p.exit(proc.returncode)
+            finally:
+                sessions["now"] -= 1
+
+        key = host_key or self.host_key(name)
+        listener = await asyncssh.listen(
+            address, 0, server_host_keys=[key],
+            authorized_client_keys=authorized or self.authorized,
+            server_factory=NodeServer, process_factory=process, sftp_factory=True,
+            encoding="utf-8")
+        port = listener.sockets[0].getsockname()[1]
+        s = self.servers[name] = Server(name, address, port, key, listener, conns)
+        return s
+
+    def write_known_hosts(self, path: Path, skip=()) -> Path:
+        path.write_text("".join(s.known_hosts_line() + "\n"
+                                for n, s in self.servers.items() if n not in skip))
+        return path
+
+    async def close(self):
+        for proc in self.procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        for s in self.servers.values():
+            s.listener.close()
+            for c in s.conns:
+                c.abort()
+
+
+def profile_text(lab: Lab, *, jumps=("j1", "j2"), host_keys="strict", connect_timeout=1.0,
+                 known_hosts="./known_hosts", beachheads=("127.0.0.20",), extra_nodes="") -> str:
+    lines = [
+        "version: 1", "name: lab", "store: ./lab.db", "operator:", "  ssh:",
+        "    user: root", f"    identity: {lab.client_key_path}",
+        f"    known_hosts: [{known_hosts}]", f"    host_keys: {host_keys}",
+        f"    connect_timeout: {connect_timeout}",
+        f"  beachheads: [{', '.join(beachheads)}]", "jumps:"]
+    for j in ("j1", "j2"):
+        if j in lab.servers:
+            s = lab.servers[j]
+            lines.append(f"  - {{name: {j}, address: {s.address}, port: {s.port}}}")
+    lines += ["sites:", f"  - {{name: lo, subnets: [127.0.0.0/24], jumps: [{', '.join(jumps)}]}}",
+              "  - {name: nojump, subnets: [127.0.1.0/24]}", "nodes:"]
+    for n, s in lab.servers.items():
+        if n.startswith("j"):
+            continue
+        lines.append(f"  - {{name: {n}, site: lo, address: {s.address}, port: {s.port}}}")
+    lines.append(f"  - {{name: {'blackholed'}, site: lo, address: {BLACKHOLE}, port: 22}}")
+    lines.append("  - {name: island, site: nojump, address: 127.0.1.5}")
+    return "\n".join(lines) + "\n" + extra_nodes
+
+
+async def open_engine(lab: Lab, tmp: Path, **kw) -> Engine:
+    path = tmp / "lab.yaml"
+    path.write_text(profile_text(lab, **kw))
+    engine = await Engine.open(path)
+    from fleet.access.api import AccessAPI
+
+    # keep it quick; IPv6 is irrelevant on loopback
+    engine.__dict__["access"] = AccessAPI(
+        engine, PoolOptions(keepalive_interval=1, backoff_base=0.2, backoff_max=1),
+        OperatorIPv6())
+    return engine
+
+
+@pytest.fixture
+async def lab(tmp_path, xdg):
+    lab = Lab(tmp_path)
+    await lab.start_jump("j1")
+    await lab.start_jump("j2")
+    for i in range(1, 6):
+        await lab.start_node(f"n0{i}", f"127.0.0.{10 + i}")
+    await lab.start_node("bh", "127.0.0.20", from_anyone=True)
+    lab.write_known_hosts(tmp_path / "known_hosts")
+    yield lab
+    await lab.close()
+
+
+NODES = [f"n0{i}" for i in range(1, 6)]
+
+
+async def events_of(engine, kind):
+    return [e for e in await engine.events(500) if e.kind == kind]
+
+
+# ----------------------------------------------------------------------------- exec
+
+async def test_exec_hostname_through_jump_and_beachhead(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path)
+    try:
+        api = engine.access
+        targets = await api.targets(NODES + ["bh"])
+        lines = []
+        report = await api.exec(targets, "hostname",
+                                on_line=lambda n, s, l: lines.append((n, s, l)))
+        assert [r.error_kind for r in report.results] == ["ok"] * 6
+        assert sorted(lines) == sorted((n, "stdout", n) for n in NODES + ["bh"])
+        vias = {r.node: r.via for r in report.results}
+        assert vias["bh"] is None and {vias[n] for n in NODES} == {"j1"}
+        assert {r.route for r in report.results} == {"jump", "direct-beachhead"}
+        # the job and its log
+        job = await engine.store.jobs.get(report.job_id)
+        assert job.kind == "exec" and job.state is JobState.SUCCEEDED and job.progress == 1.0
+        logs = [line for _, _, line in await engine.store.jobs.logs(report.job_id)]
+        assert sorted(l.split(":")[0] for l in logs) == sorted(NODES + ["bh"])
+        started = await events_of(engine, "exec.started")
+        finished = await events_of(engine, "exec.finished")
+        assert started[-1].data["command"] == "hostname"
+        assert started[-1].subject == finished[-1].subject == str(report.job_id)
+        assert started[-1].data["who"] and set(started[-1].data["nodes"]) == set(NODES + ["bh"])
+        assert finished[-1].data["exit_codes"] == {n: 0 for n in NODES + ["bh"]}
+        assert (await engine.node("n01")).reachability is Reachability.REACHABLE
+        # warm: the connections are reused
+        before = dict(api.pool.stats)
+        report2 = await api.exec(targets, "hostname")
+        assert not report2.failed
+        assert api.pool.stats["node_connects"] == before["node_connects"]
+        assert api.pool.stats["jump_connects"] == before["jump_connects"] == 1
+    finally:
+        await engine.close()
+
+
+async def test_error_kinds(lab, tmp_path):
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    await lab.start_node("noauth", "127.0.0.30",
+                         authorized=asyncssh.import_authorized_keys(
+                             other.export_public_key().decode()))
+    # a node listening on a port that then closes: connection refused at the jump
+    gone = await lab.start_node("gone", "127.0.0.31")
+    lab.write_known_hosts(tmp_path / "known_hosts")
+    await gone.kill()
+    engine = await open_engine(lab, tmp_path, connect_timeout=1.0)
+    try:
+        api = engine.access
+        nodes = await api.targets(["n01", "n02", "n03", "noauth", "gone", "blackholed",
+                                   "island"])
+        t0 = time.monotonic()
+        results = {}
+        cmds = {"n01": "exit 3", "n02": "sleep 3", "n03": "echo out; echo err >&2"}
+
+        async def run(node):
+            r = await api.exec([node], cmds.get(node.name, "hostname"), timeout=0.5,
+                               keep_output=True)
+            results[node.name] = r.results[0]
+
+        await asyncio.gather(*(run(n) for n in nodes))
+        took = time.monotonic() - t0
+        kinds = {n: r.error_kind for n, r in results.items()}
+        assert kinds == {"n01": "command-failed", "n02": "timeout", "n03": "ok",
+                         "noauth": "auth", "gone": "unreachable", "blackholed": "unreachable",
+                         "island": "unreachable"}, {n: r.error for n, r in results.items()}
+        assert results["n01"].exit_status == 3
+        assert results["n03"].stdout == ["out"] and results["n03"].stderr == ["err"]
+        assert "connect_timeout" in results["blackholed"].error
+        assert 0.9 <= results["blackholed"].duration_s < 2.0
+        assert "declares no jumps" in results["island"].error
+        assert results["island"].duration_s < 0.5
+        assert took < 3.0
+        assert (await engine.node("gone")).reachability is Reachability.UNREACHABLE
+    finally:
+        await engine.close()
+
+
+async def test_twenty_blackholed_fail_together_within_connect_timeout(lab, tmp_path):
+    extra = "".join(f"  - {{name: bh{i:02d}, site: lo, address: {BLACKHOLE}, port: {2000 + i}}}\n"
+                    for i in range(20))
+    engine = await open_engine(lab, tmp_path, connect_timeout=1.0, extra_nodes=extra)
+    try:
+        nodes = await engine.access.targets([f"bh{i:02d}" for i in range(20)] + NODES)
+        t0 = time.monotonic()
+        report = await engine.access.exec(nodes, "hostname")
+        took = time.monotonic() - t0
+        kinds = {r.node: r.error_kind for r in report.results}
+        assert [kinds[f"bh{i:02d}"] for i in range(20)] == ["unreachable"] * 20
+        assert [kinds[n] for n in NODES] == ["ok"] * 5
+        assert took < 1.0 + 1.0, took  # all in one connect_timeout, not 20/8 rounds
+    finally:
+        await engine.close()
+
+
+async def test_handshakes_per_jump_and_per_target_are_capped(lab, tmp_path):
+    for i in range(40):
+        await lab.start_node(f"m{i:02d}", f"127.0.0.{100 + i}")
+    lab.write_known_hosts(tmp_path / "known_hosts")
+    n01 = lab.servers["n01"]
+    # 30 names for one sshd: 30 concurrent connects to the same target
+    aliases = "".join(f"  - {{name: a{i:02d}, site: lo, address: {n01.address}, "
+                      f"port: {n01.port}}}\n" for i in range(30))
+    (tmp_path / "known_hosts").open("a").write("".join(
+        f"a{i:02d} {' '.join(n01.host_key.export_public_key().decode().split()[:2])}\n"
+        for i in range(30)))
+    engine = await open_engine(lab, tmp_path, connect_timeout=10, extra_nodes=aliases)
+    try:
+        lab.auth_max = 0
+        lab.preauth["n01"]["max"] = 0
+        nodes = await engine.access.targets(select="name=m*")
+        report = await engine.access.exec(nodes, "hostname", parallel=40)
+        assert not report.failed, [r.error for r in report.failed]
+        assert 2 <= lab.auth_max <= 8  # handshakes through j1 at once
+        nodes = await engine.access.targets(select="name=a*")
+        report = await engine.access.exec(nodes, "hostname", parallel=30, keep_output=True)
+        assert not report.failed, [r.error for r in report.failed]
+        assert {tuple(r.stdout) for r in report.results} == {("n01",)}
+        assert 2 <= lab.preauth["n01"]["max"] <= 8  # unauthenticated at one sshd at once
+    finally:
+        await engine.close()
+
+
+async def test_sessions_per_connection_are_capped(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path)
+    try:
+        api = engine.access
+        await api.get_pool()
+
+        async def one():
+            async with api.session("n01") as link:
+                r = await link.conn.run("sleep 0.2; echo hi", check=True)
+                return r.stdout.strip()
+
+        out = await asyncio.gather(*(one() for _ in range(20)))
+        assert out == ["hi"] * 20
+        assert lab.sessions_max["n01"] == 8
+    finally:
+        await engine.close()
+
+
+async def test_script_upload_and_run(lab, tmp_path):
+    script = tmp_path / "hello.sh"
+    script.write_text("#!/bin/sh\necho \"script on $NODE with $1\"\nexit 4\n")
+    engine = await open_engine(lab, tmp_path)
+    try:
+        nodes = await engine.access.targets(["n01", "n02"])
+        report = await engine.access.exec(nodes, script=script, script_args=["a b"],
+                                          keep_output=True)
+        assert [r.stdout for r in report.results] == [["script on n01 with a b"],
+                                                     ["script on n02 with a b"]]
+        assert [r.exit_status for r in report.results] == [4, 4]
+        assert not list(Path("/tmp").glob("fleet-script-*"))  # removed after the run
+    finally:
+        await engine.close()
+
+
+# ----------------------------------------------------------------------------- failover
+
+async def test_failover_to_second_jump_and_back(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path)
+    try:
+        api = engine.access
+        nodes = await api.targets(NODES)
+        first = await api.exec(nodes, "hostname")
+        assert {r.via for r in first.results} == {"j1"} and not first.failed
+        j1 = lab.servers["j1"]
+        await j1.kill()
+        await asyncio.sleep(0.1)
+        second = await api.exec(nodes, "hostname", keep_output=True)
+        assert not second.failed, [r.error for r in second.failed]
+        assert {r.via for r in second.results} == {"j2"}
+        assert [r.stdout for r in second.results] == [[n] for n in NODES]
+        down = await events_of(engine, "jump.down")
+        fo = await events_of(engine, "jump.failover")
+        assert down and down[0].subject == "j1"
+        assert fo and fo[0].data["to"] == "j2"
+        # j1 comes back on its port: the background retry notices, new work prefers it
+        await lab.start_jump("j1", port=j1.port)
+        for _ in range(60):
+            if await events_of(engine, "jump.up"):
+                break
+            await asyncio.sleep(0.1)
+        assert [e.subject for e in await events_of(engine, "jump.up")] == ["j1"]
+    finally:
+        await engine.close()
+
+
+async def test_first_jump_dead_from_the_start_fails_over_at_connect(lab, tmp_path):
+    await lab.servers["j1"].kill()
+    engine = await open_engine(lab, tmp_path)
+    try:
+        t0 = time.monotonic()
+        report = await engine.access.exec(await engine.access.targets(NODES), "hostname")
+        assert time.monotonic() - t0 < 1.0  # refused at once, no waiting on j1 per node
+        assert not report.failed and {r.via for r in report.results} == {"j2"}
+        down = await events_of(engine, "jump.down")
+        assert [e.subject for e in down] == ["j1"] and "j1" in down[0].data["error"]
+        assert len(await events_of(engine, "jump.failover")) == 1  # once, not per node
+        assert engine.access.pool.jump_states()["j1"]["down"] is True
+    finally:
+        await engine.close()
+
+
+async def test_jump_killed_mid_run_work_completes_through_second(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path)
+    try:
+        api = engine.access
+        nodes = await api.targets(NODES)
+        task = asyncio.ensure_future(api.exec(nodes, "sleep 0.5; echo done", keep_output=True))
+        await asyncio.sleep(0.3)
+        await lab.servers["j1"].kill()
+        report = await task
+        assert not report.failed, [r.error for r in report.failed]
+        assert {r.via for r in report.results} == {"j2"}
+        assert max(r.attempts for r in report.results) == 2
+    finally:
+        await engine.close()
+
+
+async def test_single_jump_down_gives_per_node_errors_quickly(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path, jumps=("j1",))
+    try:
+        api = engine.access
+        nodes = await api.targets(NODES)
+        assert not (await api.exec(nodes, "hostname")).failed
+        await lab.servers["j1"].kill()
+        t0 = time.monotonic()
+        report = await api.exec(nodes, "hostname")
+        assert time.monotonic() - t0 < 2.0
+        assert [r.error_kind for r in report.results] == ["unreachable"] * 5
+        assert all("j1" in r.error for r in report.results)
+    finally:
+        await engine.close()
+
+
+async def test_node_refuses_connections_not_from_a_jump(lab, tmp_path):
+    # declaring n01's address a beachhead makes fleet go direct, which n01 refuses
+    engine = await open_engine(lab, tmp_path, beachheads=("127.0.0.11",))
+    try:
+        api = engine.access
+        (n01,) = await api.targets(["n01"])
+        assert api.route(n01).kind.value == "direct-beachhead"
+        report = await api.exec([n01], "hostname")
+        assert report.results[0].error_kind == "unreachable"
+    finally:
+        await engine.close()
+
+
+# ----------------------------------------------------------------------------- trust
+
+async def test_unknown_host_key_refused_under_strict(lab, tmp_path):
+    lab.write_known_hosts(tmp_path / "known_hosts", skip=("n02",))
+    engine = await open_engine(lab, tmp_path)
+    try:
+        report = await engine.access.exec(await engine.access.targets(["n01", "n02"]),
+                                          "hostname")
+        r = {x.node: x for x in report.results}
+        assert r["n01"].error_kind == "ok"
+        assert r["n02"].error_kind == "host-key"
+        fp = lab.host_key("n02").get_fingerprint("sha256")
+        assert "unknown host key" in r["n02"].error and fp in r["n02"].error
+        assert (await engine.node("n02")).host_keys == ()
+    finally:
+        await engine.close()
+
+
+async def test_accept_new_pins_and_records(lab, tmp_path):
+    lab.write_known_hosts(tmp_path / "known_hosts", skip=("n02", "j2"))
+    engine = await open_engine(lab, tmp_path, host_keys="accept-new", jumps=("j2",))
+    try:
+        report = await engine.access.exec(await engine.access.targets(["n02"]), "hostname")
+        assert report.results[0].error_kind == "ok", report.results[0].error
+        fp = lab.host_key("n02").get_fingerprint("sha256")
+        node = await engine.node("n02")
+        assert [(k.fingerprint, k.source) for k in node.host_keys] == [(fp, "accept-new")]
+        accepted = await events_of(engine, "hostkey.accepted")
+        assert {e.subject for e in accepted} == {"n02", "j2"}
+        assert any(e.data.get("fingerprint") == fp for e in accepted)
+    finally:
+        await engine.close()
+    # the pin now stands on its own: strict, and known_hosts without n02 or j2
+    engine = await open_engine(lab, tmp_path, host_keys="strict", jumps=("j2",))
+    try:
+        report = await engine.access.exec(await engine.access.targets(["n02"]), "hostname")
+        assert report.results[0].error_kind == "ok", report.results[0].error
+    finally:
+        await engine.close()
+
+
+async def test_changed_host_key_refused_with_both_fingerprints(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path, host_keys="accept-new")
+    try:
+        old = asyncssh.generate_private_key("ssh-ed25519")
+        kind, body = old.export_public_key().decode().split()[:2]
+        old_fp = old.get_fingerprint("sha256")
+        async with engine.store.transaction() as tx:
+            await engine.store.nodes.pin_keys(tx, "n03", [HostKey(kind, body, old_fp, "callhome")])
+        # known_hosts lists n03's real key by address, but a pin is authoritative
+        assert "127.0.0.13" in (tmp_path / "known_hosts").read_text()
+        report = await engine.access.exec(await engine.access.targets(["n03"]), "hostname")
+        r = report.results[0]
+        new_fp = lab.host_key("n03").get_fingerprint("sha256")
+        assert r.error_kind == "host-key"
+        assert old_fp in r.error and new_fp in r.error and "n03" in r.error
+        assert "CHANGED" in r.error and "127.0.0.13" in r.error
+        mism = await events_of(engine, "hostkey.mismatch")
+        assert mism and mism[-1].subject == "n03" and mism[-1].data["new"] == new_fp
+        # never re-pinned under accept-new
+        assert [k.fingerprint for k in (await engine.node("n03")).host_keys] == [old_fp]
+    finally:
+        await engine.close()
+
+
+async def test_cert_authority_known_hosts(lab, tmp_path):
+    ca = asyncssh.generate_private_key("ssh-ed25519")
+    host = asyncssh.generate_private_key("ssh-ed25519")
+    cert = ca.generate_host_certificate(host, "n09", principals=["n09"])
+    s = await lab.start_node("n09", "127.0.0.19", host_key=(host, cert))
+    kh = tmp_path / "known_hosts"
+    lab.write_known_hosts(kh, skip=("n09",))
+    with kh.open("a") as f:
+        f.write(f"@cert-authority n09 {ca.export_public_key().decode()}")
+    engine = await open_engine(lab, tmp_path)
+    try:
+        report = await engine.access.exec(await engine.access.targets(["n09"]), "hostname")
+        assert report.results[0].error_kind == "ok", report.results[0].error
+    finally:
+        await engine.close()
+    assert s.port
+
+
+# ----------------------------------------------------------------------------- CLI
+
+async def test_cli_routes_and_exec_jsonl(lab, tmp_path, xdg):
+    path = tmp_path / "lab.yaml"
+    path.write_text(profile_text(lab))
+
+    async def fleet(*argv):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleet", "--headless", "--profile", str(path), *argv,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=xdg)
+        out, err = await proc.communicate()
+        return proc.returncode, out.decode(), err.decode()
+
+    rc, out, err = await fleet("routes", "n01", "island", "bh", "-o", "json")
+    assert rc == 0, err
+    rows = {r["node"]: r for r in json.loads(out)}
+    assert rows["n01"]["kind"] == "jump" and rows["n01"]["via"] == ["j1"]
+    assert rows["n01"]["alternatives"] == [["j2"]]
+    assert rows["bh"]["kind"] == "direct-beachhead"
+    assert rows["island"]["kind"] == "unreachable"
+
+    rc, out, err = await fleet("exec", "n01", "n02", "island", "-o", "jsonl", "--", "hostname")
+    assert rc == 1, err
+    recs = [json.loads(line) for line in out.splitlines()]
+    output = [r for r in recs if r["type"] == "output"]
+    results = {r["node"]: r for r in recs if r["type"] == "result"}
+    assert sorted((r["node"], r["line"]) for r in output) == [("n01", "n01"), ("n02", "n02")]
+    assert results["n01"]["error_kind"] == "ok" and results["n01"]["exit_status"] == 0
+    assert results["island"]["error_kind"] == "unreachable"
+    assert set(results["n01"]) >= {"node", "exit_status", "duration_s", "error_kind", "error"}
+    assert recs[-1]["type"] == "summary" and recs[-1]["failed"] == 1
+
+    rc, out, err = await fleet("exec", "--select", "name=n0*", "--", "hostname")
+    assert rc == 0, err
+    assert sorted(l.split()[0] for l in out.splitlines() if " | " in l) == NODES
+    assert "5 node(s): 5 ok" in out
+
+    rc, out, err = await fleet("exec", "nosuch", "--", "hostname")
+    assert rc == 2 and "unknown node" in err
+    rc, out, err = await fleet("exec", "n01")
+    assert rc == 2 and "no command" in err
+
+
+async def test_cancelled_exec_is_recorded_as_cancelled(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path)
+    try:
+        api = engine.access
+        nodes = await api.targets(["n01", "n02"])
+        task = asyncio.ensure_future(api.exec(nodes, "sleep 5"))
+        for _ in range(50):
+            jobs = await engine.store.jobs.list()
+            if jobs and jobs[0].state is JobState.RUNNING:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        job = (await engine.store.jobs.list())[0]
+        assert job.kind == "exec" and job.state is JobState.CANCELLED
+        finished = await events_of(engine, "exec.finished")
+        assert finished[-1].data["state"] == "cancelled"
+        # the pool still works afterwards
+        report = await api.exec(nodes, "hostname")
+        assert not report.failed
+    finally:
+        await engine.close()
