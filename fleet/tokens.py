@@ -4,6 +4,14 @@ A token is `<lease id>.<HMAC-SHA256(secret, lease id, mac)>`. The secret lives
 in a 0600 file beside the store, never in the database, so the database holds
 no credential and a template can be re-rendered with the same token at any
 time. Whether a token was already used is the lease's `token_used_at`.
+
+Tokens carry a purpose so one kind can never stand in for another:
+"callhome" (the default, and the only form before purposes existed: its HMAC
+input is unchanged, so tokens issued earlier still verify), "template" (the
+URL an installer fetches its kickstart/preseed from) and "wipe" (the URL a
+wipe script reports to; its number is the second the machine started wiping,
+not a lease id). The other purposes put the purpose name in the HMAC input,
+which never starts with a digit, so no two purposes share an input.
 """
 
 from __future__ import annotations
@@ -14,6 +22,11 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+
+CALLHOME = "callhome"
+TEMPLATE = "template"
+WIPE = "wipe"
+PURPOSES = (CALLHOME, TEMPLATE, WIPE)
 
 
 class TokenSigner:
@@ -32,12 +45,15 @@ class TokenSigner:
             self._secret = path.read_bytes()
         return self._secret
 
-    def _mac(self, lease_id: int, mac: str) -> str:
-        digest = hmac.new(self._key(), f"{lease_id}:{mac}".encode(), hashlib.sha256).digest()
+    def _mac(self, lease_id: int, mac: str, purpose: str = CALLHOME) -> str:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        text = f"{lease_id}:{mac}" if purpose == CALLHOME else f"{purpose}:{lease_id}:{mac}"
+        digest = hmac.new(self._key(), text.encode(), hashlib.sha256).digest()
         return base64.b32encode(digest[:20]).decode().lower().rstrip("=")
 
-    def issue(self, lease_id: int, mac: str) -> str:
-        return f"{lease_id}.{self._mac(lease_id, mac)}"
+    def issue(self, lease_id: int, mac: str, purpose: str = CALLHOME) -> str:
+        return f"{lease_id}.{self._mac(lease_id, mac, purpose)}"
 
     @staticmethod
     def lease_id_of(token: str) -> int | None:
@@ -47,5 +63,7 @@ class TokenSigner:
             return None
         return int(head)
 
-    def verify(self, token: str, lease_id: int, mac: str) -> bool:
-        return hmac.compare_digest(token, self.issue(lease_id, mac))
+    def verify(self, token: str, lease_id: int, mac: str, purpose: str = CALLHOME) -> bool:
+        if not isinstance(token, str) or not token.isascii():
+            return False
+        return hmac.compare_digest(token, self.issue(lease_id, mac, purpose))

@@ -84,12 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all | site=NAME | LABEL=VALUE | name=GLOB, comma-separated; !negates")
 
     p = command("routes", "how each node would be reached, and why")
-    p.add_argument("nodes", nargs="*", metavar="NODE")
+    p.description = ("how each node would be reached, and why: direct-public-ipv4, "
+                     "direct-ipv6,\ndirect-beachhead, jump (with the failover jumps) or "
+                     "unreachable; never a guess")
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="default: every node")
 
     p = command("exec", "run a command on nodes, in parallel, through their routes")
-    p.add_argument("--select", metavar="EXPR")
-    p.add_argument("--parallel", type=int, default=32, metavar="N")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    p.description = ("run a command on nodes, in parallel, through their routes\n\n"
+                     "table: output lines as 'NODE | line' (stderr 'NODE ! line'), the "
+                     "failed nodes, a summary\n"
+                     "jsonl: {type: output, node, stream, line} lines, then one\n"
+                     "  {type: result, node, exit_status, duration_s, error_kind, error, "
+                     "route, via, attempts}\n"
+                     "  per node, then {type: summary, ...}\n"
+                     "error_kind: ok | command-failed | timeout | unreachable | auth | "
+                     "host-key\n"
+                     "exit 1 if any node failed. Recorded as a job (`fleet jobs`) with "
+                     "exec.started/exec.finished events.\n"
+                     "example: exec --select role=web -- uptime")
+    p.add_argument("--select", metavar="EXPR",
+                   help="all | site=NAME | LABEL=VALUE | name=GLOB, comma-separated; !negates")
+    p.add_argument("--parallel", type=int, default=32, metavar="N",
+                   help="nodes at once (default 32)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="per-node limit on the command's run time (default 60); connecting "
+                        "is bounded by the profile's connect_timeout")
+    p.add_argument("--retries", type=int, default=1, metavar="N",
+                   help="retry a node whose connection was lost (its jump went down) N times, "
+                        "through the next jump (default 1); commands should be idempotent")
+    p.add_argument("--script", metavar="FILE",
+                   help="upload FILE over SFTP, run it (arguments after --), then remove it")
     p.add_argument("targets", nargs="*", metavar="NODE",
                    help="node names; the command follows after --")
 
@@ -100,17 +124,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node", metavar="NODE")
     p.add_argument("ports", metavar="LOCAL:REMOTE")
 
-    p = command("build", "build boot media as a tracked job")
+    p = command("build", "build boot media as a tracked job; prints the artifact's id, path "
+                         "and sha256 (identical inputs: the cached artifact, at once)")
     p.add_argument("what", choices=["ipxe", "grub", "syslinux", "iso"])
-    p.add_argument("options", nargs=argparse.REMAINDER)
+    p.add_argument("--label", metavar="L", help="ISO volume label (default FLEET)")
+    p.add_argument("--distributor", metavar="NAME",
+                   help="chain to this distributor's /boot/${mac}.ipxe and assign the "
+                        "artifact to it (default chain target: the profile's first one)")
+    p.add_argument("--script", metavar="FILE", help="iPXE script to embed instead of the "
+                                                   "generated one")
+    p.add_argument("--chain-url", metavar="URL",
+                   help="http:// URL the generated script chains (${mac} is expanded by iPXE)")
+    p.add_argument("--ipxe-dir", metavar="DIR",
+                   help="folder of stock iPXE binaries (default: the ipxe package's)")
+    p.add_argument("--ipxe-src", metavar="DIR",
+                   help="iPXE source tree: compile with the script embedded (make EMBED=)")
+    p.add_argument("--target", dest="ipxe_targets", action="append", metavar="T",
+                   help="make target with --ipxe-src (default bin/undionly.kpxe; repeatable)")
+    p.add_argument("--grub-cfg", metavar="FILE", help="grub.cfg for the grub build")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                   help="wait for the job and print the artifact (default); --no-wait "
+                        "prints the job id and leaves the build to a background worker")
 
     command("artifacts", "built artifacts: id, kind, path, sha256")
-    command("jobs", "jobs: builds and fan-out commands, with state and progress")
-    p = command("job", "one job: cancel it or read its log")
+    p = command("jobs", "jobs: builds and fan-out commands, with state and progress")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing jobs as their state, progress or phase change")
+    p.add_argument("--state", metavar="S", action="append",
+                   help="only jobs in this state (queued, running, succeeded, failed, "
+                        "cancelled, interrupted; repeatable)")
+    p.add_argument("--limit", "-n", type=int, default=100, metavar="N")
+    p = command("job", "one job: cancel it, read its log, retry it")
     jsub = p.add_subparsers(dest="job_command", metavar="ACTION", required=True)
-    for action in ("cancel", "log", "retry"):
-        a = jsub.add_parser(action, help=f"{action} a job", description=f"{action} a job")
+    helps = {"cancel": "cancel a job: its processes are killed; state cancelled",
+             "log": "a job's log lines",
+             "retry": "a new job with the same inputs (linked to the old one)",
+             "run": "run a queued job in this process (the --no-wait worker)"}
+    for action in ("cancel", "log", "retry", "run"):
+        a = jsub.add_parser(action, help=helps[action], description=helps[action])
         a.add_argument("id", type=int, metavar="ID")
+        _globals(a, top=False)
+        if action == "log":
+            a.add_argument("--follow", "-f", action="store_true",
+                           help="keep printing lines until the job finishes")
+        if action == "retry":
+            a.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                           help="wait for the new job (default)")
 
     p = command("events", "the event log: every state change")
     p.add_argument("--follow", "-f", action="store_true",

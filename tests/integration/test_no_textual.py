@@ -33,11 +33,19 @@ def test_no_module_outside_tui_imports_textual():
         import importlib, pkgutil, sys, json
         import fleet
         names = []
-        for info in pkgutil.walk_packages(fleet.__path__, "fleet."):
-            if info.name.startswith("fleet.tui") or info.name.endswith("__main__"):
-                continue
-            importlib.import_module(info.name)
-            names.append(info.name)
+
+        def walk(path, prefix):
+            # by hand: pkgutil.walk_packages imports every package to recurse,
+            # fleet.tui's subpackages included
+            for info in pkgutil.iter_modules(path, prefix):
+                if info.name.startswith("fleet.tui") or info.name.endswith("__main__"):
+                    continue
+                module = importlib.import_module(info.name)
+                names.append(info.name)
+                if info.ispkg:
+                    walk(module.__path__, info.name + ".")
+
+        walk(fleet.__path__, "fleet.")
         loaded = [m for m in sys.modules if m == "textual" or m.startswith("textual.")]
         print(json.dumps({"imported": names, "textual": loaded}))
     """)

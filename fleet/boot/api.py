@@ -1,0 +1,56 @@
+"""`engine.boot`: the boot layer's face to the engine and the two front ends.
+
+    await engine.boot.start_services()   # every enabled distributor (exit 3 on bind errors)
+    await engine.boot.stop_services()
+    engine.boot.files("rack1")           # BootFiles of a site
+    engine.boot.services                 # BootServices (running distributors, stats)
+"""
+
+from __future__ import annotations
+
+from fleet.boot.files import BootFiles
+
+
+class BootAPI:
+    def __init__(self, engine):
+        self.engine = engine
+        self._services = None
+        self._files: dict[str, BootFiles] = {}
+        self._closer_registered = False
+
+    @property
+    def services(self):
+        """The BootServices (created on first use; not started)."""
+        if self._services is None:
+            from fleet.boot.services import BootServices
+
+            self._services = BootServices(self.engine)
+        return self._services
+
+    def files(self, site: str) -> BootFiles:
+        if site not in self._files:
+            self._files[site] = BootFiles(self.engine.profile, site)
+        return self._files[site]
+
+    async def start_services(self) -> None:
+        """Start the boot services of every enabled distributor and follow the
+        on/off switch. Raises EnvironmentProblem when a port cannot be bound."""
+        if not self._closer_registered:
+            self.engine.on_close(self.stop_services)
+            self._closer_registered = True
+        await self.services.start()
+
+    async def stop_services(self) -> None:
+        if self._services is not None:
+            await self._services.stop()
+
+    def stats(self) -> dict[str, dict]:
+        """Counters per running distributor (proxyDHCP and TFTP)."""
+        out = {}
+        if self._services is None:
+            return out
+        for site, s in self._services.running.items():
+            out[site] = {"proxydhcp": dict(s.proxy.stats) if s.proxy else {},
+                         "tftp": dict(s.tftp.stats) if s.tftp else {},
+                         "ports": s.ports()}
+        return out

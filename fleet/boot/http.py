@@ -1,0 +1,360 @@
+"""The HTTP service of one distributor: boot scripts, templates, call-home, files.
+
+URL scheme (`<base>` is `http://<distributor address>:<port>`):
+
+    GET  /boot/<mac>.ipxe[?uuid=&serial=&manufacturer=&product=&buildarch=&platform=&ipxe=]
+                                 the machine's iPXE script, as the policy decides
+                                 (MAC as aa:bb:.., aa-bb-.. or aabbccddeeff)
+    GET  /templates/<token>      the lease's rendered kickstart/preseed/cloud-init
+    POST /api/callhome           {"token", "hostname", "address", "host_keys"} (JSON)
+    GET  /api/wiped/<token>      a wipe script reports the disk clear
+    GET  /ipxe/<name>            iPXE binaries (BootFiles.resolve)
+    GET  /files/<path>           files under the distributor's folders (Range, HEAD)
+    GET  /healthz                "ok"
+
+The routes are thin: the policy (`fleet.boot.policy`) says what a machine
+boots, `fleet.boot.scripts` and `fleet.boot.templates` write the text, and
+`fleet.boot.callhome` checks tokens and applies lifecycle changes through the
+engine. Tokens never reach a log line or an event; request bodies are limited
+to 64 KiB; `/boot`, `/templates` and `/api/wiped` refuse HEAD (it would count
+as a boot or a report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from fleet.boot import callhome, policy, scripts
+from fleet.boot.policy import Action
+from fleet.boot.templates import (MAX_TEMPLATE_BYTES, TemplateError, TemplateValues,
+                                  render_deployment)
+from fleet.core import lifecycle as lc
+from fleet.core.arch import FirmwareArch
+from fleet.core.model import Machine, MachineState, Severity
+from fleet.core.values import parse_mac
+from fleet.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+IPXE_TYPE = "text/plain"
+_SECRET_PATH = re.compile(r"^(/templates/|/api/wiped/)[^/]*")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+class HttpService:
+    """aiohttp in-process beside the DHCP/TFTP servers, for one site's distributor."""
+
+    def __init__(self, engine, site_name: str, files):
+        site = engine.profile.site(site_name)
+        if site.distributor is None:
+            raise ValueError(f"site {site_name!r} has no distributor")
+        self.engine = engine
+        self.site = site_name
+        self.cfg = site.distributor
+        self.files = files
+        self.port: int = 0
+        self.limiter = callhome.RejectionLimiter()
+        self._runner: web.AppRunner | None = None
+        self.app = self._make_app()
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port (0 = any free port). OSError propagates."""
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                               shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("HTTP for %s on %s:%d", self.site, host, self.port)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def base_url(self) -> str:
+        return f"http://{self.cfg.address}:{self.port or self.cfg.ports.http}"
+
+    # -- the app ------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
+        r = app.router
+        r.add_get("/healthz", self.healthz, allow_head=True)
+        r.add_get("/boot/{name}", self.boot_script, allow_head=False)
+        r.add_get("/templates/{token}", self.template, allow_head=False)
+        r.add_post("/api/callhome", self.callhome)
+        r.add_get("/api/wiped/{token}", self.wiped, allow_head=False)
+        r.add_get("/ipxe/{name}", self.ipxe_file, allow_head=True)
+        r.add_get("/files/{path:.*}", self.file, allow_head=True)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler):
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except (asyncio.CancelledError, ConnectionError):
+            status = 499
+            raise
+        except Exception:
+            log.exception("HTTP %s %s failed", request.method, _loggable(request.path))
+            status = 500
+            return web.Response(status=500, text="internal error\n")
+        finally:
+            if log.isEnabledFor(logging.DEBUG):
+                keys = ",".join(sorted(request.query)[:10])
+                log.debug("HTTP %s %s %s%s -> %d in %.1f ms", request.remote, request.method,
+                          _loggable(request.path), f" ?{keys}" if keys else "", status,
+                          (time.monotonic() - started) * 1000)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    # -- /boot/<mac>.ipxe ------------------------------------------------------------
+
+    async def boot_script(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if not name.endswith(".ipxe"):
+            raise web.HTTPNotFound(text="not found\n")
+        try:
+            mac = parse_mac(name[:-5])
+        except ValueError:
+            raise web.HTTPBadRequest(text="not a MAC address: write /boot/aa:bb:cc:dd:ee:ff.ipxe\n")
+        engine = self.engine
+        machine = await engine.store.machines.get(mac)
+        query = _ipxe_query(request)
+        facts = policy.facts_from_query(query)
+        if machine is None or machine.arch is FirmwareArch.UNKNOWN:
+            info = facts.get("info", {})
+            arch = policy.arch_from_ipxe(info.get("platform"), info.get("buildarch"))
+            if arch is not FirmwareArch.UNKNOWN:
+                facts["arch"] = arch
+        engine.record_sighting(mac, stage="ipxe", distributor=self.site,
+                               last_ip=request.remote, **facts)
+        decision = policy.decide(machine, engine.profile)
+        log.debug("boot %s: %s (%s)", mac, decision.action.value, decision.reason)
+        try:
+            if decision.installs:
+                text = await self._install(machine, decision)
+            elif decision.action is Action.LOCAL:
+                text = scripts.local_boot_script()
+            elif decision.action is Action.WIPE:
+                token = callhome.wipe_token(engine, machine)
+                text = scripts.wipe_script(f"{self.base_url()}/api/wiped/{token}")
+            else:
+                text = self._hold(reported=bool(query))
+        except (TemplateError, scripts.UnsafeValue, OSError, ValueError) as err:
+            return await self._render_failed(mac, "boot script", err)
+        return _ipxe(text)
+
+    def _hold(self, reported: bool) -> str:
+        return scripts.hold_script(self.base_url(), self.cfg.poll_seconds, self.cfg.hold,
+                                   reported=reported)
+
+    async def _install(self, machine: Machine, decision: policy.Decision) -> str:
+        deployment = decision.deployment
+        values = self._template_values(machine).as_dict()
+        if decision.action is Action.SCRIPT:
+            text = await self._render_template(machine, deployment)
+        else:
+            cmdline = scripts.render_cmdline(deployment.cmdline, values,
+                                             source=f"deployment {deployment.name} cmdline")
+            text = scripts.install_script(kernel=deployment.kernel, initrd=deployment.initrd,
+                                          cmdline=cmdline, deployment=deployment.name,
+                                          hostname=machine.lease.hostname)
+        if not await self._started(machine):
+            return self._hold(reported=True)
+        return text
+
+    async def _started(self, machine: Machine) -> bool:
+        """Serving the install (script or template) means the install started.
+        False when the machine changed meanwhile (released): serve no install then."""
+        if machine.state in (MachineState.LEASED, MachineState.STALLED):
+            try:
+                await self.engine.advance(machine.mac, lc.InstallStarted())
+            except BadInput as err:
+                log.info("install of %s not started: %s", machine.mac, err)
+                return False
+        return True
+
+    def _template_values(self, machine: Machine) -> TemplateValues:
+        lease = machine.lease
+        deployment = self.engine.profile.deployment(lease.deployment)
+        base = self.base_url()
+        return TemplateValues(
+            hostname=lease.hostname, address=lease.address or "", mac=machine.mac,
+            deployment=deployment.name, kind=deployment.kind,
+            token=self.engine.callhome_token(machine),
+            callhome_url=f"{base}/api/callhome",
+            template_url=f"{base}/templates/{callhome.template_token(self.engine, machine)}",
+            authorized_keys=tuple(deployment.authorized_keys))
+
+    async def _render_template(self, machine: Machine, deployment) -> str:
+        path = Path(deployment.template)
+        if not path.is_absolute():
+            path = Path(self.engine.profile.path).parent / path
+        raw = await asyncio.to_thread(_read_limited, path)
+        text = raw.decode("utf-8")
+        return render_deployment(deployment.kind, text, self._template_values(machine),
+                                 source=path.name)
+
+    async def _render_failed(self, subject: str, what: str, err: Exception) -> web.Response:
+        message = f"cannot render the {what} for {subject}: {err}"
+        log.warning("%s", message)
+        if self.limiter.allow(f"render:{subject}"):  # a polling machine retries often
+            await self.engine.record(self.engine.event(
+                "boot.render_failed", subject, message, severity=Severity.ERROR, what=what,
+                error=str(err)))
+        return web.Response(status=500, text=f"fleet: {what} could not be rendered; "
+                                             f"see the event log\n")
+
+    # -- /templates/<token> -------------------------------------------------------------
+
+    async def template(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        try:
+            machine = await callhome.machine_for_template(self.engine, token)
+        except callhome.CallhomeError as err:
+            subject = await callhome.subject_of(self.engine, err.lease_id)
+            await callhome.record_rejection(self.engine, "template.rejected", err,
+                                            request.remote or "?", subject,
+                                            what="template fetch", limiter=self.limiter)
+            raise web.HTTPForbidden(text=f"refused: {err.reason}\n")
+        deployment = self.engine.profile.deployment(machine.lease.deployment) \
+            if _has_deployment(self.engine.profile, machine.lease.deployment) else None
+        if deployment is None or deployment.template is None:
+            raise web.HTTPNotFound(text="this lease's deployment has no template\n")
+        try:
+            text = await self._render_template(machine, deployment)
+        except (TemplateError, OSError, ValueError) as err:
+            return await self._render_failed(machine.mac, "template", err)
+        if not await self._started(machine):
+            raise web.HTTPForbidden(text="refused: the machine changed state\n")
+        return web.Response(text=text, content_type="text/plain",
+                            headers={"Cache-Control": "no-store"})
+
+    # -- /api/callhome -----------------------------------------------------------------
+
+    async def callhome(self, request: web.Request) -> web.Response:
+        peer = request.remote or "?"
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
+                                                actual_size=request.content_length,
+                                                text=f"body larger than {MAX_BODY} bytes\n")
+        if request.content_type != "application/json":
+            err = callhome.InvalidRequest("Content-Type must be application/json")
+            await callhome.record_rejection(self.engine, "callhome.invalid", err, peer,
+                                            what="call-home", limiter=self.limiter)
+            raise web.HTTPUnsupportedMediaType(text=f"{err.reason}\n")
+        body = await request.read()  # HTTPRequestEntityTooLarge past client_max_size
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            err = callhome.InvalidRequest("the body is not valid JSON")
+            await callhome.record_rejection(self.engine, "callhome.invalid", err, peer,
+                                            what="call-home", limiter=self.limiter)
+            raise web.HTTPBadRequest(text=f"{err.reason}\n")
+        try:
+            node = await callhome.register_callhome(self.engine, payload, peer, site=self.site,
+                                                    limiter=self.limiter)
+        except callhome.CallhomeError as err:
+            cls = {403: web.HTTPForbidden, 409: web.HTTPConflict}.get(err.status,
+                                                                   web.HTTPBadRequest)
+            raise cls(text=f"refused: {err.reason}\n")
+        return web.json_response({
+            "node": node.name,
+            "address": node.address,
+            "host_keys": [{"type": k.key_type, "fingerprint": k.fingerprint}
+                          for k in node.host_keys],
+        })
+
+    # -- /api/wiped/<token> ----------------------------------------------------------------
+
+    async def wiped(self, request: web.Request) -> web.Response:
+        try:
+            machine = await callhome.report_wiped(self.engine, request.match_info["token"],
+                                                  request.remote or "?", limiter=self.limiter)
+        except callhome.CallhomeError as err:
+            raise web.HTTPForbidden(text=f"refused: {err.reason}\n")
+        log.info("wipe of %s reported", machine.mac)
+        return _ipxe(scripts.message_script("wipe recorded"))
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def ipxe_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if not _SAFE_NAME.fullmatch(name) or name in (".", ".."):
+            raise web.HTTPNotFound(text="not found\n")
+        return self._serve(name)
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        parts = path.split("/")
+        if (not path or len(path) > 1024 or any(p in ("", ".", "..") for p in parts)
+                or any(c in path for c in "\\\x00") or not path.isprintable()):
+            raise web.HTTPNotFound(text="not found\n")
+        return self._serve(path)
+
+    def _serve(self, name: str) -> web.StreamResponse:
+        resolved = self.files.resolve(name)
+        if resolved is None or not Path(resolved).is_file():
+            raise web.HTTPNotFound(text="not found\n")
+        return web.FileResponse(resolved, chunk_size=256 * 1024)
+
+
+def _ipxe(text: str) -> web.Response:
+    return web.Response(text=text, content_type=IPXE_TYPE, headers={"Cache-Control": "no-store"})
+
+
+def _ipxe_query(request: web.Request) -> dict[str, str]:
+    """The query as iPXE wrote it: `:uristring` encodes a space as %20 and leaves '+'
+    as is, so '+' is a literal plus here (not a form-encoded space). First value wins;
+    at most 32 fields are looked at."""
+    raw = request.rel_url.raw_query_string
+    if not raw:
+        return {}
+    out: dict[str, str] = {}
+    for key, value in parse_qsl(raw.replace("+", "%2B"), keep_blank_values=True,
+                                max_num_fields=None)[:32]:
+        out.setdefault(key, value)
+    return out
+
+
+def _has_deployment(profile, name: str) -> bool:
+    return any(d.name == name for d in profile.deployments)
+
+
+def _read_limited(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_TEMPLATE_BYTES + 1)
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise ValueError(f"template {path.name} is larger than {MAX_TEMPLATE_BYTES} bytes")
+    return data
+
+
+def _loggable(path: str) -> str:
+    """The request path with tokens replaced: safe for logs."""
+    return _SECRET_PATH.sub(lambda m: m.group(1) + "<token>", path)[:200]
