@@ -69,6 +69,9 @@ class Engine:
                 await engine._sync_profile()
             await feed.start()
             await engine._start_view()
+            if not read_only:
+                # jobs a dead process left running or queued become interrupted
+                await engine.jobs.start()
         except BaseException:
             await feed.stop()
             await store.close()

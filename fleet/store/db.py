@@ -112,13 +112,16 @@ class Store:
         """Call `callback()` after each of this process's commits (the feed uses it)."""
         self._after_commit.append(callback)
 
+    # One thread call per query: a cursor left open between `execute` and
+    # `fetchall` holds a read snapshot, and a BEGIN IMMEDIATE issued after
+    # another process committed in that gap fails at once ("database is
+    # locked") instead of waiting out busy_timeout.
     async def fetchall(self, sql: str, params=()) -> list[aiosqlite.Row]:
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params=()) -> aiosqlite.Row | None:
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        rows = await self.conn.execute_fetchall(sql, params)
+        return rows[0] if rows else None
 
 
 def _statements(script: str) -> list[str]:
