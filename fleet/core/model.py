@@ -1,9 +1,11 @@
 """The domain model: plain, immutable records with no I/O.
 
-Static configuration (sites, jumps, deployments as written in a profile) lives in
-`fleet.profile`; these records are the things fleet tracks at run time and keeps
-in the store: machines and their leases, nodes with pinned host keys, jobs,
-artifacts, distributors' switch state, events.
+Sites, jumps (with their `via` chains) and deployments are static: they are the
+profile's frozen records (`fleet.profile.schema`: SiteConfig, JumpConfig,
+DeploymentConfig), used as they are. These records are the things fleet tracks
+at run time and keeps in the store: machines and their leases, nodes with
+pinned host keys, jobs, artifacts, distributors with the operator's on/off,
+events.
 """
 
 from __future__ import annotations
@@ -122,22 +124,6 @@ class Node:
     last_error: str | None = None
 
 
-@dataclass(frozen=True)
-class Site:
-    name: str
-    subnets: tuple[ipaddress.IPv4Network, ...] = ()
-    jumps: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Jump:
-    """An SSH host that carries connections to nodes; `via` makes chains."""
-
-    name: str
-    address: str
-    port: int = 22
-    user: str = "root"
-    via: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,14 +137,6 @@ class Distributor:
     enabled: bool
     artifacts: tuple[str, ...] = ()  # artifact ids
 
-
-@dataclass(frozen=True)
-class Deployment:
-    name: str
-    kind: str  # preseed | kickstart | cloud-init | script
-    kernel: str | None = None
-    initrd: str | None = None
-    cmdline: str = ""
 
 
 class JobState(str, Enum):
