@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
 from fleet.core import lifecycle as lc
-from fleet.core.model import (Distributor, Event, Machine, MachineState, Node, Severity)
+from fleet.core.model import (LEASED_STATES, Distributor, Event, Machine, MachineState, Node,
+                              Severity)
 from fleet.core.select import SelectError, parse_selector
 from fleet.core.values import check_hostname, check_ipv4, parse_mac
 from fleet.errors import BadInput, ReadOnly, UnknownTarget
@@ -223,7 +224,7 @@ class Engine:
         now = self.clock()
         async with self.store.transaction() as tx:
             machine = await self._machine_in(mac)
-            if machine.lease is not None and machine.state in lc_leased():
+            if machine.lease is not None and machine.state in LEASED_STATES:
                 lease_id = machine.lease.id  # an identical re-lease is a no-op
             else:
                 lease_id = await self.store.leases.new_id(tx, mac, now)
@@ -363,11 +364,6 @@ class Engine:
     def _writable(self, what: str) -> None:
         if self.read_only:
             raise ReadOnly(f"cannot {what}: fleet was started with --read-only")
-
-
-def lc_leased() -> frozenset[MachineState]:
-    return frozenset({MachineState.LEASED, MachineState.PROVISIONING,
-                      MachineState.PROVISIONED})
 
 
 def _mac(text: str) -> str:
