@@ -1,120 +1,763 @@
 """The console: live panes over the engine's change feed.
 
-Widgets never touch the store or the network: the app opens the engine, reads
-snapshots from it, and refreshes when the feed says something changed.
+Widgets never touch the store or the network: the app calls the engine, renders
+what it returns, and refreshes when the change feed says something changed.
+
+Refresh discipline: one subscription to `engine.follow()`; events are collected
+and flushed at most every REFRESH_INTERVAL (bursts coalesce); a flush fetches only
+the subjects that changed (a full reload past BULK_LIMIT of them). A refresh never
+overlaps another: what arrives meanwhile waits for the next flush. A 2 s tick
+repaints "time since" columns; a slow tick reconciles everything (sightings touch
+`last_seen` without events).
+
+The dashboard is the first tab of a TabbedContent (`#tabs`): node shells,
+broadcast and recordings arrive later as more TabPanes (`add_tab`).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from collections import Counter
+from typing import Callable, Hashable
 
+from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Header, RichLog, Static
+from textual.suggester import SuggestFromList
+from textual.widget import Widget
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane, Tabs
 
-from fleet.core.durations import format_duration
+from fleet.core.model import Event
 from fleet.engine import Engine
 from fleet.errors import FleetError
+from fleet.headless import records
+from fleet.paths import Paths
 from fleet.profile import Profile
+from fleet.tui.commands import FleetCommands
+from fleet.tui.config import ConsoleConfig, load_config
+from fleet.tui.keymap import ALIASES, APP_BINDINGS, command_words
+from fleet.tui.panes import (DistributorsPane, EventsPane, JobsPane, MachinesPane, NodesPane,
+                             Pane)
+from fleet.tui.screens.build import BuildDialog
+from fleet.tui.screens.confirm import ConfirmDialog
+from fleet.tui.screens.details import DetailsScreen, RawScreen
+from fleet.tui.screens.exec import ExecDialog
+from fleet.tui.screens.help import HelpScreen, binding_rows
+from fleet.tui.screens.lease import LeaseDialog
+from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
 
-
-class Pane(Vertical):
-    """A titled box holding one live list."""
-
-    DEFAULT_CSS = """
-    Pane { border: round $primary 50%; height: 1fr; }
-    Pane:focus-within { border: round $accent; }
-    """
-
-    def __init__(self, title: str, child, **kw):
-        super().__init__(child, **kw)
-        self.border_title = title
+REFRESH_INTERVAL = 0.25
+TICK_INTERVAL = 2.0
+RECONCILE_INTERVAL = 30.0
+BULK_LIMIT = 300
+PANE_KINDS = ("machines", "nodes", "jobs", "distributors", "events")
+VERB_ACTIONS = {"details", "lease", "release", "build", "shell", "exec", "forward",
+                "switch_distributor", "copy", "raw", "focus_pane", "toggle_maximize",
+                "command_mode", "filter_mode", "help", "reload"}
 
 
 class FleetApp(App):
     TITLE = "fleet"
+    ESCAPE_TO_MINIMIZE = False  # escape goes to action_back (closes, clears, then un-zooms)
     CSS = """
-    #status { height: 1; padding: 0 1; background: $panel; }
-    #top { height: 1fr; }
-    #bottom { height: 1fr; }
+    #header { height: 1; padding: 0 1; background: $panel; color: $foreground; }
+    #header.read-only { background: $warning 30%; }
+    #tabs { height: 1fr; }
+    #tabs > ContentSwitcher { height: 1fr; }
+    #tab-dashboard { padding: 0; }
+    #row1 { height: 2fr; }
+    #row2 { height: 2fr; }
+    #pane-events { height: 1fr; }
+    #pane-distributors { width: 62; }
+    #pane-jobs { width: 62; }
+    #cmdline { display: none; border: none; height: 1; padding: 0 1; background: $panel; }
+    #cmdline.open { display: block; }
     """
-    BINDINGS = [
-        Binding("q", "quit", "Quit", id="quit"),
-        Binding("r", "refresh", "Refresh", id="refresh"),
-    ]
+    BINDINGS = APP_BINDINGS
+    COMMANDS = App.COMMANDS | {FleetCommands}
 
     def __init__(self, profile: Profile, *, read_only: bool = False,
-                 theme_name: str | None = None, engine: Engine | None = None):
+                 theme_name: str | None = None, engine: Engine | None = None,
+                 config: ConsoleConfig | None = None, paths: Paths | None = None,
+                 clock: Callable[[], float] | None = None, blink: bool = True):
         super().__init__()
         self.profile = profile
-        self.read_only = read_only
+        self.read_only = read_only or bool(engine is not None and engine.read_only)
         self.engine = engine
         self._own_engine = engine is None
-        self._theme_name = theme_name
+        self.paths = engine.paths if engine is not None else (paths or Paths.default())
+        #: Text cursors blink (snapshot tests turn it off for stable pictures).
+        self.blink = blink
+        self.config = config if config is not None else load_config(self.paths.config_file)
+        self._clock: Callable[[], float] = (engine.clock if engine is not None
+                                            else clock or time.time)
+        self._theme_request = theme_name or os.environ.get("FLEET_THEME") or self.config.theme
+        self._startup_notes: list[tuple[str, str]] = []
+        self._load_themes()
+        self._sub = None
+        self._pending: list[Event] = []
+        self._flush_timer = None
+        self._refreshing = False
+        self._full_reload = False
+        self._cmd_mode = ":"
+        self._last_flush = 0.0
+        self.refresh_count = 0
+        #: perf_counter() marks of the start-up (the bench prints them)
+        self.timings: dict[str, float] = {"init": time.perf_counter()}
+        #: Hands the terminal to `fleet --headless shell NODE`; tests replace it.
+        self.shell_runner: Callable[[str], int] = self._run_shell_external
+
+    # -- themes and keymap -------------------------------------------------------
+
+    def _load_themes(self) -> None:
+        found = load_themes(bundled_dir(), self.paths.user_themes_dir)
+        for theme in found.themes.values():
+            self.register_theme(theme)
+        wanted = self._theme_request or DEFAULT_THEME
+        problems = list(found.errors)
+        if wanted not in self.available_themes:
+            problems.append(f"theme {wanted!r} not found")
+            wanted = DEFAULT_THEME
+        if problems:
+            self._startup_notes.append(
+                ("; ".join(problems) + f" — using {wanted}", "warning"))
+        self._initial_theme = wanted
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(STATE_VARIABLES)
+
+    def set_theme(self, name: str) -> bool:
+        if name not in self.available_themes:
+            self.notify(f"no theme {name!r}; try: {', '.join(sorted(self.available_themes))}",
+                        severity="error")
+            return False
+        self.theme = name
+        return True
+
+    # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("", id="status")
-        with Horizontal(id="top"):
-            yield Pane("Unleased MACs", DataTable(id="machines", cursor_type="row"))
-            yield Pane("Nodes", DataTable(id="nodes", cursor_type="row"))
-        with Horizontal(id="bottom"):
-            yield Pane("Events", RichLog(id="events", wrap=False, markup=False))
+        clock = lambda: self._clock()  # noqa: E731 (the engine's clock once it is open)
+        self._header = Static("", id="header")
+        self._panes = {p.kind: p for p in (MachinesPane(clock), DistributorsPane(clock),
+                                           NodesPane(clock), JobsPane(clock),
+                                           EventsPane(clock))}
+        self._cmdline = Input(id="cmdline", select_on_focus=False, suggester=SuggestFromList(
+            command_words(), case_sensitive=False))
+        yield self._header
+        with TabbedContent(id="tabs"):
+            with TabPane("Dashboard", id="tab-dashboard"):
+                with Vertical():
+                    with Horizontal(id="row1"):
+                        yield self._panes["machines"]
+                        yield self._panes["distributors"]
+                    with Horizontal(id="row2"):
+                        yield self._panes["nodes"]
+                        yield self._panes["jobs"]
+                    yield self._panes["events"]
+        yield self._cmdline
         yield Footer()
 
+    def pane(self, kind: str) -> Pane | None:
+        return getattr(self, "_panes", {}).get(kind)
+
+    def current_pane(self) -> Pane:
+        node = self.focused
+        while node is not None:
+            if isinstance(node, Pane):
+                return node
+            node = node.parent
+        maximized = self.screen.maximized
+        if isinstance(maximized, Pane):
+            return maximized
+        return self.pane("machines")
+
+    async def add_tab(self, title: str, widget: Widget, tab_id: str) -> None:
+        """Later pieces (node shells, broadcast, recordings) add their tabs here."""
+        tabs = self.screen_stack[0].query_one("#tabs", TabbedContent)
+        await tabs.add_pane(TabPane(title, widget, id=tab_id))
+        tabs.active = tab_id
+
+    # -- start and stop ------------------------------------------------------------------
+
     async def on_mount(self) -> None:
-        self.sub_title = f"profile {self.profile.name}" + (" · read-only" if self.read_only else "")
-        machines = self.query_one("#machines", DataTable)
-        machines.add_columns("MAC address", "Hardware vendor", "Arch", "State", "Time since")
-        nodes = self.query_one("#nodes", DataTable)
-        nodes.add_columns("Name", "Site", "Address", "Reachable", "Labels")
-        try:
-            if self.engine is None:
-                self.engine = await Engine.open(self.profile, read_only=self.read_only)
-        except FleetError as err:
-            self.exit(return_code=err.exit_code, message=f"fleet: {err}")
-            return
-        for event in await self.engine.events(200):
-            self._log_event(event)
+        self.timings["mount"] = time.perf_counter()
+        self.theme = self._initial_theme
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+        for message, severity in self._startup_notes + [
+                (e, "warning") for e in self.config.errors]:
+            self.notify(message, severity=severity, timeout=10)
+        self.query_one(Tabs).can_focus = False
+        self._cmdline.cursor_blink = self.blink
+        self.pane("machines").table.focus()
+        if self.engine is None:
+            try:
+                self.engine = await Engine.open(self.profile, read_only=self.read_only,
+                                                paths=self.paths, clock=self._clock)
+            except FleetError as err:
+                self.exit(return_code=err.exit_code, message=f"fleet: {err}")
+                return
+            self._clock = self.engine.clock
+        self.timings["engine"] = time.perf_counter()
+        access = self.access
+        if access is not None and hasattr(access, "route"):
+            self.pane("nodes").route_of = access.route
         self._sub = self.engine.follow()
-        self.run_worker(self._follow(), exclusive=True, group="feed")
-        await self.action_refresh()
-        self.set_interval(2.0, self.action_refresh)
+        self.run_worker(self._follow(), group="feed", exit_on_error=False)
+        self._refreshing = True
+        self.run_worker(self._initial_load(), group="refresh", exit_on_error=False)
+        self.set_interval(TICK_INTERVAL, self._tick)
+        self.set_interval(RECONCILE_INTERVAL, self._reconcile)
+        self._update_header()
+
+    async def on_unmount(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+        if self.engine is not None and self._own_engine:
+            await self.engine.close()
+
+    # -- the change feed -------------------------------------------------------------------
 
     async def _follow(self) -> None:
         async for event in self._sub:
-            self._log_event(event)
-            await self.action_refresh()
+            self._pending.append(event)
+            self._schedule()
 
-    def _log_event(self, event) -> None:
-        stamp = time.strftime("%H:%M:%S", time.localtime(event.ts))
-        self.query_one("#events", RichLog).write(f"{stamp} {event.kind:<22} {event.message}")
+    def _schedule(self, delay: float | None = None) -> None:
+        if self._flush_timer is not None or self._refreshing:
+            return  # a flush is due, or a refresh runs and reschedules when done
+        if delay is None:
+            delay = max(0.0, REFRESH_INTERVAL - (time.monotonic() - self._last_flush))
+        self._flush_timer = self.set_timer(max(delay, 0.001), self._flush_feed)
 
-    async def action_refresh(self) -> None:
-        if self.engine is None:
+    def _flush_feed(self) -> None:
+        self._flush_timer = None
+        if self._refreshing:
             return
-        now = time.time()
-        machines = await self.engine.machines()
-        nodes = await self.engine.nodes()
-        table = self.query_one("#machines", DataTable)
-        with self.batch_update():
-            table.clear()
-            for m in machines:
-                table.add_row(m.mac, m.nic_vendor or "-", m.arch.label, m.state.value,
-                              format_duration(now - m.last_seen), key=m.mac)
-            ntable = self.query_one("#nodes", DataTable)
-            ntable.clear()
-            for n in nodes:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))
-                ntable.add_row(n.name, n.site or "-", n.address or n.public_ipv4 or "-",
-                               n.reachability.value, labels or "-", key=n.name)
-        unleased = sum(1 for m in machines if m.state.value == "discovered")
-        self.query_one("#status", Static).update(
-            f"profile {self.profile.name}{'  [read-only]' if self.read_only else ''}  ·  "
-            f"{len(machines)} machines ({unleased} unleased)  ·  {len(nodes)} nodes  ·  "
-            f"updated {time.strftime('%H:%M:%S')}")
+        events, self._pending = self._pending, []
+        full, self._full_reload = self._full_reload, False
+        if not events and not full:
+            return
+        self._last_flush = time.monotonic()
+        if events:
+            self.pane("events").add(events)
+        macs, nodes, jobs, dists = set(), set(), False, False
+        machine_rows = self.pane("machines").table.rows
+        node_rows = self.pane("nodes").table.rows
+        for e in events:
+            head = e.kind.split(".", 1)[0]
+            if head == "machine" or e.subject in machine_rows:
+                macs.add(e.subject)
+            if head == "node" or e.subject in node_rows:
+                nodes.add(e.subject)
+            if head in ("job", "build", "artifact"):
+                jobs = True
+            if head in ("distributor", "artifact"):
+                dists = True
+        if len(macs) > BULK_LIMIT or len(nodes) > BULK_LIMIT:
+            full = True
+        self._refreshing = True
+        self.run_worker(self._refresh(full, macs, nodes, jobs, dists), group="refresh",
+                        exit_on_error=False)
 
-    async def on_unmount(self) -> None:
-        if self.engine is not None and self._own_engine:
-            await self.engine.close()
+    def _refresh_done(self) -> None:
+        self._refreshing = False
+        self.refresh_count += 1
+        self._update_header()
+        if self._pending or self._full_reload:
+            self._schedule()
+
+    def _reconcile(self) -> None:
+        self._full_reload = True
+        self._schedule()
+
+    async def _initial_load(self) -> None:
+        try:
+            events = await self.engine.events(500)
+            self.pane("events").load(events)
+            await self._refresh_body(True, set(), set(), True, True)
+        except FleetError as err:
+            self.notify(f"cannot load: {err}", severity="error")
+        finally:
+            self._refresh_done()
+
+    async def _refresh(self, full: bool, macs: set, nodes: set, jobs: bool,
+                       dists: bool) -> None:
+        try:
+            await self._refresh_body(full, macs, nodes, jobs, dists)
+        except FleetError as err:
+            self.notify(f"refresh failed: {err}", severity="error")
+        finally:
+            self._refresh_done()
+
+    async def _refresh_body(self, full: bool, macs: set, nodes: set, jobs: bool,
+                            dists: bool) -> None:
+        engine = self.engine
+        machines_pane = self.pane("machines")
+        nodes_pane = self.pane("nodes")
+        if full:
+            machines = await engine.machines()
+            self.timings.setdefault("machines_fetched", time.perf_counter())
+            machines_pane.load(machines)
+            self.timings.setdefault("machines_shown", time.perf_counter())
+            nodes = await engine.nodes()
+            self.timings.setdefault("nodes_fetched", time.perf_counter())
+            nodes_pane.load(nodes)
+            self.timings.setdefault("nodes_shown", time.perf_counter())
+            jobs = dists = True
+        else:
+            if macs:
+                found, gone = [], []
+                for mac in macs:
+                    machine = await engine.store.machines.get(mac) if _is_mac(mac) else None
+                    (found.append(machine) if machine else gone.append(mac))
+                machines_pane.update(found)
+                machines_pane.remove(g for g in gone if g in machines_pane.table.rows)
+                dists = dists or bool(found)
+            if nodes:
+                found, gone = [], []
+                for name in nodes:
+                    node = await engine.store.nodes.get(name)
+                    (found.append(node) if node else gone.append(name))
+                nodes_pane.update(found)
+                nodes_pane.remove(g for g in gone if g in nodes_pane.table.rows)
+        if jobs:
+            self.pane("jobs").load(await engine.store.jobs.list(limit=500))
+        if dists:
+            seen = Counter(r.fields.get("distributor") for r in machines_pane.table.rows.values())
+            self.pane("distributors").load((d, seen.get(d.name, 0))
+                                           for d in await engine.distributors())
+
+
+    def _tick(self) -> None:
+        for kind in ("machines", "nodes", "jobs"):  # the panes with "time since" columns
+            pane = self.pane(kind)
+            if pane is not None and pane.table.row_count and pane.display:
+                pane.table.refresh()
+        self._update_header()
+
+    def _update_header(self) -> None:
+        header = self._header
+        m = self.pane("machines").table
+        states = Counter(r.fields.get("state") for r in m.rows.values())
+        jobs = self.pane("jobs").table
+        running = sum(1 for r in jobs.rows.values() if r.fields.get("state") == "running")
+        dist = self.pane("distributors").table
+        on = sum(1 for r in dist.rows.values() if r.fields.get("on") == "on")
+        parts = [f"fleet · profile [b]{_esc(self.profile.name)}[/b]"]
+        if self.read_only:
+            parts.append("[b reverse] READ-ONLY [/]")
+        parts.append(f"{len(m.rows)} machines ({states.get('discovered', 0)} unleased, "
+                     f"{states.get('failed', 0) + states.get('stalled', 0)} failed/stalled)")
+        parts.append(f"{len(self.pane('nodes').table.rows)} nodes")
+        parts.append(f"{running} jobs running")
+        parts.append(f"{on}/{len(dist.rows)} distributors on")
+        text = "  ·  ".join(parts)
+        if text != getattr(self, "_header_text", None):  # an update costs a layout pass
+            self._header_text = text
+            header.update(text)
+        header.set_class(self.read_only, "read-only")
+
+    async def action_reload(self) -> None:
+        self._full_reload = True
+        self._schedule(0)
+
+    # -- facades that colleagues' layers provide ------------------------------------------
+
+    def _facade(self, name: str):
+        if self.engine is None:
+            return None
+        try:
+            return getattr(self.engine, name)
+        except (ImportError, AttributeError):
+            return None
+
+    @property
+    def access(self):
+        return self._facade("access")
+
+    @property
+    def jobs(self):
+        return self._facade("jobs")
+
+    # -- key handling ---------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in VERB_ACTIONS and len(self.screen_stack) > 1:
+            return False  # dialogs and detail screens own the keyboard
+        if action in VERB_ACTIONS and self.focused is self._cmdline:
+            return False
+        return True
+
+    def action_focus_pane(self, kind: str) -> None:
+        pane = self.pane(kind)
+        if pane is None:
+            return
+        tabs = self.screen_stack[0].query_one("#tabs", TabbedContent)
+        if tabs.active != "tab-dashboard":
+            tabs.active = "tab-dashboard"
+        if self.screen.maximized is not None and self.screen.maximized is not pane:
+            self.screen.maximized = pane
+        pane.table.focus()
+
+    def action_toggle_maximize(self) -> None:
+        if self.screen.maximized is not None:
+            self.screen.minimize()
+        else:
+            pane = self.current_pane()
+            self.screen.maximized = pane
+            pane.table.focus()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(binding_rows(self)))
+
+    def action_back(self) -> None:
+        cmd = self._cmdline
+        if cmd.has_class("open"):
+            self._close_cmdline()
+            return
+        pane = self.current_pane()
+        table = pane.table
+        if table.filter or pane.selection_label:
+            pane.selection_label = ""
+            table.key_filter = None
+            table.set_filter("")
+            pane.update_title()
+        elif table.marks:
+            table.clear_marks()
+            pane.update_title()
+        elif self.screen.maximized is not None:
+            self.screen.minimize()
+
+    # -- the command line (`:` and `/`) ------------------------------------------------------
+
+    def action_command_mode(self) -> None:
+        self._open_cmdline(":")
+
+    def action_filter_mode(self) -> None:
+        self._open_cmdline("/")
+
+    def _open_cmdline(self, mode: str) -> None:
+        self._cmd_mode = mode
+        self._cmd_pane = self.current_pane()
+        self._return_focus = self._cmd_pane.table
+        cmd = self._cmdline
+        cmd.add_class("open")
+        if mode == "/":
+            cmd.value = "/" + self.current_pane().table.filter.text
+        else:
+            cmd.value = ":"
+        cmd.cursor_position = len(cmd.value)
+        cmd.focus()
+
+    def _close_cmdline(self) -> None:
+        cmd = self._cmdline
+        cmd.remove_class("open")
+        cmd.value = ""
+        target = getattr(self, "_return_focus", None) or self.pane("machines").table
+        target.focus()
+
+    @on(Input.Submitted, "#cmdline")
+    async def _cmdline_submitted(self, event: Input.Submitted) -> None:
+        text, mode = event.value, self._cmd_mode
+        if text[:1] in (":", "/"):
+            mode, text = text[0], text[1:]
+        self._close_cmdline()
+        if mode == "/":
+            self.apply_filter(text, getattr(self, "_cmd_pane", None))
+        else:
+            await self.run_command(text)
+
+    def apply_filter(self, text: str, pane: Pane | None = None) -> bool:
+        pane = pane or self.current_pane()
+        try:
+            pane.table.set_filter(text)
+        except ValueError as err:
+            self.notify(str(err), severity="error")
+            return False
+        pane.update_title()
+        return True
+
+    async def run_command(self, text: str) -> None:
+        words = text.strip().split(None, 1)
+        if not words:
+            return
+        word, rest = words[0].lower(), (words[1].strip() if len(words) > 1 else "")
+        command = ALIASES.get(word)
+        if command is None:
+            self.notify(f"unknown command :{word} (:help lists them)", severity="error")
+        elif command == "quit":
+            self.exit()
+        elif command == "help":
+            self.action_help()
+        elif command == "theme":
+            if rest:
+                self.set_theme(rest)
+            else:
+                self.search_themes()
+        elif command == "dash":
+            self.screen.minimize()
+        elif command == "unleased":
+            self._show_pane("machines", "state=discovered " + rest)
+        elif command == "nodes" and rest:
+            await self._select_nodes(rest)
+        else:
+            self._show_pane(command, rest)
+
+    def _show_pane(self, kind: str, filter_text: str = "") -> None:
+        pane = self.pane(kind)
+        self.screen.maximized = pane
+        pane.table.focus()
+        if filter_text.strip() or pane.table.filter:
+            self.apply_filter(filter_text.strip(), pane)
+
+    async def _select_nodes(self, expr: str) -> None:
+        """`:nodes site=rack1`: the engine's selection syntax picks the rows."""
+        try:
+            chosen = await self.engine.nodes(expr)
+        except FleetError as err:
+            self.notify(str(err), severity="error")
+            return
+        pane = self.pane("nodes")
+        pane.table.key_filter = {n.name for n in chosen}
+        pane.selection_label = f"select {expr}"
+        pane.table.rebuild()
+        pane.update_title()
+        self.screen.maximized = pane
+        pane.table.focus()
+
+    # -- verbs -----------------------------------------------------------------------------
+
+    def _refuse_read_only(self, what: str) -> bool:
+        if self.read_only:
+            self.notify(f"read-only: cannot {what} (fleet was started with --read-only)",
+                        severity="warning")
+            return True
+        return False
+
+    def _targets(self, kind: str, verb: str) -> list[Hashable] | None:
+        pane = self.current_pane()
+        if pane.kind != kind:
+            self.notify(f"{verb} works on the {kind} pane ({self.pane(kind).number})",
+                        severity="warning")
+            return None
+        targets = pane.table.targets()
+        if not targets:
+            self.notify(f"no {kind} selected", severity="warning")
+            return None
+        return targets
+
+    def action_details(self) -> None:
+        pane = self.current_pane()
+        key = pane.table.cursor_key
+        if key is not None:
+            self.show_record(pane.kind, key)
+
+    def action_raw(self) -> None:
+        pane = self.current_pane()
+        key = pane.table.cursor_key
+        if key is not None:
+            self._open_record(pane.kind, key, raw=True)
+
+    def show_record(self, kind: str, key: Hashable) -> None:
+        """Focus the row and open its details (the palette uses this too)."""
+        pane = self.pane(kind)
+        if pane is not None:
+            pane.table.focus()
+            pane.table.move_cursor_to(key)
+        self._open_record(kind, key, raw=False)
+
+    @work(group="details", exclusive=True, exit_on_error=False)
+    async def _open_record(self, kind: str, key: Hashable, raw: bool) -> None:
+        engine = self.engine
+        now = self._clock()
+        try:
+            if kind == "machines":
+                record = records.machine(await engine.machine(str(key)), now)
+                title = f"machine {key}"
+            elif kind == "nodes":
+                record = records.node(await engine.node(str(key)))
+                title = f"node {key}"
+            elif kind == "jobs":
+                job = await engine.store.jobs.get(int(key))
+                record = records.job(job, now) if job else {"id": key}
+                title = f"job {key}"
+            elif kind == "distributors":
+                dist = {d.name: d for d in await engine.distributors()}[key]
+                seen = self.pane("distributors").table.rows[key].values[-1]
+                record = records.distributor(dist, seen)
+                title = f"distributor {key}"
+            else:
+                found = [e for e in await engine.events(1, None) if e.id == key]
+                row = self.pane("events").table.rows.get(key)
+                record = records.event(found[0]) if found else (
+                    dict(zip(("ts", "severity", "kind", "subject", "message"), row.values))
+                    if row else {"id": key})
+                record.setdefault("id", key)
+                title = f"event {key}"
+        except (FleetError, KeyError) as err:
+            self.notify(str(err), severity="error")
+            return
+        if raw:
+            await self.push_screen(RawScreen(title, record))
+            return
+        subject = str(key) if kind != "events" else record.get("subject")
+        recent = await engine.events(20, subject) if subject else []
+        await self.push_screen(DetailsScreen(title, record, recent))
+
+    def action_lease(self) -> None:
+        if self._refuse_read_only("lease machines"):
+            return
+        macs = self._targets("machines", "lease")
+        if macs is None:
+            return
+
+        def done(result) -> None:
+            if result:
+                self.notify(f"leased {len(result)}: " + ", ".join(
+                    f"{m.mac} -> {m.lease.deployment}" for m in result[:5]))
+                self.pane("machines").table.clear_marks()
+
+        self.push_screen(LeaseDialog(self.engine, [str(m) for m in macs]), done)
+
+    def action_release(self) -> None:
+        if self._refuse_read_only("release machines"):
+            return
+        macs = self._targets("machines", "release")
+        if macs is None:
+            return
+        macs = [str(m) for m in macs]
+
+        def confirmed(answer) -> None:
+            if answer is not None:
+                self._release(macs, bool(answer.get("wipe")))
+
+        n = len(macs)
+        self.push_screen(ConfirmDialog(
+            f"Release {n} machine{'s' if n > 1 else ''}? Their leases end.", macs,
+            action="Release", wipe_option=True), confirmed)
+
+    @work(group="verb", exit_on_error=False)
+    async def _release(self, macs: list[str], wipe: bool) -> None:
+        ok, failed = [], []
+        for mac in macs:
+            try:
+                await self.engine.release(mac, wipe=wipe)
+                ok.append(mac)
+            except FleetError as err:
+                failed.append(f"{mac}: {err}")
+        if ok:
+            self.notify(f"released {len(ok)}{' (wipe)' if wipe else ''}: {', '.join(ok[:5])}")
+            self.pane("machines").table.clear_marks()
+        if failed:
+            self.notify("\n".join(failed[:5]), severity="error", timeout=10)
+
+    def action_switch_distributor(self) -> None:
+        if self._refuse_read_only("switch distributors"):
+            return
+        names = self._targets("distributors", "on/off")
+        if names is None:
+            return
+        table = self.pane("distributors").table
+        name = str(names[0])
+        enabled = table.rows[name].fields.get("on") == "on"
+        word = "off" if enabled else "on"
+
+        def confirmed(answer) -> None:
+            if answer is not None:
+                self._switch(name, not enabled)
+
+        self.push_screen(ConfirmDialog(f"Switch distributor {name} {word}?", [name],
+                                       action=f"Switch {word}"), confirmed)
+
+    @work(group="verb", exit_on_error=False)
+    async def _switch(self, name: str, enabled: bool) -> None:
+        try:
+            await self.engine.switch_distributor(name, enabled)
+        except FleetError as err:
+            self.notify(str(err), severity="error")
+            return
+        self.notify(f"distributor {name} switched {'on' if enabled else 'off'}")
+
+    def action_build(self) -> None:
+        if self._refuse_read_only("build boot media"):
+            return
+        if self.jobs is None:
+            self.notify("builds arrive with the job runner (engine.jobs is not available)",
+                        severity="warning")
+            return
+        pane = self.current_pane()
+        dist = str(pane.table.cursor_key) if pane.kind == "distributors" and \
+            pane.table.cursor_key is not None else None
+
+        def done(job_id) -> None:
+            if job_id is not None:
+                self.notify(f"build queued as job {job_id}" if job_id else
+                            "artifact already built (cached)")
+
+        self.push_screen(BuildDialog(self.engine, dist), done)
+
+    def action_exec(self) -> None:
+        if self._refuse_read_only("run commands on nodes"):
+            return
+        if not self._access_has("exec", "exec"):
+            return
+        names = self._targets("nodes", "exec")
+        if names is not None:
+            self.push_screen(ExecDialog(self.engine, [str(n) for n in names]))
+
+    def action_shell(self) -> None:
+        if not self._access_has("connection", "shells"):
+            return
+        names = self._targets("nodes", "shell")
+        if names is not None:
+            self._shell(str(names[0]))
+
+    def _shell(self, node: str) -> None:
+        try:
+            code = self.shell_runner(node)
+        except Exception as err:  # SuspendNotSupported under test drivers, OSError
+            self.notify(f"shell {node}: {err or type(err).__name__}", severity="error")
+            return
+        if code:
+            self.notify(f"shell {node} ended with exit code {code}", severity="warning")
+
+    def _run_shell_external(self, node: str) -> int:
+        cmd = [sys.executable, "-m", "fleet", "--headless", "--profile",
+               str(self.profile.path), "shell", node]
+        with self.suspend():
+            return subprocess.call(cmd)
+
+    def action_forward(self) -> None:
+        if not self._access_has("forward", "port forwards"):
+            return
+        self.notify("port forwards from the console arrive with the node tabs",
+                    severity="warning")
+
+    def _access_has(self, method: str, what: str) -> bool:
+        access = self.access
+        if access is None or not hasattr(access, method):
+            self.notify(f"{what} arrive with the access plane", severity="warning")
+            return False
+        return True
+
+    def action_copy(self) -> None:
+        table = self.current_pane().table
+        keys = table.targets()
+        if not keys:
+            return
+        text = " ".join(str(k) for k in keys)
+        self.copy_to_clipboard(text)
+        self.notify(f"copied {text if len(text) < 60 else text[:57] + '…'}")
+
+
+def _is_mac(text: str) -> bool:
+    return len(text) == 17 and text.count(":") == 5
+
+
+def _esc(text: str) -> str:
+    return text.replace("[", r"\[")

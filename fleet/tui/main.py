@@ -12,12 +12,16 @@ from fleet.profile import ProfileError, load_profile
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet", description="fleet: a terminal console for bare-metal fleets. "
-        "Add --headless for the scripting CLI (fleet --headless --help).")
+        "Add --headless for the scripting CLI (fleet --headless --help).",
+        epilog="Keys: ? lists them with their ids; remap any in ~/.config/fleet/config.yaml "
+        "(keymap: {verb.lease: ctrl+l}).")
     parser.add_argument("--profile", "-p", metavar="NAME|PATH",
                         default=os.environ.get("FLEET_PROFILE") or "demo",
                         help="profile name or YAML path (default: $FLEET_PROFILE, else demo)")
     parser.add_argument("--theme", metavar="NAME", default=os.environ.get("FLEET_THEME"),
-                        help="console theme")
+                        help="console theme: fleet-dark (default), fleet-light, high-contrast, "
+                        "k9s, or a themes/*.yaml of your own (default: $FLEET_THEME, else "
+                        "`theme:` in ~/.config/fleet/config.yaml)")
     parser.add_argument("--read-only", action="store_true",
                         help="disable every change (lease, release, switches)")
     return parser

@@ -1,0 +1,56 @@
+"""Every app-level key binding, each with a stable id the user can remap in
+`config.yaml` (`keymap: {verb.lease: ctrl+l}`) -> `App.set_keymap`.
+
+Ids: `app.*` (global), `pane.*` (focus/maximize), `verb.*` (act on the selected
+or marked rows), `table.*` (movement and marks inside a table, see LineTable).
+"""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+APP_BINDINGS = [
+    Binding("colon", "command_mode", ":cmd", id="app.command"),
+    Binding("slash", "filter_mode", "/filter", id="app.filter"),
+    Binding("question_mark", "help", "Help", id="app.help"),
+    Binding("escape", "back", "Back", show=False, id="app.back"),
+    Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    Binding("ctrl+r", "reload", "Reload", show=False, id="app.reload"),
+    Binding("1", "focus_pane('machines')", "Machines", show=False, id="pane.machines"),
+    Binding("2", "focus_pane('nodes')", "Nodes", show=False, id="pane.nodes"),
+    Binding("3", "focus_pane('jobs')", "Jobs", show=False, id="pane.jobs"),
+    Binding("4", "focus_pane('distributors')", "Distributors", show=False,
+            id="pane.distributors"),
+    Binding("5", "focus_pane('events')", "Events", show=False, id="pane.events"),
+    Binding("z", "toggle_maximize", "Zoom", id="pane.maximize"),
+    Binding("enter", "details", "Details", id="verb.details"),
+    Binding("l", "lease", "Lease", id="verb.lease"),
+    Binding("r", "release", "Release", id="verb.release"),
+    Binding("b", "build", "Build", id="verb.build"),
+    Binding("s", "shell", "Shell", id="verb.shell"),
+    Binding("x", "exec", "Exec", id="verb.exec"),
+    Binding("f", "forward", "Forward", show=False, id="verb.forward"),
+    Binding("o", "switch_distributor", "On/off", show=False, id="verb.distributor"),
+    Binding("c", "copy", "Copy", show=False, id="verb.copy"),
+    Binding("y", "raw", "Raw", show=False, id="verb.raw"),
+]
+
+#: `:` command aliases -> canonical command.
+ALIASES = {
+    "machines": "machines", "machine": "machines", "ma": "machines", "m": "machines",
+    "mac": "machines", "macs": "machines",
+    "unleased": "unleased", "ul": "unleased",
+    "nodes": "nodes", "node": "nodes", "no": "nodes", "n": "nodes",
+    "jobs": "jobs", "job": "jobs", "j": "jobs", "builds": "jobs",
+    "dist": "distributors", "distributors": "distributors", "distributor": "distributors",
+    "d": "distributors",
+    "events": "events", "event": "events", "ev": "events", "e": "events",
+    "dash": "dash", "dashboard": "dash", "home": "dash",
+    "theme": "theme", "skin": "theme",
+    "help": "help", "h": "help",
+    "q": "quit", "quit": "quit", "q!": "quit", "exit": "quit",
+}
+
+
+def command_words() -> list[str]:
+    return sorted({":" + a for a in ALIASES})

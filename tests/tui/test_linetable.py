@@ -1,0 +1,81 @@
+"""The Line-API table's bookkeeping: keyed upserts keep sort and filter without a
+rebuild, the cursor follows its row, marks and targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet.tui.widgets.linetable import Column, Filter, LineTable, Row
+
+COLS = [Column("name", "Name", 8), Column("n", "N", 4), Column("state", "State", 8)]
+
+
+def put_cursor(t: LineTable, index: int) -> None:
+    """Move the cursor without an app (no Selected message)."""
+    t.set_reactive(LineTable.cursor, index)
+    t._cursor_key = t.key_at(index)
+
+
+def table() -> LineTable:
+    t = LineTable(COLS, sort_column="name")
+    t.replace_all((f"k{i}", (f"host{i:02d}", i, "up" if i % 2 else "down"),
+                   {"state": "up" if i % 2 else "down"}) for i in range(20))
+    return t
+
+
+def test_bulk_load_sorted_and_keyed():
+    t = table()
+    assert t.row_count == 20
+    assert t.visible_keys()[:3] == ["k0", "k1", "k2"]
+    assert t.index_of("k7") == 7
+
+
+def test_upsert_moves_row_when_sort_key_changes_and_cursor_follows():
+    t = table()
+    put_cursor(t, 5)  # k5
+    t.upsert("k5", ("zzz", 5, "up"), {"state": "up"})
+    assert t.visible_keys()[-1] == "k5"
+    assert t.cursor_key == "k5" and t.cursor == 19
+    assert 0 in t.changed["k5"][1]  # the name cell is marked as changed
+    t.upsert("new", ("aaa", 99, "up"), {"state": "up"})
+    assert t.visible_keys()[0] == "new" and t.cursor_key == "k5"
+    t.remove("k5")
+    assert "k5" not in t.visible_keys() and t.row_count == 20
+
+
+def test_filter_applies_to_later_upserts():
+    t = table()
+    t.set_filter("state=up")
+    assert t.row_count == 10
+    t.upsert("k0", ("host00", 0, "up"), {"state": "up"})
+    assert t.row_count == 11 and "k0" in t.visible_keys()
+    t.upsert("k1", ("host01", 1, "down"), {"state": "down"})
+    assert "k1" not in t.visible_keys()
+    t.set_filter("!host1")
+    assert all(not t.rows[k].values[0].startswith("host1") for k in t.visible_keys())
+    with pytest.raises(ValueError):
+        t.set_filter("(")
+
+
+def test_reverse_sort_and_other_column():
+    t = table()
+    t.set_sort("n", reverse=True)
+    assert t.visible_keys()[0] == "k19"
+    assert t.index_of("k19") == 0 and t.key_at(19) == "k0"
+
+
+def test_targets_are_marks_else_cursor():
+    t = table()
+    put_cursor(t, 3)
+    assert t.targets() == ["k3"]
+    t.marks.update({"k9", "k2"})
+    assert t.targets() == ["k2", "k9"]
+
+
+def test_filter_terms():
+    row = Row("a", ("web1",), {"role": "web"}, "web1 rack1")
+    assert Filter("role=web").matches(row)
+    assert not Filter("role!=web").matches(row)
+    assert Filter("RACK").matches(row)
+    assert not Filter("!rack").matches(row)
+    assert Filter("web role=web").matches(row)
