@@ -132,8 +132,7 @@ class Engine:
                     await self.store.nodes.delete(tx, name)
 
     async def _start_view(self) -> None:
-        for m in await self.store.machines.list():
-            self.machine_states[m.mac] = m.state
+        self.machine_states.update(await self.store.machines.states())
         self._view_sub = self.feed.subscribe()
         self.spawn(self._follow_view(self._view_sub), "fleet-machine-view")
 

@@ -57,16 +57,24 @@ def _lease_from(row, prefix: str = "") -> Lease:
                  token_used_at=row[prefix + "token_used_at"])
 
 
+_STATES = {s.value: s for s in MachineState}  # dict lookups: Enum() is slow at 10k rows
+_ARCHES = {a.value: a for a in FirmwareArch}
+
+
+def _json_map(text: str) -> dict:
+    return {} if text == "{}" else json.loads(text)
+
+
 def _machine_from(row) -> Machine:
     lease = _lease_from(row, "l_") if row["l_id"] is not None else None
     return Machine(
-        mac=row["mac"], state=MachineState(row["state"]), state_since=row["state_since"],
+        mac=row["mac"], state=_STATES[row["state"]], state_since=row["state_since"],
         first_seen=row["first_seen"], last_seen=row["last_seen"], uuid=row["uuid"],
-        arch=FirmwareArch(row["arch"]), vendor_class=row["vendor_class"],
+        arch=_ARCHES[row["arch"]], vendor_class=row["vendor_class"],
         nic_vendor=row["nic_vendor"], ipxe_version=row["ipxe_version"],
         ipxe_busid=row["ipxe_busid"], distributor=row["distributor"],
         interface=row["interface"], last_ip=row["last_ip"], stage=row["stage"],
-        reason=row["reason"], info=json.loads(row["info"]), lease=lease)
+        reason=row["reason"], info=_json_map(row["info"]), lease=lease)
 
 
 class MachineRepo(_Repo):
@@ -85,6 +93,11 @@ class MachineRepo(_Repo):
 
     async def count(self) -> int:
         return (await self.store.fetchone("SELECT count(*) FROM machines"))[0]
+
+    async def states(self) -> dict[str, MachineState]:
+        """MAC -> state for every machine: what the boot hot path's view needs."""
+        rows = await self.store.fetchall("SELECT mac, state FROM machines")
+        return {r[0]: _STATES[r[1]] for r in rows}
 
     async def save(self, tx: "aiosqlite.Connection", m: Machine) -> None:
         """Insert or replace the machine and its current lease."""
@@ -217,7 +230,7 @@ class NodeRepo(_Repo):
 def _node_from(row, keys: tuple[HostKey, ...]) -> Node:
     return Node(name=row["name"], site=row["site"], address=row["address"],
                 public_ipv4=row["public_ipv4"], ipv6=row["ipv6"], port=row["port"],
-                user=row["user"], labels=json.loads(row["labels"]), source=row["source"],
+                user=row["user"], labels=_json_map(row["labels"]), source=row["source"],
                 mac=row["mac"], registered_at=row["registered_at"], host_keys=keys,
                 reachability=Reachability(row["reachability"]), last_seen=row["last_seen"],
                 last_error=row["last_error"])
