@@ -129,3 +129,58 @@ class AccessAPI:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+    # -- shells, forwards, checks, liveness (issue 4, second half) -----------------------
+
+    def shell(self, name: str, *, term_type: str = "xterm-256color",
+              term_size: tuple[int, int] = (80, 24), record: bool = True):
+        """`async with api.shell("web1", term_size=(cols, rows)) as s:` a PTY shell on the
+        node's pooled connection, recorded (asciicast v2) with shell.opened/closed events.
+        `await s.run(read, write)` bridges it; `s.resize(cols, rows)` follows the view."""
+        from fleet.access.shell import ShellSession
+
+        if self.engine.read_only:
+            raise ReadOnly("cannot open a shell: fleet was started with --read-only")
+        return ShellSession(self, name, term_type=term_type, term_size=term_size,
+                            record=record)
+
+    async def forward(self, name: str, spec: str):
+        """Start a local forward `[BIND:]LOCAL:[HOST:]REMOTE` through the node's route;
+        returns a `Forward` (`.address`, `.close()`). See fleet.access.forward."""
+        from fleet.access.forward import open_forward, parse_forward
+
+        parsed = parse_forward(spec)
+        await self.engine.node(name)
+        return await open_forward(self, name, parsed)
+
+    async def http_check(self, name: str, target: str, *, host: str = "127.0.0.1",
+                         timeout: float = 10.0) -> dict:
+        """GET http://HOST:PORT/PATH from the node (httpx over an SSH channel)."""
+        from fleet.access.http_check import check_http, parse_http
+
+        return await check_http(self, name, parse_http(target), host=host, timeout=timeout)
+
+    async def link_check(self, a: str, b: str, *, iperf: bool = False, count: int = 5,
+                         seconds: float = 3.0, port: int = 5201) -> dict:
+        """ping (and iperf3) from node a to node b; one record (fleet.access.linkcheck)."""
+        from fleet.access.linkcheck import link_check
+
+        if self.engine.read_only:
+            raise ReadOnly("cannot run link checks: fleet was started with --read-only")
+        if count < 1:
+            raise BadInput("--count must be at least 1")
+        return await link_check(self, a, b, iperf=iperf, count=count, seconds=seconds,
+                                port=port)
+
+    def start_liveness(self, interval: float = 30.0, **kw):
+        """Start (once) the liveness loop as an engine task; returns the `Liveness`.
+        The engine cancels it at close."""
+        from fleet.access.liveness import Liveness
+
+        live = getattr(self, "_liveness", None)
+        if live is None:
+            live = self._liveness = Liveness(self.engine, interval, **kw)
+            # closers run newest first: the loop stops before the pool closes
+            self.engine.on_close(live.stop)
+        live.start()
+        return live

@@ -227,6 +227,13 @@ class Pool:
                                "(an encrypted key needs the SSH agent: leave identity "
                                "unset)") from None
             agent_path = None  # the profile names the key: don't offer agent keys too
+        else:
+            # fleet's own operator key (the one it puts into deployments'
+            # authorized keys) if it has one; the SSH agent is offered as well
+            own = engine.paths.keys_dir / "operator"
+            if own.is_file():
+                client_keys = [asyncssh.read_private_key(str(own))]
+                agent_path = ()
         return cls(engine, trust, options, client_keys, agent_path)
 
     # -- events --------------------------------------------------------------------

@@ -41,6 +41,7 @@ from fleet.core.arch import FirmwareArch
 from fleet.core.model import Machine, MachineState, Severity
 from fleet.core.values import parse_mac
 from fleet.errors import BadInput
+from fleet.configure.keys import authorized_keys_for
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class HttpService:
 
     async def _install(self, machine: Machine, decision: policy.Decision) -> str:
         deployment = decision.deployment
-        values = self._template_values(machine).as_dict()
+        values = (await self._template_values(machine)).as_dict()
         if decision.action is Action.SCRIPT:
             text = await self._render_template(machine, deployment)
         else:
@@ -200,7 +201,7 @@ class HttpService:
                 return False
         return True
 
-    def _template_values(self, machine: Machine) -> TemplateValues:
+    async def _template_values(self, machine: Machine) -> TemplateValues:
         lease = machine.lease
         deployment = self.engine.profile.deployment(lease.deployment)
         base = self.base_url()
@@ -210,7 +211,8 @@ class HttpService:
             token=self.engine.callhome_token(machine),
             callhome_url=f"{base}/api/callhome",
             template_url=f"{base}/templates/{callhome.template_token(self.engine, machine)}",
-            authorized_keys=tuple(deployment.authorized_keys))
+            # the deployment's keys plus fleet's operator key, so fleet can log in
+            authorized_keys=tuple(await authorized_keys_for(self.engine, deployment.name)))
 
     async def _render_template(self, machine: Machine, deployment) -> str:
         path = Path(deployment.template)
@@ -218,7 +220,7 @@ class HttpService:
             path = Path(self.engine.profile.path).parent / path
         raw = await asyncio.to_thread(_read_limited, path)
         text = raw.decode("utf-8")
-        return render_deployment(deployment.kind, text, self._template_values(machine),
+        return render_deployment(deployment.kind, text, await self._template_values(machine),
                                  source=path.name)
 
     async def _render_failed(self, subject: str, what: str, err: Exception) -> web.Response:

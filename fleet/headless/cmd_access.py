@@ -90,8 +90,135 @@ async def exec_(engine, args, out: Output) -> int:
     return 1 if report.failed else 0
 
 
+# -- shell, forward, check, link (issue 4, second half) ----------------------------------
+
+def _fail(err) -> int:
+    """A node we could not reach: one line on stderr, exit 1 (a target failed)."""
+    import sys
+
+    kind = getattr(err, "kind", None)
+    print(f"fleet: {kind + ': ' if kind else ''}{err}", file=sys.stderr)
+    return 1
+
+
+async def shell(engine, args, out: Output) -> int:
+    """The remote shell's exit status; 1 if the node could not be reached; 255 if the
+    connection was lost mid-session."""
+    from fleet.access.pool import AccessError
+    from fleet.access.shell import run_terminal_shell
+
+    import asyncssh
+
+    try:
+        return await run_terminal_shell(engine.access, args.node)
+    except (AccessError, asyncssh.Error) as err:
+        return _fail(err)
+
+
+async def forward(engine, args, out: Output) -> int:
+    import asyncio
+
+    from fleet.access.forward import wait_lost
+    from fleet.access.pool import AccessError
+
+    api = engine.access
+    try:
+        fwd = await api.forward(args.node, args.ports)
+    except AccessError as err:
+        return _fail(err)
+    host, port = fwd.address
+    spec = fwd.spec
+    data = {"node": args.node, "listen_host": host, "listen_port": port,
+            "remote_host": spec.host, "remote_port": spec.remote_port, "via": fwd.via}
+    shown = f"[{host}]" if ":" in host else host
+    out.record({"type": "listening", **data},
+               f"forwarding {shown}:{port} -> {args.node}:{spec.host}:{spec.remote_port}"
+               + (f" (via {fwd.via})" if fwd.via else "") + "; Ctrl-C stops")
+    if not engine.read_only:
+        await engine.record(engine.event(
+            "forward.opened", args.node,
+            f"forward {shown}:{port} -> {args.node}:{spec.host}:{spec.remote_port}", **data))
+    code = 0
+    try:
+        await wait_lost(fwd)
+        code = 1
+        import sys
+        print(f"fleet: the connection to {args.node} was lost; forward closed",
+              file=sys.stderr)
+    except asyncio.CancelledError:
+        code = 0
+    finally:
+        fwd.close()
+        if not engine.read_only:
+            import contextlib
+            with contextlib.suppress(Exception):
+                await engine.record(engine.event(
+                    "forward.closed", args.node,
+                    f"forward {shown}:{port} -> {args.node}:{spec.host}:{spec.remote_port} "
+                    "closed", **data))
+    return code
+
+
+async def check(engine, args, out: Output) -> int:
+    import time
+
+    import asyncssh
+
+    from fleet.access.liveness import ssh_ping
+    from fleet.access.pool import AccessError
+
+    api = engine.access
+    if args.http:
+        r = await api.http_check(args.node, args.http, host=args.http_host,
+                                 timeout=args.timeout)
+        if r["status"] is not None:
+            text = (f"{r['node']}: {r['url']} -> HTTP {r['status']} in {r['latency_ms']} ms "
+                    f"({r['bytes']} bytes" + (f", via {r['via']}" if r["via"] else "") + ")")
+        else:
+            text = f"{r['node']}: {r['url']} failed: {r['error']}"
+        out.record(r, text)
+        return 0 if r["ok"] else 1
+    await engine.node(args.node)
+    rec = {"node": args.node, "check": "ssh", "ok": False, "latency_ms": None, "via": None,
+           "error": None}
+    t0 = time.monotonic()
+    try:
+        link = await api.connection(args.node)
+        rec["via"] = link.via
+        t1 = time.monotonic()
+        await ssh_ping(link.conn, float(engine.profile.operator.ssh.connect_timeout) + 2)
+        rec["latency_ms"] = round((time.monotonic() - t1) * 1000, 1)
+        rec["connect_ms"] = round((t1 - t0) * 1000, 1)
+        rec["ok"] = True
+    except (AccessError, TimeoutError, OSError, asyncssh.Error) as err:
+        rec["error"] = f"{getattr(err, 'kind', 'unreachable')}: {err or 'no answer'}"
+    text = (f"{args.node}: ssh answers in {rec['latency_ms']} ms" if rec["ok"]
+            else f"{args.node}: {rec['error']}")
+    out.record(rec, text)
+    return 0 if rec["ok"] else 1
+
+
+async def link(engine, args, out: Output) -> int:
+    import asyncssh
+
+    from fleet.access.linkcheck import _summary
+    from fleet.access.pool import AccessError
+
+    try:
+        r = await engine.access.link_check(args.a, args.b, iperf=args.iperf, count=args.count,
+                                           seconds=args.seconds, port=args.port)
+    except (AccessError, asyncssh.Error, TimeoutError) as err:
+        return _fail(err)
+    out.record(r, _summary(r))
+    return 0 if r["ok"] else 1
+
+
 HANDLERS: dict = {
     "routes": routes,
     "exec": exec_,
     "nodes": nodes,
+    "shell": shell,
+    "forward": forward,
+    "check": check,
+    "link": link,
 }

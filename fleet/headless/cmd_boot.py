@@ -17,21 +17,34 @@ from fleet.headless import records as rec
 log = logging.getLogger("fleet.serve")
 
 
+LIVENESS_SECONDS = 30
+
+
 async def serve(engine, args, out) -> int:
     """Boot services until SIGINT/SIGTERM; every event as one JSON line on stdout.
 
     Exit 0 on SIGINT/SIGTERM (main cancels this task; the services stop in the
     `finally`), 3 when a port cannot be bound (EnvironmentProblem from
     start_services, printed by main as `fleet: ...`).
+
+    A profile with a `demo:` section also gets its simulated site (machines that
+    PXE boot against these services, nodes, a jump), started after the boot
+    services and stopped before them (fleet.sim.api.start_demo).
     """
     if engine.read_only:
         raise BadInput("serve records what it sees: it cannot run with --read-only")
     _log_to_stderr()
     sub = engine.follow()  # live events from now on, ours and other processes'
     worker: asyncio.Task | None = None
+    demo = None
     try:
         await engine.boot.start_services()
+        if engine.profile.demo is not None:
+            from fleet.sim.api import start_demo
+
+            demo = await start_demo(engine)
         worker = _start_job_worker(engine)
+        engine.access.start_liveness(interval=LIVENESS_SECONDS)  # stopped at engine close
         async for event in sub:
             out.record_line(rec.event(event))
     finally:
@@ -40,6 +53,9 @@ async def serve(engine, args, out) -> int:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
+        if demo is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(demo.stop())
         # Stop listening at once; a second signal during this must not leave
         # sockets open, so shield the stop from cancellation.
         with contextlib.suppress(asyncio.CancelledError):

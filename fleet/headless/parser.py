@@ -118,11 +118,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="node names; the command follows after --")
 
     p = command("shell", "an interactive shell on a node in this terminal")
+    p.description = ("an interactive shell on a node in this terminal, over its route on a "
+                     "pooled connection\n\n"
+                     "The terminal is raw while the shell runs and restored after; window "
+                     "size changes follow;\n$TERM is passed. The session's output (never "
+                     "its input) is recorded as asciicast v2\nunder the recordings dir "
+                     "(`fleet info`); events shell.opened/shell.closed.\n"
+                     "exit status: the remote shell's (255 if the connection was lost)")
     p.add_argument("node", metavar="NODE")
 
     p = command("forward", "forward a local port to a node's port through its route")
+    p.description = ("forward a local port to a port on (or reachable from) a node, through "
+                     "its route, until SIGINT\n\n"
+                     "[BIND:]LOCAL:[HOST:]REMOTE: listen on BIND:LOCAL (default 127.0.0.1; "
+                     "LOCAL 0 = any free port);\neach connection becomes a direct-tcpip "
+                     "channel on the node's pooled connection, so the\nnode's sshd connects "
+                     "to HOST:REMOTE (default HOST 127.0.0.1: the node's own loopback).\n"
+                     "Prints the listening address first (json/jsonl: a record with "
+                     "listen_host, listen_port).\nexamples: forward web1 8080:80   "
+                     "forward web1 0.0.0.0:8443:10.91.0.12:443")
     p.add_argument("node", metavar="NODE")
-    p.add_argument("ports", metavar="LOCAL:REMOTE")
+    p.add_argument("ports", metavar="[BIND:]LOCAL:[HOST:]REMOTE")
+
+    p = command("check", "check a node over its route: SSH answers, or an HTTP GET")
+    p.description = ("check a node over its route\n\n"
+                     "without --http: an SSH keepalive round trip to the node's sshd "
+                     "(connecting first)\n"
+                     "--http PORT[/PATH]: GET http://HOST:PORT/PATH from the node, with "
+                     "httpx over an SSH\n  direct-tcpip channel (HOST: --http-host, "
+                     "default 127.0.0.1, the node's loopback)\n"
+                     "record: node, url, status, latency_ms, connect_ms, bytes, via, ok, "
+                     "error\nexit 1 if it failed (no answer, HTTP status >= 400)")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("--http", metavar="PORT[/PATH]", help="HTTP GET through the route")
+    p.add_argument("--http-host", default="127.0.0.1", metavar="HOST",
+                   help="where the node connects for --http (default 127.0.0.1)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="HTTP timeout (default 10)")
+
+    p = command("link", "link check between two nodes: ping RTT, and iperf3 throughput")
+    p.description = ("link check from NODE_A to NODE_B: `ping -c N -q <B>` on A; with "
+                     "--iperf, `iperf3 -s -1` on B\nand `iperf3 -c` on A when both have "
+                     "iperf3 (else iperf_skipped says who lacks it)\n"
+                     "one record: a, b, address, ok, ping{transmitted, received, loss_pct, "
+                     "rtt_*_ms}, iperf{sent_bps,\nreceived_bps, retransmits} | null, "
+                     "iperf_skipped, error, duration_s; event link.checked\n"
+                     "exit 1 if no ping reply came back or iperf3 failed")
+    p.add_argument("a", metavar="NODE_A")
+    p.add_argument("b", metavar="NODE_B")
+    p.add_argument("--iperf", action="store_true", help="also measure throughput with iperf3")
+    p.add_argument("--count", type=int, default=5, metavar="N", help="pings (default 5)")
+    p.add_argument("--seconds", type=float, default=3.0, metavar="S",
+                   help="iperf3 duration (default 3)")
+    p.add_argument("--port", type=int, default=5201, metavar="P",
+                   help="iperf3 port on NODE_B (default 5201)")
 
     p = command("build", "build boot media as a tracked job; prints the artifact's id, path "
                          "and sha256 (identical inputs: the cached artifact, at once)")

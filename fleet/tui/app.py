@@ -98,6 +98,7 @@ class FleetApp(App):
         self._startup_notes: list[tuple[str, str]] = []
         self._load_themes()
         self._sub = None
+        self.demo = None  # the demo site, when the profile has one
         self._pending: list[Event] = []
         self._flush_timer = None
         self._refreshing = False
@@ -208,17 +209,31 @@ class FleetApp(App):
             self.pane("nodes").route_of = access.route
         self._sub = self.engine.follow()
         self.run_worker(self._follow(), group="feed", exit_on_error=False)
+        if self.engine.profile.demo is not None and not self.read_only:
+            self.run_worker(self._start_demo(), group="demo", exit_on_error=False)
         self._refreshing = True
         self.run_worker(self._initial_load(), group="refresh", exit_on_error=False)
         self.set_interval(TICK_INTERVAL, self._tick)
         self.set_interval(RECONCILE_INTERVAL, self._reconcile)
         self._update_header()
 
+    async def _start_demo(self) -> None:
+        """The demo profile's simulated site, with the boot services, in this process."""
+        from fleet.sim.api import start_demo
+
+        try:
+            self.demo = await start_demo(self.engine)
+            self.engine.access.start_liveness(interval=30)
+        except FleetError as err:  # e.g. the ports are held by a running `serve`
+            self.notify(f"demo: {err}", severity="error", timeout=15)
+
     async def on_unmount(self) -> None:
         if self._sub is not None:
             self._sub.close()
         if self.engine is not None and self._own_engine:
-            await self.engine.close()
+            await self.engine.close()  # stops the demo and boot services too
+        elif self.demo is not None:
+            await self.demo.stop()
 
     # -- the change feed -------------------------------------------------------------------
 

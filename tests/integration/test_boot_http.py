@@ -23,6 +23,7 @@ from fleet.boot.http import HttpService
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import MachineState
 from fleet.engine import Engine
+from fleet.configure.keys import operator_key
 from support.profiles import write_profile
 
 MAC = "52:54:00:12:34:56"
@@ -257,8 +258,10 @@ async def test_template_by_token_renders_the_preseed(lab):
     assert "d-i netcfg/get_hostname string web7\n" in text
     assert f'"{token}" "web7" "10.91.0.50"' in text
     assert f"curl -fsS -X POST {lab.base}/api/callhome " in text
-    # two keys joined by a literal backslash-n for printf %b
-    assert f"printf '%b\\n' '{ROOT_KEY}\\n{ROOT_KEY}' >" in text
+    # the deployment's key (listed twice: once is kept) and fleet's operator
+    # key, joined by a literal backslash-n for printf %b
+    op = (await operator_key(lab.engine)).public
+    assert f"printf '%b\\n' '{ROOT_KEY}\\n{op}' >" in text
     assert "{{" not in text and "}}" not in text
     # the template token is not the call-home token and vice versa
     assert token not in template_url
@@ -273,7 +276,8 @@ async def test_kickstart_template_and_provisioning_by_template_fetch(lab):
     r = await lab.client.get(f"/templates/{template_token(lab.engine, m)}")
     assert r.status_code == 200
     assert "network --bootproto=dhcp --device=link --activate --hostname=db3\n" in r.text
-    assert f"cat > /root/.ssh/authorized_keys <<'KEYS'\n{ROOT_KEY}\nKEYS\n" in r.text
+    op = (await operator_key(lab.engine)).public
+    assert f"cat > /root/.ssh/authorized_keys <<'KEYS'\n{ROOT_KEY}\n{op}\nKEYS\n" in r.text
     assert '"db3" ""' in r.text  # no lease address: empty
     # fetching the template is progress too
     assert (await lab.engine.machine(MAC)).state is MachineState.PROVISIONING

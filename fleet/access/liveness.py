@@ -1,0 +1,147 @@
+"""Liveness: is each node still answering over SSH?
+
+    live = engine.access.start_liveness(interval=30)   # a task the engine cancels at close
+    await live.check_once()                             # one round (tests, `check`)
+
+Every `interval` seconds, each node with a route gets one cheap SSH-level
+check on its pooled connection: an OpenSSH `keepalive@openssh.com` global
+request with want-reply, a round trip to the node's own sshd through the
+tunnel (no session, no process on the node, no MaxSessions slot). A node with
+no open connection is (re)connected first, bounded by connect_timeout, so a
+node that comes back is noticed. The answer must arrive within `timeout`
+(default: connect_timeout + 2 s); otherwise the connection is closed (a silent
+node's half-open link is not kept) and the node is unreachable.
+
+Each round updates `NodeRepo.set_reachability` (one transaction: last_seen for
+reachable nodes) and emits `node.reachable` / `node.unreachable` only when a
+node's state changes from what the store said (the first round against
+`unknown` counts as a change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from fleet.core.model import Reachability, Severity
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+async def ssh_ping(conn, timeout: float) -> None:
+    """A keepalive round trip on `conn`; raises on silence or a closed connection."""
+    if conn.is_closed():
+        raise ConnectionError("connection closed")
+    request = getattr(conn, "_make_global_request", None)
+    if request is None:  # asyncssh without it: a session running `true`
+        await asyncio.wait_for(conn.run("true", check=False), timeout)
+        return
+    await asyncio.wait_for(request(b"keepalive@openssh.com"), timeout)
+    if conn.is_closed():
+        raise ConnectionError("connection closed")
+
+
+class Liveness:
+    def __init__(self, engine: "Engine", interval: float = 30.0, *, timeout: float | None = None,
+                 parallel: int = 64):
+        self.engine = engine
+        self.interval = interval
+        ssh = engine.profile.operator.ssh
+        self.timeout = timeout if timeout is not None else float(ssh.connect_timeout) + 2.0
+        self.parallel = parallel
+        self.state: dict[str, Reachability] = {}
+        self.rounds = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> asyncio.Task:
+        if self._task is None or self._task.done():
+            self._task = self.engine.spawn(self.run(), "fleet-liveness")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            try:
+                await self.check_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("liveness round failed")
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - t0)))
+
+    async def _check(self, api, node) -> tuple[bool, str | None]:
+        from fleet.access.pool import AccessError
+
+        route = api.route(node)
+        if not route.reachable:
+            return False, f"no route: {route.reason}"
+        pool = await api.get_pool()
+        try:
+            link = await asyncio.wait_for(pool.connection(node, route), self.timeout * 2)
+            await ssh_ping(link.conn, self.timeout)
+            return True, None
+        except AccessError as err:
+            return False, f"{err.kind}: {err}"
+        except (asyncio.TimeoutError, TimeoutError):
+            cached = pool.cached(node.name)
+            if cached is not None:
+                cached.lost = True
+                cached.conn.close()
+            return False, f"no answer within {self.timeout:g}s"
+        except Exception as err:  # the connection died under the request
+            return False, f"{type(err).__name__}: {err}"
+
+    async def check_once(self) -> dict[str, bool]:
+        """One round over every node; returns name -> reachable."""
+        api = self.engine.access
+        nodes = await self.engine.nodes()
+        sem = asyncio.Semaphore(self.parallel)
+        results: dict[str, tuple[bool, str | None]] = {}
+
+        async def one(node):
+            async with sem:
+                results[node.name] = await self._check(api, node)
+
+        await asyncio.gather(*(one(n) for n in nodes))
+        self.rounds += 1
+        now = self.engine.clock()
+        events = []
+        for node in nodes:
+            ok, error = results[node.name]
+            new = Reachability.REACHABLE if ok else Reachability.UNREACHABLE
+            old = self.state.get(node.name, node.reachability)
+            self.state[node.name] = new
+            if new is not old:
+                word = new.value
+                msg = f"{node.name} is {word}" + (f": {error}" if error else "")
+                events.append(self.engine.event(
+                    f"node.{word}", node.name, msg,
+                    severity=Severity.INFO if ok else Severity.WARNING,
+                    node=node.name, error=error, previous=old.value))
+        if not self.engine.read_only:
+            store = self.engine.store
+            async with store.transaction() as tx:
+                for node in nodes:
+                    ok, error = results[node.name]
+                    await store.nodes.set_reachability(
+                        tx, node.name, Reachability.REACHABLE if ok else Reachability.UNREACHABLE,
+                        now, error)
+                if events:
+                    await store.events.append(tx, events)
+        else:
+            for e in events:
+                log.info("%s: %s", e.kind, e.message)
+        return {n: ok for n, (ok, _) in results.items()}
