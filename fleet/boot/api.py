@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import resource
+
 from fleet.boot.files import BootFiles
+from fleet.oui import nic_vendor
 
 
 class BootAPI:
@@ -38,6 +41,8 @@ class BootAPI:
         if not self._closer_registered:
             self.engine.on_close(self.stop_services)
             self._closer_registered = True
+        _raise_fd_limit(4096)  # a socket per TFTP session
+        nic_vendor("00:00:00:00:00:00")  # load netaddr's OUI index now, not on a first DISCOVER
         await self.services.start()
 
     async def stop_services(self) -> None:
@@ -54,3 +59,11 @@ class BootAPI:
                          "tftp": dict(s.tftp.stats) if s.tftp else {},
                          "ports": s.ports()}
         return out
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Raise the soft open-files limit towards `wanted` (never past the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
