@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
 from fleet.core import lifecycle as lc
-from fleet.core.model import (LEASED_STATES, Distributor, Event, Machine, MachineState, Node,
-                              Severity)
+from fleet.core.model import (LEASED_STATES, Artifact, Distributor, Event, Job, Machine,
+                              MachineState, Node, Severity)
 from fleet.core.select import SelectError, parse_selector
 from fleet.core.values import check_hostname, check_ipv4, parse_mac
 from fleet.errors import BadInput, ReadOnly, UnknownTarget
@@ -205,6 +205,14 @@ class Engine:
             raise UnknownTarget(f"unknown MAC {mac}: no machine with it has been seen")
         return machine
 
+    async def find_machine(self, mac: str) -> Machine | None:
+        """The machine with this MAC, or None (also for text that is not a MAC)."""
+        try:
+            mac = parse_mac(mac)
+        except ValueError:
+            return None
+        return await self.store.machines.get(mac)
+
     async def lease(self, mac: str, deployment: str, hostname: str | None = None,
                     address: str | None = None) -> Machine:
         self._writable("lease")
@@ -298,6 +306,9 @@ class Engine:
             raise BadInput(str(err)) from None
         return [n for n in nodes if selector.matches(n)]
 
+    async def find_node(self, name: str) -> Node | None:
+        return await self.store.nodes.get(name)
+
     async def node(self, name: str) -> Node:
         node = await self.store.nodes.get(name)
         if node is None:
@@ -341,6 +352,20 @@ class Engine:
 
     async def events(self, limit: int = 100, subject: str | None = None) -> list[Event]:
         return await self.store.events.latest(limit, subject)
+
+    async def last_event_id(self) -> int:
+        return await self.store.events.max_id()
+
+    # -- jobs and artifacts, as stored (the runner lives in `engine.jobs`) ----------
+
+    async def recent_jobs(self, limit: int = 500) -> list[Job]:
+        return await self.store.jobs.list(limit=limit)
+
+    async def find_job(self, job_id: int) -> Job | None:
+        return await self.store.jobs.get(job_id)
+
+    async def artifacts(self) -> list[Artifact]:
+        return await self.store.artifacts.list()
 
     def follow(self, after_id: int | None = None) -> Subscription:
         """Every event after `after_id` (from the store), then live ones, from this

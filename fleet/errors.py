@@ -24,6 +24,3 @@ class ReadOnly(BadInput):
 class EnvironmentProblem(FleetError):
     exit_code = 3
 
-
-class NotYetAvailable(EnvironmentProblem):
-    """A command of the contract whose implementation arrives with a later issue."""

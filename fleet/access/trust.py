@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import asyncssh
 
-from fleet.core.model import HostKey, Severity
+from fleet.core.model import Event, HostKey, Severity
 
 if TYPE_CHECKING:
     from fleet.engine import Engine
@@ -139,8 +139,7 @@ class Trust:
         for node in await engine.store.nodes.list():
             trust.add_pins(node.name, node.host_keys)
         for jump in engine.profile.jumps:
-            raw = await engine.store.meta.get(JUMP_META + jump.name)
-            pins = tuple(_parse_pin(line) for line in (raw or "").splitlines() if line.strip())
+            pins = await jump_pins(engine, jump.name)
             trust._jump_pins[jump.name] = pins
             trust.add_pins(jump.name, pins)
         return trust
@@ -190,21 +189,32 @@ class Trust:
             else:
                 pins = self._jump_pins.get(s.name, ()) + (key,)
                 self._jump_pins[s.name] = pins
-                async with eng.store.transaction() as tx:
-                    await eng.store.meta.set(tx, JUMP_META + s.name, "\n".join(
-                        f"{k.key_type} {k.key} {k.fingerprint} {k.added_at}" for k in pins))
-                    await eng.store.events.append(tx, [eng.event(
-                        "hostkey.accepted", s.name,
-                        f"accepted and pinned new host key {key.fingerprint} for jump "
-                        f"{s.name} ({s.address}) under host_keys: accept-new",
-                        severity=Severity.WARNING, jump=s.name, address=s.address,
-                        key_type=key.key_type, fingerprint=key.fingerprint)])
+                await store_jump_pins(eng, s.name, pins, eng.event(
+                    "hostkey.accepted", s.name,
+                    f"accepted and pinned new host key {key.fingerprint} for jump "
+                    f"{s.name} ({s.address}) under host_keys: accept-new",
+                    severity=Severity.WARNING, jump=s.name, address=s.address,
+                    key_type=key.key_type, fingerprint=key.fingerprint))
         elif kind == "mismatch" and not eng.read_only:
             err: HostKeyRefused = payload
             await eng.record(eng.event(
                 "hostkey.mismatch", s.name, str(err), severity=Severity.ERROR,
                 **{s.kind: s.name}, address=s.address, old=client.old_fingerprints,
                 new=client.new_fingerprint))
+
+
+async def store_jump_pins(engine, name: str, pins: Iterable[HostKey], event: Event) -> None:
+    """Pin `pins` as jump `name`'s host keys (the store's one place for them), with
+    the event that says why, in one transaction."""
+    async with engine.store.transaction() as tx:
+        await engine.store.meta.set(tx, JUMP_META + name, "\n".join(
+            f"{k.key_type} {k.key} {k.fingerprint} {k.added_at}" for k in pins))
+        await engine.store.events.append(tx, [event])
+
+
+async def jump_pins(engine, name: str) -> tuple[HostKey, ...]:
+    raw = await engine.store.meta.get(JUMP_META + name)
+    return tuple(_parse_pin(line) for line in (raw or "").splitlines() if line.strip())
 
 
 def _parse_pin(line: str) -> HostKey:

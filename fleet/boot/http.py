@@ -177,11 +177,11 @@ class HttpService:
 
     async def _install(self, machine: Machine, decision: policy.Decision) -> str:
         deployment = decision.deployment
-        values = (await self._template_values(machine)).as_dict()
+        values = await self._template_values(machine)
         if decision.action is Action.SCRIPT:
-            text = await self._render_template(machine, deployment)
+            text = await self._render_template(deployment, values)
         else:
-            cmdline = scripts.render_cmdline(deployment.cmdline, values,
+            cmdline = scripts.render_cmdline(deployment.cmdline, values.as_dict(),
                                              source=f"deployment {deployment.name} cmdline")
             text = scripts.install_script(kernel=deployment.kernel, initrd=deployment.initrd,
                                           cmdline=cmdline, deployment=deployment.name,
@@ -214,14 +214,13 @@ class HttpService:
             # the deployment's keys plus fleet's operator key, so fleet can log in
             authorized_keys=tuple(await authorized_keys_for(self.engine, deployment.name)))
 
-    async def _render_template(self, machine: Machine, deployment) -> str:
+    async def _render_template(self, deployment, values: TemplateValues) -> str:
         path = Path(deployment.template)
         if not path.is_absolute():
             path = Path(self.engine.profile.path).parent / path
         raw = await asyncio.to_thread(_read_limited, path)
         text = raw.decode("utf-8")
-        return render_deployment(deployment.kind, text, await self._template_values(machine),
-                                 source=path.name)
+        return render_deployment(deployment.kind, text, values, source=path.name)
 
     async def _render_failed(self, subject: str, what: str, err: Exception) -> web.Response:
         message = f"cannot render the {what} for {subject}: {err}"
@@ -245,12 +244,14 @@ class HttpService:
                                             request.remote or "?", subject,
                                             what="template fetch", limiter=self.limiter)
             raise web.HTTPForbidden(text=f"refused: {err.reason}\n")
-        deployment = self.engine.profile.deployment(machine.lease.deployment) \
-            if _has_deployment(self.engine.profile, machine.lease.deployment) else None
+        try:
+            deployment = self.engine.profile.deployment(machine.lease.deployment)
+        except KeyError:
+            deployment = None
         if deployment is None or deployment.template is None:
             raise web.HTTPNotFound(text="this lease's deployment has no template\n")
         try:
-            text = await self._render_template(machine, deployment)
+            text = await self._render_template(deployment, await self._template_values(machine))
         except (TemplateError, OSError, ValueError) as err:
             return await self._render_failed(machine.mac, "template", err)
         if not await self._started(machine):
@@ -343,10 +344,6 @@ def _ipxe_query(request: web.Request) -> dict[str, str]:
                                 max_num_fields=None)[:32]:
         out.setdefault(key, value)
     return out
-
-
-def _has_deployment(profile, name: str) -> bool:
-    return any(d.name == name for d in profile.deployments)
 
 
 def _read_limited(path: Path) -> bytes:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections import Counter
 
 from fleet.engine import Engine
-from fleet.errors import BadInput, NotYetAvailable, UnknownTarget
+from fleet.errors import BadInput
 from fleet.headless import records as rec
 from fleet.headless.output import Output
 
@@ -47,12 +46,6 @@ async def release(engine: Engine, args, out: Output) -> int:
     return 0
 
 
-async def nodes(engine: Engine, args, out: Output) -> int:
-    rows = [rec.node(n) for n in await engine.nodes(args.select)]
-    out.records(rows, rec.NODE_COLUMNS, empty="no nodes")
-    return 0
-
-
 async def events(engine: Engine, args, out: Output) -> int:
     if args.limit < 0:
         raise BadInput("--limit must be 0 or more")
@@ -73,7 +66,7 @@ async def events(engine: Engine, args, out: Output) -> int:
         return 0
     for e in past:
         show(e)
-    after = past[-1].id if past else await engine.store.events.max_id()
+    after = past[-1].id if past else await engine.last_event_id()
     sub = engine.follow(after)
     try:
         async for e in sub:
@@ -98,51 +91,19 @@ async def distributor(engine: Engine, args, out: Output) -> int:
     return 0
 
 
-async def jobs(engine: Engine, args, out: Output) -> int:
-    now = time.time()
-    rows = [rec.job(j, now) for j in await engine.store.jobs.list()]
-    out.records(rows, rec.JOB_COLUMNS, empty="no jobs")
-    return 0
-
-
-async def artifacts(engine: Engine, args, out: Output) -> int:
-    rows = [{"id": a.id, "kind": a.kind, "name": a.name, "path": a.path, "sha256": a.sha256,
-             "size": a.size, "version": a.version} for a in await engine.store.artifacts.list()]
-    out.records(rows, [("id", "id"), ("kind", "kind"), ("name", "name"), ("size", "size"),
-                       ("sha256", "sha256"), ("path", "path")], empty="no artifacts")
-    return 0
-
-
-def later(issue: str):
-    async def handler(engine: Engine, args, out: Output) -> int:
-        raise NotYetAvailable(f"`{args.command}` is not in this build yet: it arrives with "
-                              f"{issue}")
-    return handler
-
-
 CORE_HANDLERS = {
     "info": info,
     "machines": machines,
     "lease": lease,
     "release": release,
-    "nodes": nodes,
     "events": events,
     "distributors": distributors,
     "distributor": distributor,
-    "jobs": jobs,
-    "artifacts": artifacts,
-    "serve": later("the boot services (issue 3)"),
-    "routes": later("the access plane (issue 4)"),
-    "exec": later("the access plane (issue 4)"),
-    "shell": later("the access plane (issue 4)"),
-    "forward": later("the access plane (issue 4)"),
-    "build": later("artifacts and jobs (issue 5)"),
-    "job": later("artifacts and jobs (issue 5)"),
 }
 
 
 def _handlers() -> dict:
-    """Core commands, then each area's module overriding the placeholders above."""
+    """The core commands above, then each area's commands."""
     from fleet.headless import cmd_access, cmd_boot, cmd_jobs
 
     merged = dict(CORE_HANDLERS)

@@ -15,7 +15,7 @@ EXIT_CODES = """exit codes:
   0  ok
   1  some targets failed (exec, checks)
   2  bad input: usage, profile errors (FILE:LINE: key: message), unknown MAC/node/job
-  3  environment: missing tool, port in use, no permission, a command not in this build
+  3  environment: missing tool, port in use, no permission, missing interface
 """
 
 PROFILE_HELP = ("profile name (e.g. 'demo', looked up in the config dir's profiles/ and "

@@ -117,11 +117,9 @@ class JobsAPI:
             if time.monotonic() - sweep > 10.0:  # builds of CLI processes that died
                 sweep = time.monotonic()
                 await self.runner.recover(again=True)
-            rows = await self.engine.store.fetchall(
-                "SELECT id FROM jobs WHERE state = 'queued' AND owner_pid IS NULL ORDER BY id")
-            for r in rows:
-                if self.runner.kinds.get((await self.runner.get(r["id"])).kind):
-                    await self.runner.claim(r["id"])
+            for job_id in await self.engine.store.jobs.unclaimed():
+                if self.runner.kinds.get((await self.runner.get(job_id)).kind):
+                    await self.runner.claim(job_id)
             await asyncio.sleep(poll)
 
     # -- builds -------------------------------------------------------------------------
@@ -182,7 +180,7 @@ class JobsAPI:
         return BuildOutcome(artifact, job_id, False)
 
     async def artifacts(self) -> list[Artifact]:
-        return await self.engine.store.artifacts.list()
+        return await self.engine.artifacts()
 
     async def artifact(self, artifact_id: str) -> Artifact:
         a = await self.engine.store.artifacts.get(artifact_id)

@@ -191,24 +191,20 @@ class JobRunner:
             return []
         self._recovered = True
         now = self.engine.clock()
-        rows = await self.store.fetchall(
-            "SELECT id, kind, state, owner_pid, created_at FROM jobs "
-            "WHERE state IN ('queued', 'running')")
         dead = []
-        for r in rows:
-            pid = r["owner_pid"]
+        for job_id, kind, state, pid, created_at in await self.store.jobs.unfinished():
             if pid is None:
-                if r["state"] == "queued":
-                    if now - r["created_at"] < UNCLAIMED_GRACE:
+                if state is JobState.QUEUED:
+                    if now - created_at < UNCLAIMED_GRACE:
                         continue  # unclaimed: a worker may still take it
-                    dead.append((r["id"], r["kind"], "no worker claimed it"))
+                    dead.append((job_id, kind, "no worker claimed it"))
                     continue
-                dead.append((r["id"], r["kind"], "it was running with no owner process"))
+                dead.append((job_id, kind, "it was running with no owner process"))
             elif pid == os.getpid():
-                if (self._store_key, r["id"]) not in _LIVE_IN_PROCESS:
-                    dead.append((r["id"], r["kind"], "its runner in this process stopped"))
-            elif not pid_alive(pid, started_before=r["created_at"]):
-                dead.append((r["id"], r["kind"], f"its owner process {pid} is gone"))
+                if (self._store_key, job_id) not in _LIVE_IN_PROCESS:
+                    dead.append((job_id, kind, "its runner in this process stopped"))
+            elif not pid_alive(pid, started_before=created_at):
+                dead.append((job_id, kind, f"its owner process {pid} is gone"))
         out = []
         for job_id, kind, why in dead:
             if await self._finish(job_id, JobState.INTERRUPTED, error=f"interrupted: {why}",
@@ -238,10 +234,7 @@ class JobRunner:
     async def claim(self, job_id: int) -> bool:
         """Take an unclaimed queued job (created with claim=False) and run it here."""
         async with self.store.transaction() as tx:
-            cur = await tx.execute(
-                "UPDATE jobs SET owner_pid = ? WHERE id = ? AND state = 'queued' "
-                "AND owner_pid IS NULL", (os.getpid(), job_id))
-            taken = cur.rowcount == 1
+            taken = await self.store.jobs.claim(tx, job_id, os.getpid())
         if not taken:
             return False
         job = await self.store.jobs.get(job_id)
@@ -327,11 +320,10 @@ class JobRunner:
         await self.flush()
         now = when if when is not None else self.engine.clock()
         async with self.store.transaction() as tx:
-            rows = await tx.execute_fetchall("SELECT state FROM jobs WHERE id = ?", (job_id,))
-            row = rows[0] if rows else None
-            if row is None:
+            current = await self.store.jobs.state_in(tx, job_id)
+            if current is None:
                 return False
-            if only_if_unfinished and JobState(row[0]).finished:
+            if only_if_unfinished and current.finished:
                 return False
             fields: dict[str, Any] = {"state": state, "finished_at": now, "error": error}
             if result is not None:
@@ -469,11 +461,9 @@ class JobRunner:
         ids = [j for j, r in self._running.items() if not r.ctx.cancelled]
         if not ids:
             return
-        rows = await self.store.fetchall(
-            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids)
-        for r in rows:
-            if r["state"] == JobState.CANCELLED.value and r["id"] in self._running:
-                running = self._running[r["id"]]
+        for job_id, state in (await self.store.jobs.states(ids)).items():
+            if state is JobState.CANCELLED and job_id in self._running:
+                running = self._running[job_id]
                 running.end_state = JobState.CANCELLED
                 await self._cancel_local(running)
 

@@ -39,13 +39,13 @@ from pathlib import Path
 
 import asyncssh
 
-from fleet.access.trust import JUMP_META
-from fleet.configure.keys import KeyStore
+from fleet.access.trust import jump_pins, store_jump_pins
+from fleet.configure.keys import KeyStore, operator_key
+from fleet.core.model import HostKey
 from fleet.errors import BadInput
 from fleet.sim.jump import JumpServer
 from fleet.sim.machine import QUIRKS, SimMachine
 from fleet.sim.vendors import make_hardware
-from fleet.configure.keys import operator_key
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +126,14 @@ class DemoSite:
                                                                 comment="fleet-demo-jump")
         key = asyncssh.read_private_key(str(pair.private_path))
         kind, body = pair.public.split()[:2]
-        engine = self.engine
-        meta_key = JUMP_META + self.jump_cfg.name
-        current = await engine.store.meta.get(meta_key) or ""
-        if not any(line.split()[:2] == [kind, body] for line in current.splitlines()):
-            line = f"{kind} {body} {pair.fingerprint} {time.time()}"
-            async with engine.store.transaction() as tx:
-                await engine.store.meta.set(tx, meta_key, line)
-                await engine.store.events.append(tx, [engine.event(
-                    "hostkey.pinned", self.jump_cfg.name,
-                    f"demo: pinned the host key of the demo's own jump {self.jump_cfg.name} "
-                    f"({self.jump_address}:{self.jump_cfg.port}): {pair.fingerprint}",
-                    jump=self.jump_cfg.name, fingerprint=pair.fingerprint, source="demo")])
+        engine, name = self.engine, self.jump_cfg.name
+        if not any((p.key_type, p.key) == (kind, body) for p in await jump_pins(engine, name)):
+            pin = HostKey(kind, body, pair.fingerprint, "demo", time.time())
+            await store_jump_pins(engine, name, [pin], engine.event(
+                "hostkey.pinned", name,
+                f"demo: pinned the host key of the demo's own jump {name} "
+                f"({self.jump_address}:{self.jump_cfg.port}): {pair.fingerprint}",
+                jump=name, fingerprint=pair.fingerprint, source="demo"))
         return key
 
     def machine_address(self, i: int) -> str:

@@ -325,6 +325,38 @@ class JobRepo(_Repo):
                 "ORDER BY id DESC LIMIT ?", (*names, limit))
         return [_job_from(r) for r in rows]
 
+    async def unfinished(self) -> list[tuple[int, str, JobState, int | None, float]]:
+        """(id, kind, state, owner pid, created_at) of every queued or running job."""
+        rows = await self.store.fetchall(
+            "SELECT id, kind, state, owner_pid, created_at FROM jobs "
+            "WHERE state IN ('queued', 'running')")
+        return [(r["id"], r["kind"], JobState(r["state"]), r["owner_pid"], r["created_at"])
+                for r in rows]
+
+    async def unclaimed(self) -> list[int]:
+        """Queued jobs no process has taken yet, oldest first."""
+        rows = await self.store.fetchall(
+            "SELECT id FROM jobs WHERE state = 'queued' AND owner_pid IS NULL ORDER BY id")
+        return [r["id"] for r in rows]
+
+    async def claim(self, tx: "aiosqlite.Connection", job_id: int, pid: int) -> bool:
+        """Take an unclaimed queued job for process `pid`; False if someone else did."""
+        cur = await tx.execute(
+            "UPDATE jobs SET owner_pid = ? WHERE id = ? AND state = 'queued' "
+            "AND owner_pid IS NULL", (pid, job_id))
+        return cur.rowcount == 1
+
+    async def state_in(self, tx: "aiosqlite.Connection", job_id: int) -> JobState | None:
+        """A job's state as seen inside the caller's transaction."""
+        rows = await tx.execute_fetchall("SELECT state FROM jobs WHERE id = ?", (job_id,))
+        return JobState(rows[0][0]) if rows else None
+
+    async def states(self, job_ids: list[int]) -> dict[int, JobState]:
+        rows = await self.store.fetchall(
+            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(job_ids))})",
+            job_ids)
+        return {r["id"]: JobState(r["state"]) for r in rows}
+
     async def log(self, tx: "aiosqlite.Connection", job_id: int, ts: float, line: str) -> None:
         await tx.execute(
             "INSERT INTO job_logs (job, seq, ts, line) VALUES "

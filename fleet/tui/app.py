@@ -328,7 +328,7 @@ class FleetApp(App):
             if macs:
                 found, gone = [], []
                 for mac in macs:
-                    machine = await engine.store.machines.get(mac) if _is_mac(mac) else None
+                    machine = await engine.find_machine(mac)
                     (found.append(machine) if machine else gone.append(mac))
                 machines_pane.update(found)
                 machines_pane.remove(g for g in gone if g in machines_pane.table.rows)
@@ -336,12 +336,12 @@ class FleetApp(App):
             if nodes:
                 found, gone = [], []
                 for name in nodes:
-                    node = await engine.store.nodes.get(name)
+                    node = await engine.find_node(name)
                     (found.append(node) if node else gone.append(name))
                 nodes_pane.update(found)
                 nodes_pane.remove(g for g in gone if g in nodes_pane.table.rows)
         if jobs:
-            self.pane("jobs").load(await engine.store.jobs.list(limit=500))
+            self.pane("jobs").load(await engine.recent_jobs(500))
         if dists:
             seen = Counter(r.fields.get("distributor") for r in machines_pane.table.rows.values())
             self.pane("distributors").load((d, seen.get(d.name, 0))
@@ -598,7 +598,7 @@ class FleetApp(App):
                 record = records.node(await engine.node(str(key)))
                 title = f"node {key}"
             elif kind == "jobs":
-                job = await engine.store.jobs.get(int(key))
+                job = await engine.find_job(int(key))
                 record = records.job(job, now) if job else {"id": key}
                 title = f"job {key}"
             elif kind == "distributors":
@@ -768,10 +768,6 @@ class FleetApp(App):
         text = " ".join(str(k) for k in keys)
         self.copy_to_clipboard(text)
         self.notify(f"copied {text if len(text) < 60 else text[:57] + '…'}")
-
-
-def _is_mac(text: str) -> bool:
-    return len(text) == 17 and text.count(":") == 5
 
 
 def _esc(text: str) -> str:

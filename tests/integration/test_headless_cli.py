@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from fleet.cli import main
-from fleet.headless import commands
 from fleet.headless.parser import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,15 +127,6 @@ def test_every_command_has_help(capsys):
         assert exit_.value.code == 0
         assert "usage: fleet --headless" in capsys.readouterr().out
 
-
-def test_commands_not_in_this_build_exit_3(seeded, xdg):
-    pending = [name for name, handler in commands.HANDLERS.items()
-               if handler.__qualname__.startswith("later.")]
-    for name in pending:
-        extra = {"shell": ["web1"], "forward": ["web1", "8080:80"], "build": ["iso"],
-                 "job": ["log", "1"]}.get(name, [])
-        r = fleet("--headless", "--profile", str(seeded), name, *extra, env=xdg, check=3)
-        assert "not in this build yet" in r.stderr
 
 
 def test_info_lists_every_path(seeded, xdg, tmp_path):
