@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 from fleet.core import lifecycle as lc
 from fleet.core.model import (LEASED_STATES, Artifact, Distributor, Event, Job, Machine,

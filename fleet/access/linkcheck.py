@@ -58,7 +58,8 @@ async def _has(api, name: str, tool: str) -> bool:
 
 async def link_check(api: "AccessAPI", a: str, b: str, *, iperf: bool = False,
                      count: int = 5, seconds: float = 3.0, port: int = 5201) -> dict:
-    node_a, node_b = await api.engine.node(a), await api.engine.node(b)
+    await api.engine.node(a)  # unknown names are bad input (exit 2) before any SSH
+    node_b = await api.engine.node(b)
     address = node_b.address or node_b.public_ipv4 or node_b.ipv6
     rec: dict = {"a": a, "b": b, "address": address, "ok": False, "ping": None,
                  "iperf": None, "iperf_skipped": None, "error": None}

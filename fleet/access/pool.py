@@ -19,8 +19,10 @@
   the background with exponential backoff and jitter; when it answers again
   (`jump.up`) new work prefers it again.
 - Operator identity: `operator.ssh.identity` is read once (`read_private_key`)
-  and passed as a key object, with the SSH agent off. Without it, asyncssh's
-  defaults apply: the agent at $SSH_AUTH_SOCK and ~/.ssh/id_* keys.
+  and passed as a key object, with the SSH agent off. Without it, fleet's own
+  operator key (the data dir's keys/operator, which fleet renders into every
+  deployment's authorized keys) when it exists, plus the agent; with neither,
+  asyncssh's defaults: the agent at $SSH_AUTH_SOCK and ~/.ssh/id_* keys.
   `~/.ssh/config` is never read: the profile is the only source of routes.
 
 Later layers use `session(node)` (a pooled connection plus a session slot) for
@@ -44,6 +46,7 @@ from fleet.access.routes import Route, RouteKind
 from fleet.access.trust import FleetClient, HostKeyRefused, Subject, Trust
 from fleet.core.model import Severity
 from fleet.errors import BadInput
+from fleet.configure.keys import OPERATOR, key_store
 
 if TYPE_CHECKING:
     from fleet.core.model import Node
@@ -230,7 +233,7 @@ class Pool:
         else:
             # fleet's own operator key (the one it puts into deployments'
             # authorized keys) if it has one; the SSH agent is offered as well
-            own = engine.paths.keys_dir / "operator"
+            own = key_store(engine).private_path(OPERATOR)
             if own.is_file():
                 client_keys = [asyncssh.read_private_key(str(own))]
                 agent_path = ()

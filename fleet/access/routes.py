@@ -266,9 +266,5 @@ def plan(node: "Node", profile: "Profile", operator_has_routable_ipv6: V6Arg) ->
     return route(RouteKind.JUMP, str(addr), reason, chains[0], chains[1:])
 
 
-def plan_all(nodes, profile: "Profile", operator: V6Arg) -> list[Route]:
-    return [plan(n, profile, operator) for n in nodes]
-
-
 __all__ = ["OperatorIPv6", "Route", "RouteKind", "classify_operator_ipv6", "is_public_ipv4",
-           "operator_ipv6", "plan", "plan_all", "site_of"]
+           "operator_ipv6", "plan", "site_of"]

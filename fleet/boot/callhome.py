@@ -40,6 +40,7 @@ from fleet.core.model import Event, HostKey, Lease, Machine, MachineState, Node,
 from fleet.core.values import check_hostname, check_ipv4
 from fleet.errors import BadInput
 from fleet.tokens import CALLHOME, TEMPLATE, WIPE, TokenSigner
+from fleet.access.trust import key_record
 
 S = MachineState
 
@@ -159,9 +160,7 @@ def parse_host_key(line: Any, index: int = 1, now: float = 0.0) -> HostKey:
     if key.get_algorithm() != key_type:
         raise InvalidRequest(f"host key {index}: the body is a {key.get_algorithm()} key, "
                              f"not {key_type}")
-    openssh = key.export_public_key("openssh").decode().split()
-    return HostKey(key_type=openssh[0], key=openssh[1],
-                   fingerprint=key.get_fingerprint("sha256"), source="callhome", added_at=now)
+    return key_record(key, "callhome", now)
 
 
 # -- rejections ------------------------------------------------------------------------

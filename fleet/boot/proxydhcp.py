@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 DHCP_SERVER_PORT = 67
 DHCP_CLIENT_PORT = 68
-PXE_PORT = 4011
 BROADCAST = "255.255.255.255"
 
 #: The PXE menu item type fleet offers BIOS clients in port4011 mode (0x8000+

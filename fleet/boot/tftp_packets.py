@@ -30,7 +30,6 @@ __all__ = [
     "encode_rrq",
     "encode_wrq",
     "encode_data",
-    "encode_data_header",
     "encode_ack",
     "encode_error",
     "encode_oack",
@@ -230,10 +229,6 @@ def encode_rrq(filename: str | bytes, mode: str = "octet", options=None) -> byte
 
 def encode_wrq(filename: str | bytes, mode: str = "octet", options=None) -> bytes:
     return encode_request(Opcode.WRQ, filename, mode, options)
-
-
-def encode_data_header(block: int) -> bytes:
-    return _HDR.pack(Opcode.DATA, block & 0xFFFF)
 
 
 def encode_data(block: int, payload: bytes) -> bytes:

@@ -108,7 +108,3 @@ def package_version(package: str) -> str | None:
     _package_versions[package] = version
     return version
 
-
-def package_of(path: Path) -> str | None:
-    """Which package installed `path`, for the version record (dpkg -S)."""
-    return FILE_PACKAGES.get(str(path))

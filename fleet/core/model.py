@@ -10,7 +10,6 @@ events.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Mapping

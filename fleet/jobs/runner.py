@@ -30,7 +30,7 @@ import logging
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from fleet.core.model import Job, JobState, Severity
 from fleet.errors import BadInput, FleetError, UnknownTarget
@@ -488,6 +488,3 @@ class JobRunner:
 def _link(inputs: Mapping[str, Any]) -> dict:
     return {"retry_of": inputs["_retry_of"]} if "_retry_of" in inputs else {}
 
-
-def job_ids(jobs: Iterable[Job]) -> list[int]:
-    return [j.id for j in jobs]

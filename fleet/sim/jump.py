@@ -18,7 +18,7 @@ import logging
 import asyncssh
 from asyncssh.forward import SSHForwarder
 
-from fleet.sim.node import SSH_PORT
+from fleet.sim.node import SSH_PORT, close_listener
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +99,7 @@ class JumpServer:
 
     async def stop(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            try:
-                await asyncio.wait_for(server.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
-                pass
+        await close_listener(server)
 
     async def forward(self, host: str, port: int) -> SSHForwarder:
         loop = asyncio.get_running_loop()

@@ -60,6 +60,17 @@ class NodeOS:
         return OS_RELEASE.get(self.deployment, OS_RELEASE["debian12"])
 
 
+async def close_listener(server: asyncssh.SSHAcceptor | None) -> None:
+    """Stop accepting and wait (briefly) for the listener to close."""
+    if server is None:
+        return
+    server.close()
+    try:
+        await asyncio.wait_for(server.wait_closed(), 2)
+    except Exception:  # TimeoutError included: shutting down anyway
+        pass
+
+
 class _NodeServer(asyncssh.SSHServer):
     def __init__(self, node: "NodeServer"):
         self.node = node
@@ -105,12 +116,7 @@ class NodeServer:
 
     async def stop(self) -> None:
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            try:
-                await asyncio.wait_for(server.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
-                pass
+        await close_listener(server)
 
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
         shell = Shell(self, process)

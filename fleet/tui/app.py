@@ -53,7 +53,6 @@ REFRESH_INTERVAL = 0.25
 TICK_INTERVAL = 2.0
 RECONCILE_INTERVAL = 30.0
 BULK_LIMIT = 300
-PANE_KINDS = ("machines", "nodes", "jobs", "distributors", "events")
 VERB_ACTIONS = {"details", "lease", "release", "build", "shell", "exec", "forward",
                 "switch_distributor", "copy", "raw", "focus_pane", "toggle_maximize",
                 "command_mode", "filter_mode", "help", "reload"}

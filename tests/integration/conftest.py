@@ -2,16 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from support.profiles import isolated_env, write_profile
+from support.profiles import use_isolated_env, write_profile
 
 
 @pytest.fixture
 def xdg(tmp_path, monkeypatch):
     """Keep fleet's config/data/state/cache dirs inside the test's tmp dir."""
-    env = isolated_env(tmp_path)
-    for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        monkeypatch.setenv(key, env[key])
-    monkeypatch.delenv("FLEET_PROFILE", raising=False)
+    env = use_isolated_env(monkeypatch, tmp_path)
     return env
 
 

@@ -53,6 +53,19 @@ def write_profile(folder: Path, name: str = "t", text: str = BASIC) -> Path:
     return path
 
 
+XDG_VARS = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")
+
+
+def use_isolated_env(monkeypatch, folder: Path) -> dict[str, str]:
+    """Point this test's XDG dirs into `folder` (and forget FLEET_PROFILE);
+    returns the environment for `fleet` subprocesses."""
+    env = isolated_env(folder)
+    for key in XDG_VARS:
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.delenv("FLEET_PROFILE", raising=False)
+    return env
+
+
 def isolated_env(folder: Path) -> dict[str, str]:
     """Environment for a `fleet` subprocess whose XDG dirs live under `folder`."""
     env = dict(os.environ)

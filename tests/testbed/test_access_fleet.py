@@ -19,7 +19,7 @@ import pytest
 from fleet.core.model import HostKey
 from fleet.engine import Engine
 from support.fixtures import SshFleet
-from support.profiles import isolated_env
+from support.profiles import use_isolated_env
 
 pytestmark = pytest.mark.root
 
@@ -28,10 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    env = isolated_env(tmp_path)
-    for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        monkeypatch.setenv(key, env[key])
-    monkeypatch.delenv("FLEET_PROFILE", raising=False)
+    env = use_isolated_env(monkeypatch, tmp_path)
     return env
 
 

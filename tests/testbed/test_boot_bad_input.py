@@ -15,7 +15,7 @@ from fleet.boot.tftp_packets import encode_ack, encode_data, encode_rrq, encode_
 from fleet.engine import Engine
 
 from support.boot_site import FAKE_BINARIES, write_boot_site
-from support.profiles import isolated_env
+from support.profiles import use_isolated_env
 from support.pxe_client import ClientSpec, boot, discover_packet, random_mac
 from support.tftp_client import RawClient
 
@@ -24,9 +24,7 @@ SECRET = b"TOP-SECRET-DO-NOT-SERVE"
 
 @pytest.fixture
 def xdg(tmp_path, monkeypatch):
-    env = isolated_env(tmp_path)
-    for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        monkeypatch.setenv(key, env[key])
+    env = use_isolated_env(monkeypatch, tmp_path)
     return env
 
 

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from fleet.engine import Engine
 from fleet.jobs.procs import pid_alive
-from support.profiles import isolated_env, write_profile
+from support.profiles import use_isolated_env, write_profile
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -105,9 +105,7 @@ async def boot(argv: list[str], serial: Path, until: str, timeout: float) -> tup
 
 @pytest.fixture
 async def engine(tmp_path, monkeypatch):
-    env = isolated_env(tmp_path)
-    for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        monkeypatch.setenv(key, env[key])
+    env = use_isolated_env(monkeypatch, tmp_path)
     eng = await Engine.open(write_profile(tmp_path))
     yield eng
     await eng.close()

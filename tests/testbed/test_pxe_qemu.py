@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from support.profiles import isolated_env
+from support.profiles import isolated_env, use_isolated_env
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -186,9 +186,7 @@ async def _token(profile: Path, mac: str) -> str:
 
 @pytest.fixture
 def lab(site_topology, tmp_path, monkeypatch):
-    env = isolated_env(tmp_path)
-    for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        monkeypatch.setenv(key, env[key])
+    env = use_isolated_env(monkeypatch, tmp_path)
     labs = []
 
     def make(mode: str) -> Lab:

@@ -13,16 +13,14 @@ import pytest
 from fleet.configure.keys import KeyStore, authorized_keys_for, ensure_key, operator_key
 from fleet.engine import Engine
 from fleet.errors import BadInput, UnknownTarget
-from support.profiles import BASIC, isolated_env, write_profile
+from support.profiles import BASIC, use_isolated_env, write_profile
 
 PROFILE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxXcm2YQ2aXb5XH9wNvQ2t0b3p0Y3V0dGVyc2tleTE= ops@lab"
 
 
 @pytest.fixture
 def xdg(tmp_path, monkeypatch):
-    env = isolated_env(tmp_path)
-    for key in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        monkeypatch.setenv(key, env[key])
+    env = use_isolated_env(monkeypatch, tmp_path)
     return env
 
 

@@ -46,7 +46,6 @@ class NodesPane(Pane):
         return self._routes[key] or "-"
 
     def row(self, node: Node):
-        route = None
         addresses = " ".join(a for a in (node.address, node.public_ipv4, node.ipv6) if a)
         labels = ",".join(f"{k}={v}" for k, v in sorted(node.labels.items()))
         values = (node.name, node.site, addresses, node,

@@ -152,7 +152,6 @@ class LineTable(ScrollView, can_focus=True):
         self.clock = clock
         self._cursor_key: Hashable | None = None
         self._styles: dict[str, Style] = {}
-        self._cell_cache: dict[Hashable, tuple] = {}
         self._width = sum(c.width + 1 for c in self.columns) + 1  # +1: the mark column
         self._batch_depth = 0
         self._batch_dirty = False
@@ -246,10 +245,6 @@ class LineTable(ScrollView, can_focus=True):
         if row.text is None:
             row.text = self._text_of(row.values)
         return self.filter.matches(row)
-
-    @property
-    def has_dynamic_columns(self) -> bool:
-        return any(c.dynamic for c in self.columns)
 
     def _remove_from_order(self, sortkey: tuple, key: Hashable) -> None:
         i = bisect_left(self._order, (sortkey, key))
