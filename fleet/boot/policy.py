@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import Machine, MachineState
-from fleet.profile.schema import DeploymentConfig, Profile
+from fleet.core.config import DeploymentConfig, Profile
 
 S = MachineState
 

@@ -61,7 +61,7 @@ from fleet.boot.dhcp import (
 from fleet.boot.dhcp_options import PxeMenuItem, pxe_menu
 from fleet.boot.files import BootFiles
 from fleet.core.arch import FirmwareArch
-from fleet.profile.schema import DistributorConfig
+from fleet.core.config import DistributorConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The domain model: plain, immutable records with no I/O.
 
-Sites, jumps (with their `via` chains) and deployments are static: they are the
-profile's frozen records (`fleet.profile.schema`: SiteConfig, JumpConfig,
-DeploymentConfig), used as they are. These records are the things fleet tracks
+Sites, jumps (with their `via` chains) and deployments are static: they live in
+`fleet.core.config` (SiteConfig, JumpConfig, DeploymentConfig...), which a
+profile is parsed into. These records are the things fleet tracks
 at run time and keeps in the store: machines and their leases, nodes with
 pinned host keys, jobs, artifacts, distributors with the operator's on/off,
 events.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import ProfileError, ProfileIssue
 from .locate import bundled_dir, resolve_profile, search_dirs, user_dir
-from .schema import (
+from fleet.core.config import (
     DemoConfig,
     DeploymentConfig,
     DistributorConfig,

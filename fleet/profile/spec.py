@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from . import values
 from .errors import ProfileIssue
-from .schema import FrozenDict, freeze
+from fleet.core.config import FrozenDict, freeze
 from .yamlpos import Y
 
 

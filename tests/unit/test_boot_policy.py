@@ -17,7 +17,7 @@ from fleet.boot.templates import TemplateError
 from fleet.core import lifecycle as lc
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import MachineState
-from fleet.profile.schema import DeploymentConfig, Profile
+from fleet.core.config import DeploymentConfig, Profile
 
 MAC = "52:54:00:12:34:56"
 BASE = "http://10.77.0.1:8080"

@@ -18,7 +18,7 @@ from fleet.boot.proxydhcp import (MENU_ITEM_TYPE, Answer, ClientKind, Ignore, bu
                                   build_offer, classify, decide, reply_target, sighting_facts)
 from fleet.boot.tftp import Refused
 from fleet.core.arch import FirmwareArch
-from fleet.profile.schema import DistributorConfig, Ports, Profile, SiteConfig
+from fleet.core.config import DistributorConfig, Ports, Profile, SiteConfig
 
 from support.pxe_client import ClientSpec, discover_packet, request_packet
 

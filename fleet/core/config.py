@@ -1,6 +1,9 @@
-"""The profile as frozen dataclasses (format version 1).
+"""The static half of the domain model: sites (with their distributor's
+settings), jumps with their `via` chains, deployments, declared nodes and the
+operator's SSH settings, as a profile (format version 1) declares them.
 
-These are plain values: no I/O, no validation (that lives in `validate`).
+These are plain values: no I/O, no validation (`fleet.profile` parses and
+validates YAML into them).
 Collections are tuples; label and option mappings are `FrozenDict`s, so every
 object here is immutable and hashable.
 """
