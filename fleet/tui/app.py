@@ -16,12 +16,13 @@ broadcast and recordings arrive later as more TabPanes (`add_tab`).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -108,7 +109,8 @@ class FleetApp(App):
         #: perf_counter() marks of the start-up (the bench prints them)
         self.timings: dict[str, float] = {"init": time.perf_counter()}
         #: Hands the terminal to `fleet --headless shell NODE`; tests replace it.
-        self.shell_runner: Callable[[str], int] = self._run_shell_external
+        # node -> exit code (or an awaitable of it); tests replace it
+        self.shell_runner: Callable[[str], Any] = self._run_shell_external
 
     # -- themes and keymap -------------------------------------------------------
 
@@ -724,27 +726,32 @@ class FleetApp(App):
         if names is not None:
             self.push_screen(ExecDialog(self.engine, [str(n) for n in names]))
 
-    def action_shell(self) -> None:
+    async def action_shell(self) -> None:
         if not self._access_has("connection", "shells"):
             return
         names = self._targets("nodes", "shell")
         if names is not None:
-            self._shell(str(names[0]))
+            await self._shell(str(names[0]))
 
-    def _shell(self, node: str) -> None:
+    async def _shell(self, node: str) -> None:
         try:
             code = self.shell_runner(node)
+            if inspect.isawaitable(code):
+                code = await code
         except Exception as err:  # SuspendNotSupported under test drivers, OSError
             self.notify(f"shell {node}: {err or type(err).__name__}", severity="error")
             return
         if code:
             self.notify(f"shell {node} ended with exit code {code}", severity="warning")
 
-    def _run_shell_external(self, node: str) -> int:
+    async def _run_shell_external(self, node: str) -> int:
         cmd = [sys.executable, "-m", "fleet", "--headless", "--profile",
                str(self.profile.path), "shell", node]
         with self.suspend():
-            return subprocess.call(cmd)
+            # awaited, not subprocess.call: the loop must keep running, since
+            # the demo's jump and nodes (and the feed) live in this process
+            proc = await asyncio.create_subprocess_exec(*cmd)
+            return await proc.wait()
 
     def action_forward(self) -> None:
         if not self._access_has("forward", "port forwards"):
