@@ -15,7 +15,7 @@ SUFFIXES = (".yaml", ".yml")
 
 def bundled_dir() -> Path:
     """The profiles shipped with fleet (demo.yaml, lab.example.yaml)."""
-    return Path(fleet.__file__).resolve().parent.parent / "profiles"
+    return Path(fleet.__file__).resolve().parent / "bundled" / "profiles"
 
 
 def user_dir() -> Path:

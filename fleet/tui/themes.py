@@ -1,6 +1,6 @@
 """YAML theme files turned into Textual themes.
 
-Bundled themes live in `<repo>/themes/*.yaml`; the user's in
+Bundled themes live in `fleet/bundled/themes/*.yaml`; the user's in
 `~/.config/fleet/themes/*.yaml` (a user file of the same name wins). A file is a
 mapping of Textual `Theme` fields plus `variables:` for fleet's own colours
 (`state-discovered`, `state-failed`...). A broken file is reported, not fatal.
@@ -35,7 +35,7 @@ STATE_VARIABLES = {
 
 
 def bundled_dir() -> Path:
-    return Path(fleet.__file__).resolve().parent.parent / "themes"
+    return Path(fleet.__file__).resolve().parent / "bundled" / "themes"
 
 
 class ThemeFileError(ValueError):
