@@ -174,8 +174,8 @@ def parse_suboptions(data: bytes, *, pad_end: bool = True, what: str = "sub-opti
 
 def tlv_fragments(code: int, value: bytes) -> list[bytes]:
     """One option as wire records, split into <=255-byte pieces (RFC 3396)."""
-    if not value:
-        return [bytes((code, 0))]
+    if len(value) <= 255:  # the usual case, on every reply's hot path
+        return [bytes((code, len(value))) + value]
     return [bytes((code, len(chunk))) + chunk for chunk in (value[i : i + 255] for i in range(0, len(value), 255))]
 
 

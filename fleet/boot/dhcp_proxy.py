@@ -8,6 +8,7 @@ iPXE clients expect it (see ../shared/notes/boot-facts.md). Re-exported by
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 
@@ -22,6 +23,12 @@ from .dhcp_options import (
 )
 
 _ZERO = IPv4Address(0)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded_pxe_options(items: tuple[tuple[int, bytes], ...]) -> bytes:
+    # The same few option-43 sets go into every reply of a burst.
+    return encode_pxe_options(dict(items))
 
 
 def _client_vendor_class(request: DhcpPacket) -> str:
@@ -43,7 +50,8 @@ def _proxy_reply(
     bootfile_nul: bool,
     extra_options: Mapping[int, bytes] | None,
 ) -> DhcpPacket:
-    server = IPv4Address(server_ip)
+    # (IPv4Address(an IPv4Address) parses its str() again: skip that on the hot path)
+    server = server_ip if isinstance(server_ip, IPv4Address) else IPv4Address(server_ip)
     name = boot_file.encode() if isinstance(boot_file, str) else boot_file
     subs: dict[int, bytes] = {}
     if with_discovery_control:
@@ -66,7 +74,7 @@ def _proxy_reply(
     if guid is not None:
         options[Opt.CLIENT_GUID] = guid
     if subs:
-        encoded = encode_pxe_options(subs)
+        encoded = _encoded_pxe_options(tuple(subs.items()))
         if len(encoded) > 255:
             # PXE ROMs do not reassemble RFC 3396 splits.
             raise DhcpError(f"option 43 is {len(encoded)} bytes; PXE clients read at most 255")
@@ -85,7 +93,8 @@ def _proxy_reply(
         flags=request.flags,
         ciaddr=request.ciaddr if kind == MessageType.ACK else _ZERO,
         yiaddr=_ZERO,
-        siaddr=IPv4Address(tftp_server) if tftp_server is not None else server,
+        siaddr=server if tftp_server is None else (
+            tftp_server if isinstance(tftp_server, IPv4Address) else IPv4Address(tftp_server)),
         giaddr=request.giaddr,
         chaddr=request.chaddr,
         # 127 bytes + NUL: some PXE ROMs need the terminator. Longer names

@@ -130,6 +130,8 @@ _DATA_HDR = struct.Struct("!HH")
 _ACK_HDR = struct.Struct("!HH")
 _RECV_SIZE = 65536
 _DRAIN = 64  # datagrams handled per readiness callback before yielding
+LISTENER_RCVBUF = 4 * 1024 * 1024  # see _grow_receive_buffer
+_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 # Linux constants the socket module of 3.11 lacks.
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
@@ -599,6 +601,7 @@ class TftpServer:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            _grow_receive_buffer(sock)
             sock.bind(sockaddr)
             ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
             self._wildcard = ip.is_unspecified
@@ -873,6 +876,16 @@ class TftpServer:
             self._emit("transfer-failed", client=(client[0], client[1]), filename=name,
                        reason=f"session socket: {exc.strerror or exc}", bytes=0, seconds=0.0,
                        blksize=blksize, windowsize=window, client_abort=False)
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """A rack powering on sends hundreds of RRQs at once; the default buffer
+    (~208 KiB) dropped ~30% of them in the 500-client bench (each retried 1 s
+    later). Past net.core.rmem_max when allowed (root / CAP_NET_ADMIN)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, LISTENER_RCVBUF)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LISTENER_RCVBUF)
 
 
 class _NetasciiReader(_BytesReader):

@@ -50,8 +50,10 @@ iPXE stage); "4011 ACK" likewise; TFTP, HTTP and e2e percentiles are over the
 machines that got that far (with lost machines they are not comparable);
 "resent" counts DISCOVERs/REQUESTs a machine had to send again (4 s later),
 "server UDP drops" the site namespace's UDP RcvbufErrors during the run.
-`--fleet-tftp-sessions N` is a what-if: serve with TftpServer(max_sessions=N)
-(fleet ships 256 and answers the 257th client ERROR 0 "server busy").
+`--fleet-tftp-sessions N` is a what-if: serve with N concurrent TFTP sessions
+(fleet ships `services.TFTP_SESSIONS`, 1024, and answers the next client ERROR 0
+"server busy"); `--switch-interval S` serves with the GIL switch interval S
+instead of `proxydhcp.SWITCH_INTERVAL` (0.005 is Python's default).
 
 Targets (issue 3): 0 lost; fleet offer p99 < 10 ms.
 """
@@ -290,12 +292,17 @@ asyncio.run(main())
 """
 
 
-SERVE_WITH_SESSIONS = r"""
+SERVE_WHAT_IF = r"""
 import sys
-import fleet.boot.tftp as t
-t.TftpServer.__init__.__kwdefaults__["max_sessions"] = int(sys.argv[1])
+sessions, interval = int(sys.argv[1]), float(sys.argv[2])
+if sessions:
+    import fleet.boot.services as s
+    s.TFTP_SESSIONS = sessions
+if interval:  # what the proxy sets when it starts (the default is 5 ms)
+    import fleet.boot.proxydhcp as p
+    p.SWITCH_INTERVAL = interval
 from fleet.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -308,7 +315,19 @@ def udp_drops(topo) -> int:
     return int(vals[head.index("RcvbufErrors")])
 
 
-def start_fleet(topo, folder: Path, ipxe_dir: Path, sessions: int | None = None):
+def udp_drops_by_port(topo) -> dict[int, int]:
+    """Drops per local UDP port of the site namespace's open sockets (the
+    listeners: 67, 4011, 69; TFTP session sockets are gone by the end)."""
+    out: dict[int, int] = {}
+    for line in topo.run("site", ["cat", "/proc/net/udp"]).stdout.splitlines()[1:]:
+        f = line.split()
+        port = int(f[1].split(":")[1], 16)
+        out[port] = out.get(port, 0) + int(f[-1])
+    return out
+
+
+def start_fleet(topo, folder: Path, ipxe_dir: Path, sessions: int | None = None,
+                switch_interval: float | None = None):
     from support.profiles import isolated_env
 
     profile = folder / "benchpxe.yaml"
@@ -317,8 +336,8 @@ def start_fleet(topo, folder: Path, ipxe_dir: Path, sessions: int | None = None)
     env["PYTHONPATH"] = child_env()["PYTHONPATH"]
     out, err = folder / "serve.jsonl", folder / "serve.err"
     cmd = ["--headless", "--profile", str(profile), "serve"]
-    argv = ([PY, "-c", SERVE_WITH_SESSIONS, str(sessions), *cmd] if sessions
-            else [PY, "-m", "fleet", *cmd])
+    argv = ([PY, "-c", SERVE_WHAT_IF, str(sessions or 0), str(switch_interval or 0), *cmd]
+            if sessions or switch_interval else [PY, "-m", "fleet", *cmd])
     proc = topo.popen("site", argv, env=env, stdout=out.open("w"), stderr=err.open("w"))
     try:
         wait_for_line(proc, out, "distributor.started", 30)
@@ -354,6 +373,7 @@ def summarize(label: str, run: dict) -> dict:
     lost = [c for c in cs if not c.get("ok")]
     offers = [c.get("fw_offer") for c in cs] + [c.get("ipxe_offer") for c in cs]
     fw = [c.get("fw_offer") for c in cs]
+    ipxe = [c.get("ipxe_offer") for c in cs]
     acks = [c.get("fw_ack") for c in cs] + [c.get("ipxe_ack") for c in cs]
     reasons: dict[str, int] = {}
     for c in lost:
@@ -368,7 +388,9 @@ def summarize(label: str, run: dict) -> dict:
         "udp_drops": run.get("udp_drops", 0),
         "offer_p50": percentile(offers, 50) * 1000, "offer_p95": percentile(offers, 95) * 1000,
         "offer_p99": percentile(offers, 99) * 1000, "offer_max": percentile(offers, 100) * 1000,
-        "fw_offer_p99": percentile(fw, 99) * 1000,
+        "fw_offer_p50": percentile(fw, 50) * 1000, "fw_offer_p99": percentile(fw, 99) * 1000,
+        "ipxe_offer_p50": percentile(ipxe, 50) * 1000,
+        "ipxe_offer_p99": percentile(ipxe, 99) * 1000,
         "ack_p50": percentile(acks, 50) * 1000, "ack_p99": percentile(acks, 99) * 1000,
         "tftp_p50": percentile([c.get("tftp") for c in cs], 50),
         "http_p50": percentile([c.get("http") for c in cs], 50) * 1000,
@@ -385,7 +407,11 @@ def main() -> int:
     ap.add_argument("--spreads", default="0,5", help="start spreads in seconds, comma list")
     ap.add_argument("--size-kib", type=int, default=1024)
     ap.add_argument("--fleet-tftp-sessions", type=int, default=None,
-                    help="what-if: run serve with TftpServer(max_sessions=N) (default: as shipped, 256)")
+                    help="what-if: serve with N concurrent TFTP sessions "
+                         "(default: as shipped, services.TFTP_SESSIONS)")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="what-if: the GIL switch interval serve sets, in seconds "
+                         "(default: proxydhcp.SWITCH_INTERVAL)")
     ap.add_argument("--warmup", type=int, default=5,
                     help="machines booted (not counted) after each server starts, so one-off "
                          "start-up costs (lazy imports, the OUI table) are not measured")
@@ -433,7 +459,8 @@ def main() -> int:
                            "mac_prefix": prefix}
                     if label == "fleet":
                         server, _out, server_err = start_fleet(topo, w, ipxe_dir,
-                                                               args.fleet_tftp_sessions)
+                                                               args.fleet_tftp_sessions,
+                                                               args.switch_interval)
                     else:
                         server, server_err = start_dnsmasq(topo, w, ipxe_dir)
                     time.sleep(0.5)
@@ -456,6 +483,7 @@ def main() -> int:
                     try:
                         cp = topo.run("cl", [PY, "-c", CLIENT, json.dumps(cfg)], check=False,
                                       timeout=600)
+                        by_port = {p: n for p, n in udp_drops_by_port(topo).items() if n}
                     finally:
                         if spy is not None:
                             spy.send_signal(2)
@@ -472,6 +500,7 @@ def main() -> int:
                         continue
                     run = json.loads(cp.stdout)
                     run["udp_drops"] = udp_drops(topo) - drops0
+                    run["drops_by_port"] = by_port
                     s = summarize(label, run)
                     s["spread"] = spread
                     runs.append(s)
@@ -484,6 +513,10 @@ def main() -> int:
                           f"lost {s['lost']} {s['reasons'] or ''} resent DISCOVER {s['disc_retries']} "
                           f"4011 {s['req_retries']} server UDP drops {s['udp_drops']} "
                           f"offer p50/p99 {s['offer_p50']:.1f}/{s['offer_p99']:.1f} ms "
+                          f"(firmware burst {s['fw_offer_p50']:.1f}/{s['fw_offer_p99']:.1f}, "
+                          f"iPXE {s['ipxe_offer_p50']:.1f}/{s['ipxe_offer_p99']:.1f}) "
+                          + (f"drops by listener port {run['drops_by_port']} "
+                             if run["drops_by_port"] else "") +
                           f"wall {s['wall']:.1f} s", flush=True)
 
         print()
