@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from fleet.access.pool import NodeLink
 
 Read = Callable[[], Awaitable[bytes]]
-Write = Callable[[bytes], None]
+#: may return an awaitable: the bridge awaits it before reading more (backpressure)
+Write = Callable[[bytes], "Awaitable[None] | None"]
 
 LOST_STATUS = 255
 
@@ -85,7 +86,9 @@ async def bridge(process, read: Read, write: Write) -> int:
             data = await process.stdout.read(65536)
             if not data:
                 return
-            write(data)
+            done = write(data)
+            if done is not None:
+                await done
 
     inbound = asyncio.ensure_future(pump_in())
     try:
@@ -212,10 +215,10 @@ class ShellSession:
         """`write`, plus the recording."""
         rec = self.recording
 
-        def out(data: bytes) -> None:
+        def out(data: bytes):
             if rec is not None:
                 rec.output(data)
-            write(data)
+            return write(data)
         return out
 
     def resize(self, cols: int, rows: int) -> None:
@@ -332,3 +335,98 @@ async def run_terminal_shell(api: "AccessAPI", name: str, *, stdin: int | None =
                 reader.close()
             for sig in hooked:
                 loop.remove_signal_handler(sig)
+
+
+# ---------------------------------------------------------------- changing hands
+
+class Relay:
+    """The two ends of a running session, which can change hands (the console's
+    terminal widget, then the real terminal, then the widget again): `read`
+    takes from an inbox anyone may `send` to; `write` goes to the current
+    `sink`. `await session.run(relay.read, relay.write)`."""
+
+    def __init__(self, sink: Write):
+        self.sink = sink
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def send(self, data: bytes) -> None:
+        if data:
+            self._inbox.put_nowait(data)
+
+    async def read(self) -> bytes:
+        return await self._inbox.get()
+
+    def write(self, data: bytes):
+        return self.sink(data)
+
+
+#: ctrl+] leaves the handed-over terminal (as in telnet and virsh console)
+DETACH = b"\x1d"
+
+
+async def hand_terminal(session: ShellSession, relay: Relay, ended: Awaitable, *,
+                        in_fd: int, out_fd: int, detach: bytes = DETACH,
+                        prelude: bytes = b"") -> bool:
+    """Bridge the real terminal on in_fd/out_fd to a running session's channel
+    (the same one, not a new shell) until the user types `detach` (-> True) or
+    `ended` (the session's run) finishes (-> False).
+
+    The terminal is raw meanwhile and restored after; its size is the remote's
+    (SIGWINCH followed) and the previous size is given back on return. The
+    previous sink keeps receiving the output as well, so whoever had the
+    session before sees its screen current when it takes it back. `prelude`
+    is written first (the screen as it was, until the program redraws)."""
+    loop = asyncio.get_running_loop()
+    previous_sink, previous_size = relay.sink, tuple(session.term_size)
+    detached = asyncio.Event()
+
+    def sink(data: bytes):
+        with contextlib.suppress(OSError):
+            _write_all(out_fd, data)
+        return previous_sink(data)
+
+    def typed() -> None:
+        try:
+            data = os.read(in_fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the terminal went away
+            loop.remove_reader(in_fd)
+            detached.set()
+            return
+        cut = data.find(detach)
+        relay.send(data if cut < 0 else data[:cut])
+        if cut >= 0:
+            detached.set()
+
+    def winch() -> None:
+        session.resize(*terminal_size(in_fd))
+
+    hooked = False
+    with raw_terminal(in_fd):
+        relay.sink = sink
+        try:
+            if prelude:
+                _write_all(out_fd, prelude)
+            winch()
+            loop.add_reader(in_fd, typed)
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(signal.SIGWINCH, winch)
+                hooked = True
+            waiter = asyncio.ensure_future(detached.wait())
+            try:
+                await asyncio.wait([waiter, asyncio.ensure_future(ended)],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(in_fd)
+            if hooked:
+                loop.remove_signal_handler(signal.SIGWINCH)
+            relay.sink = previous_sink
+            if session.process is not None:
+                session.resize(*previous_size)
+    return detached.is_set()

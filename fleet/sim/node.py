@@ -11,6 +11,7 @@ Commands (`sh -c` style: `;`, `&&`, `||`, quotes; `$?`): hostname, uptime,
 uname [-asnrmo], cat (/etc/os-release, /etc/hostname, /proc/loadavg,
 /proc/uptime), ip addr|a|route, echo, printf (plain), true, false, exit N,
 whoami, id, date, pwd, ls, sleep N, env, seq, pipes into head/tail/grep/wc,
+stty size (the PTY's rows and columns, as the window changes),
 top (full screen: draws with ANSI escapes on a PTY until `q`). Unknown commands: `sh: 1: X: not found`, 127.
 A session with a PTY gets a prompt and line editing; `exit` ends it.
 """
@@ -157,13 +158,17 @@ class Shell:
         os_ = self.node.os
         self.out(f"Linux {os_.hostname} {os_.release[1]} {os_.release[2]} {os_.arch}\n\n"
                  "This is a simulated node of the fleet demo.\n")
+        prompt = True
         while True:
-            self.out(f"root@{os_.hostname}:~# ")
+            if prompt:
+                self.out(f"root@{os_.hostname}:~# ")
+            prompt = True
             try:
                 line = await self.p.stdin.readline()
             except asyncssh.BreakReceived:
                 continue
             except asyncssh.TerminalSizeChanged:
+                prompt = False  # the window changed, not the line: no new prompt
                 continue
             if not line:
                 self.out("logout\n")
@@ -326,6 +331,14 @@ class Shell:
             return self._filter(name, args, self._stdin)
         if name == "top":
             return await self._top()
+        if name == "stty":
+            if not self.p.get_terminal_type():
+                self.err("stty: 'standard input': Inappropriate ioctl for device\n")
+                return 1
+            if args == ["size"]:
+                cols, rows = self.p.get_terminal_size()[:2]
+                self.out(f"{rows} {cols}\n")
+            return 0
         if name in ("sh", "bash") and len(args) >= 2 and args[0] == "-c":
             return await self.run_line(args[1])
         self.err(f"sh: 1: {name}: not found\n")

@@ -2,7 +2,9 @@
 `config.yaml` (`keymap: {verb.lease: ctrl+l}`) -> `App.set_keymap`.
 
 Ids: `app.*` (global), `pane.*` (focus/maximize), `verb.*` (act on the selected
-or marked rows), `table.*` (movement and marks inside a table, see LineTable).
+or marked rows), `table.*` (movement and marks inside a table, see LineTable),
+`tab.*` (dashboard and shell tabs), `shell.*` (in a shell tab: f12 hands the
+real terminal to the shell until ctrl+], f11 stops broadcasting).
 """
 
 from __future__ import annotations
@@ -28,11 +30,23 @@ APP_BINDINGS = [
     Binding("r", "release", "Release", id="verb.release"),
     Binding("b", "build", "Build", id="verb.build"),
     Binding("s", "shell", "Shell", id="verb.shell"),
+    Binding("B", "broadcast", "Broadcast", show=False, id="verb.broadcast"),
     Binding("x", "exec", "Exec", id="verb.exec"),
     Binding("f", "forward", "Forward", show=False, id="verb.forward"),
     Binding("o", "switch_distributor", "On/off", show=False, id="verb.distributor"),
     Binding("c", "copy", "Copy", show=False, id="verb.copy"),
     Binding("y", "raw", "Raw", show=False, id="verb.raw"),
+    # shell tabs (fleet/tui/shells.py): priority, so the terminal widget never
+    # swallows them; each acts only where it means something (check_action)
+    Binding("ctrl+pagedown", "next_tab", "Next tab", show=False, priority=True,
+            id="tab.next"),
+    Binding("ctrl+pageup", "prev_tab", "Previous tab", show=False, priority=True,
+            id="tab.prev"),
+    Binding("ctrl+right_square_bracket", "dashboard", "Dashboard", priority=True,
+            id="tab.dashboard"),
+    Binding("f12", "handoff", "Full terminal", priority=True, id="shell.handoff"),
+    Binding("f11", "stop_broadcast", "Stop broadcast", priority=True,
+            id="shell.stop_broadcast"),
 ]
 
 #: `:` command aliases -> canonical command.
