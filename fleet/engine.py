@@ -115,19 +115,20 @@ class Engine:
     async def _sync_profile(self) -> None:
         """Declared nodes follow the profile: added, updated, and removed when the
         profile no longer declares them. Registered nodes are never touched."""
-        existing = {n.name: n for n in await self.store.nodes.list()}
+        # name -> source only: loading 10,000 registered nodes here cost 0.3 s of start-up
+        existing = await self.store.nodes.sources()
         declared = {n.name for n in self.profile.nodes}
         async with self.store.transaction() as tx:
             for cfg in self.profile.nodes:
                 old = existing.get(cfg.name)
-                if old is not None and old.source != "profile":
+                if old is not None and old != "profile":
                     continue  # a registered node of the same name wins
                 node = Node(name=cfg.name, site=cfg.site, address=cfg.address,
                             public_ipv4=cfg.public_ipv4, ipv6=cfg.ipv6, port=cfg.port,
                             user=cfg.user, labels=dict(cfg.labels), source="profile")
                 await self.store.nodes.save(tx, node)
             for name, old in existing.items():
-                if old.source == "profile" and name not in declared:
+                if old == "profile" and name not in declared:
                     await self.store.nodes.delete(tx, name)
 
     async def _start_view(self) -> None:
@@ -304,6 +305,13 @@ class Engine:
         except SelectError as err:
             raise BadInput(str(err)) from None
         return [n for n in nodes if selector.matches(n)]
+
+    async def first_page(self, limit: int) -> tuple[list[Machine], int, list[Node], int]:
+        """The first `limit` machines (by MAC) and nodes (by name), and how many
+        there are: a console's first screen, before the whole lists arrive."""
+        store = self.store
+        return (await store.machines.first(limit), await store.machines.count(),
+                await store.nodes.first(limit), await store.nodes.count())
 
     async def find_node(self, name: str) -> Node | None:
         return await self.store.nodes.get(name)

@@ -10,8 +10,8 @@ overlaps another: what arrives meanwhile waits for the next flush. A 2 s tick
 repaints "time since" columns; a slow tick reconciles everything (sightings touch
 `last_seen` without events).
 
-The dashboard is the first tab of a TabbedContent (`#tabs`): node shells,
-broadcast and recordings arrive later as more TabPanes (`add_tab`).
+The dashboard is the first tab of a TabbedContent (`#tabs`): node shells and
+broadcast are more TabPanes (`add_tab`; see fleet/tui/shells.py).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sys
 import time
 from collections import Counter
 from typing import Any, Callable, Hashable
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
@@ -42,24 +41,27 @@ from fleet.tui.config import ConsoleConfig, load_config
 from fleet.tui.keymap import ALIASES, APP_BINDINGS, command_words
 from fleet.tui.panes import (DistributorsPane, EventsPane, JobsPane, MachinesPane, NodesPane,
                              Pane)
+from fleet.tui.panes.events import command_text
 from fleet.tui.screens.build import BuildDialog
 from fleet.tui.screens.confirm import ConfirmDialog
 from fleet.tui.screens.details import DetailsScreen, RawScreen
 from fleet.tui.screens.exec import ExecDialog
 from fleet.tui.screens.help import HelpScreen, binding_rows
 from fleet.tui.screens.lease import LeaseDialog
+from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
 
 REFRESH_INTERVAL = 0.25
 TICK_INTERVAL = 2.0
 RECONCILE_INTERVAL = 30.0
 BULK_LIMIT = 300
-VERB_ACTIONS = {"details", "lease", "release", "build", "shell", "exec", "forward",
-                "switch_distributor", "copy", "raw", "focus_pane", "toggle_maximize",
+FIRST_PAGE = 200  # rows of each big pane fetched for the first screen
+VERB_ACTIONS = {"details", "lease", "release", "build", "shell", "broadcast", "exec",
+                "forward", "switch_distributor", "copy", "raw", "focus_pane", "toggle_maximize",
                 "command_mode", "filter_mode", "help", "reload"}
 
 
-class FleetApp(App):
+class FleetApp(ShellActions, App):
     TITLE = "fleet"
     ESCAPE_TO_MINIMIZE = False  # escape goes to action_back (closes, clears, then un-zooms)
     CSS = """
@@ -108,9 +110,8 @@ class FleetApp(App):
         self.refresh_count = 0
         #: perf_counter() marks of the start-up (the bench prints them)
         self.timings: dict[str, float] = {"init": time.perf_counter()}
-        #: Hands the terminal to `fleet --headless shell NODE`; tests replace it.
-        # node -> exit code (or an awaitable of it); tests replace it
-        self.shell_runner: Callable[[str], Any] = self._run_shell_external
+        #: `s`: node -> None or an awaitable; opens a shell tab (fleet/tui/shells.py)
+        self.shell_runner: Callable[[str], Any] = self.open_shell_tab
 
     # -- themes and keymap -------------------------------------------------------
 
@@ -295,11 +296,26 @@ class FleetApp(App):
         try:
             events = await self.engine.events(500)
             self.pane("events").load(events)
+            await self._first_screen()
             await self._refresh_body(True, set(), set(), True, True)
         except FleetError as err:
             self.notify(f"cannot load: {err}", severity="error")
         finally:
             self._refresh_done()
+
+    async def _first_screen(self) -> None:
+        """The first rows of the big panes and the totals, from a few LIMIT queries,
+        painted before the whole lists load (10,000 rows take a second)."""
+        machines, n_machines, nodes, n_nodes = await self.engine.first_page(FIRST_PAGE)
+        if n_machines <= FIRST_PAGE and n_nodes <= FIRST_PAGE:
+            return  # small: the full load is as quick
+        self.pane("machines").load(machines, expected=n_machines)
+        self.pane("nodes").load(nodes, expected=n_nodes)
+        self.pane("jobs").load(await self.engine.recent_jobs(500))
+        self.pane("distributors").load((d, None) for d in await self.engine.distributors())
+        self._update_header()
+        self.timings.setdefault("first_screen", time.perf_counter())
+        await asyncio.sleep(0.03)  # let the compositor paint it before the big fetch
 
     async def _refresh(self, full: bool, macs: set, nodes: set, jobs: bool,
                        dists: bool) -> None:
@@ -367,9 +383,13 @@ class FleetApp(App):
         parts = [f"fleet · profile [b]{_esc(self.profile.name)}[/b]"]
         if self.read_only:
             parts.append("[b reverse] READ-ONLY [/]")
-        parts.append(f"{len(m.rows)} machines ({states.get('discovered', 0)} unleased, "
-                     f"{states.get('failed', 0) + states.get('stalled', 0)} failed/stalled)")
-        parts.append(f"{len(self.pane('nodes').table.rows)} nodes")
+        machines = self.pane("machines")
+        if machines.expected is not None:
+            parts.append(f"{machines.total} machines (loading…)")
+        else:
+            parts.append(f"{len(m.rows)} machines ({states.get('discovered', 0)} unleased, "
+                         f"{states.get('failed', 0) + states.get('stalled', 0)} failed/stalled)")
+        parts.append(f"{self.pane('nodes').total} nodes")
         parts.append(f"{running} jobs running")
         parts.append(f"{on}/{len(dist.rows)} distributors on")
         text = "  ·  ".join(parts)
@@ -403,6 +423,10 @@ class FleetApp(App):
     # -- key handling ---------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in SHELL_ACTIONS:  # priority keys: only where a shell tab can use them
+            return len(self.screen_stack) == 1 and self.check_shell_action(action)
+        if action in VERB_ACTIONS and self.shells.active() is not None:
+            return False  # a shell tab: the dashboard's verbs are not for it
         if action in VERB_ACTIONS and len(self.screen_stack) > 1:
             return False  # dialogs and detail screens own the keyboard
         if action in VERB_ACTIONS and self.focused is self._cmdline:
@@ -414,11 +438,17 @@ class FleetApp(App):
         if pane is None:
             return
         tabs = self.screen_stack[0].query_one("#tabs", TabbedContent)
-        if tabs.active != "tab-dashboard":
+        switched = tabs.active != "tab-dashboard"
+        if switched:
             tabs.active = "tab-dashboard"
         if self.screen.maximized is not None and self.screen.maximized is not pane:
             self.screen.maximized = pane
-        pane.table.focus()
+        if switched:
+            pane.table.focus()  # once the dashboard is shown again
+        else:
+            # now, not via call_later (Widget.focus): keys typed right behind, as in
+            # `2/web`, must find the focus (and current_pane) already moved
+            self.screen.set_focus(pane.table)
 
     def action_toggle_maximize(self) -> None:
         if self.screen.maximized is not None:
@@ -468,7 +498,17 @@ class FleetApp(App):
         else:
             cmd.value = ":"
         cmd.cursor_position = len(cmd.value)
-        cmd.focus()
+        # focus now, not via call_later (Widget.focus): keys typed right after `/`
+        # (a paste, a fast typist, tmux send-keys) went to the table as verbs
+        self.screen.set_focus(cmd)
+
+    def on_key(self, event: events.Key) -> None:
+        """Keys typed right behind `/` or `:` were queued for the table before the
+        command line took focus; they reach the app and belong to the command line."""
+        cmd = self._cmdline
+        if self.focused is cmd and event.is_printable and event.character:
+            cmd.insert_text_at_cursor(event.character)
+            event.stop()
 
     def _close_cmdline(self) -> None:
         cmd = self._cmdline
@@ -507,7 +547,10 @@ class FleetApp(App):
         if command is None:
             self.notify(f"unknown command :{word} (:help lists them)", severity="error")
         elif command == "quit":
-            self.exit()
+            if word == "q!":
+                self.exit()
+            else:
+                await self.action_quit()
         elif command == "help":
             self.action_help()
         elif command == "theme":
@@ -608,12 +651,10 @@ class FleetApp(App):
                 record = records.distributor(dist, seen)
                 title = f"distributor {key}"
             else:
-                found = [e for e in await engine.events(1, None) if e.id == key]
-                row = self.pane("events").table.rows.get(key)
-                record = records.event(found[0]) if found else (
-                    dict(zip(("ts", "severity", "kind", "subject", "message"), row.values))
-                    if row else {"id": key})
-                record.setdefault("id", key)
+                # the pane keeps the Event behind each of its rows (the store is not
+                # asked: its newest event is not this one)
+                event = self.pane("events").events[key]
+                record = records.event(event)
                 title = f"event {key}"
         except (FleetError, KeyError) as err:
             self.notify(str(err), severity="error")
@@ -623,7 +664,9 @@ class FleetApp(App):
             return
         subject = str(key) if kind != "events" else record.get("subject")
         recent = await engine.events(20, subject) if subject else []
-        await self.push_screen(DetailsScreen(title, record, recent))
+        command = command_text(event) if kind == "events" else None
+        sections = [("Command (verbatim)", command)] if command is not None else []
+        await self.push_screen(DetailsScreen(title, record, recent, sections))
 
     def action_lease(self) -> None:
         if self._refuse_read_only("lease machines"):
@@ -727,7 +770,9 @@ class FleetApp(App):
             self.push_screen(ExecDialog(self.engine, [str(n) for n in names]))
 
     async def action_shell(self) -> None:
-        if not self._access_has("connection", "shells"):
+        if self._refuse_read_only("open shells"):
+            return
+        if not self._access_has("shell", "shells"):
             return
         names = self._targets("nodes", "shell")
         if names is not None:
@@ -735,23 +780,11 @@ class FleetApp(App):
 
     async def _shell(self, node: str) -> None:
         try:
-            code = self.shell_runner(node)
-            if inspect.isawaitable(code):
-                code = await code
-        except Exception as err:  # SuspendNotSupported under test drivers, OSError
-            self.notify(f"shell {node}: {err or type(err).__name__}", severity="error")
-            return
-        if code:
-            self.notify(f"shell {node} ended with exit code {code}", severity="warning")
-
-    async def _run_shell_external(self, node: str) -> int:
-        cmd = [sys.executable, "-m", "fleet", "--headless", "--profile",
-               str(self.profile.path), "shell", node]
-        with self.suspend():
-            # awaited, not subprocess.call: the loop must keep running, since
-            # the demo's jump and nodes (and the feed) live in this process
-            proc = await asyncio.create_subprocess_exec(*cmd)
-            return await proc.wait()
+            opened = self.shell_runner(node)
+            if inspect.isawaitable(opened):
+                await opened
+        except FleetError as err:
+            self.notify(f"shell {node}: {err}", severity="error")
 
     def action_forward(self) -> None:
         if not self._access_has("forward", "port forwards"):
@@ -767,13 +800,13 @@ class FleetApp(App):
         return True
 
     def action_copy(self) -> None:
-        table = self.current_pane().table
-        keys = table.targets()
+        pane = self.current_pane()
+        keys = pane.table.targets()
         if not keys:
             return
-        text = " ".join(str(k) for k in keys)
+        text = pane.copy_text(keys)  # names, MACs; an event's command or message
         self.copy_to_clipboard(text)
-        self.notify(f"copied {text if len(text) < 60 else text[:57] + '…'}")
+        self.notify(f"copied {text if len(text) < 60 else text[:57] + '…'}", markup=False)
 
 
 def _esc(text: str) -> str:

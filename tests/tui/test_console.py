@@ -43,6 +43,8 @@ async def test_dashboard_loads_every_pane(engine):
         assert len(app.pane("events").table.rows) >= 10
         header = str(app.query_one("#header").render())
         assert "6 machines (3 unleased" in header and "3 nodes" in header
+        assert f"profile {engine.profile.name}" in header and "READ-ONLY" not in header
+        assert "1 jobs running" in header and "1/2 distributors on" in header
         assert "updated" in app.pane("machines").border_subtitle
         # machines seen per distributor, counted from the machines pane
         assert app.pane("distributors").table.rows["rack1"].values[-1] == 4

@@ -79,3 +79,37 @@ def test_filter_terms():
     assert Filter("RACK").matches(row)
     assert not Filter("!rack").matches(row)
     assert Filter("web role=web").matches(row)
+
+
+def test_replace_all_reconciles_in_one_pass():
+    """A full snapshot over a filled table: changed cells marked, new rows in
+    order, missing rows (and their marks) gone, the cursor stays on its row."""
+    t = table()
+    put_cursor(t, 4)  # k4
+    t.marks.update({"k3", "k4"})
+    rows = [(f"k{i}", (f"host{i:02d}", i, "up" if i % 2 else "down"),
+             {"state": "up" if i % 2 else "down"}) for i in range(20) if i != 3]
+    rows[0] = ("k0", ("host00", 100, "down"), {"state": "down"})  # n changed
+    rows.append(("k20", ("aaa", 20, "up"), {"state": "up"}))
+    unchanged = t.rows["k5"]
+    t.replace_all(rows)
+    assert t.row_count == 20 and "k3" not in t.rows and t.visible_keys()[0] == "k20"
+    assert t.changed["k0"][1] == frozenset({1}) and "k5" not in t.changed
+    assert t.rows["k5"] is unchanged  # untouched rows are kept as they were
+    assert t.marks == {"k4"} and t.cursor_key == "k4"
+    t.replace_all(rows)  # the same snapshot again: nothing to do
+    assert t.row_count == 20
+
+
+def test_change_marks_expire():
+    now = [1000.0]
+    t = LineTable(COLS, sort_column="name", clock=lambda: now[0])
+    t.replace_all([("a", ("a", 1, "up"), {})])
+    t.upsert("a", ("a", 2, "up"), {})
+    assert t.changed["a"][1] == frozenset({1})
+    now[0] += 1.0
+    t._expire_changes()
+    assert "a" in t.changed  # still marked a moment later
+    now[0] += 1.0  # past CHANGE_MARK_SECONDS
+    t._expire_changes()
+    assert "a" not in t.changed

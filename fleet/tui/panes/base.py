@@ -44,6 +44,8 @@ class Pane(Vertical):
         super().__init__(id=f"pane-{self.kind}", **kw)
         self.clock = clock
         self.updated_at: float | None = None
+        #: the store's row count while only the first rows are shown (None: all are)
+        self.expected: int | None = None
         self.selection_label = ""
         self.table = LineTable(self.COLUMNS, sort_column=self.SORT, clock=clock,
                                id=f"table-{self.kind}")
@@ -58,10 +60,17 @@ class Pane(Vertical):
     def row(self, record: Any) -> tuple[Hashable, tuple, Mapping[str, str]]:
         raise NotImplementedError
 
-    def load(self, records: Iterable[Any]) -> None:
-        """A full snapshot: reconcile (adds, updates, removals)."""
+    def load(self, records: Iterable[Any], *, expected: int | None = None) -> None:
+        """A full snapshot: reconcile (adds, updates, removals). With `expected`
+        (the store's count), `records` are only the first rows; the rest follow."""
+        self.expected = expected
         self.table.replace_all(self.row(r) for r in records)
         self.touch()
+
+    @property
+    def total(self) -> int:
+        """How many rows the pane has, or will have once the loading finishes."""
+        return len(self.table.rows) if self.expected is None else self.expected
 
     def update(self, records: Iterable[Any]) -> None:
         with self.table.batch():
@@ -76,6 +85,10 @@ class Pane(Vertical):
                 self.table.remove(key)
         self.touch()
 
+    def copy_text(self, keys: list[Hashable]) -> str:
+        """What `c` puts on the clipboard for these rows: their keys."""
+        return " ".join(str(k) for k in keys)
+
     def touch(self) -> None:
         self.updated_at = self.clock()
         self.update_title()
@@ -85,6 +98,8 @@ class Pane(Vertical):
         shown = t.row_count
         total = len(t.rows)
         count = f"{shown}" if shown == total else f"{shown}/{total}"
+        if self.expected is not None and self.expected > total:
+            count += f" of {self.expected}, loading…"
         extra = []
         if t.filter:
             extra.append(f"/{t.filter.text}")

@@ -2,13 +2,29 @@ from __future__ import annotations
 
 from fleet.core.model import Event
 from fleet.tui.panes.base import Pane, clock_text
-from fleet.tui.widgets.linetable import Column
+from fleet.tui.widgets.linetable import Column, Row
 
 MAX_EVENTS = 5000
+SSH_COMMAND = "ssh.command"
+
+
+def command_text(e: Event) -> str | None:
+    """The command of an `ssh.command` event, verbatim (its message is shortened)."""
+    if e.kind != SSH_COMMAND:
+        return None
+    command = e.data.get("command")
+    return command if isinstance(command, str) else None
+
+
+def command_line(e: Event) -> str:
+    """`via gw1 $ uptime`: how the Message column shows an SSH command."""
+    via = e.data.get("via")
+    return (f"via {via} " if via else "") + "$ " + (command_text(e) or "")
 
 
 class EventsPane(Pane):
-    """Every event, newest first (capped at MAX_EVENTS rows)."""
+    """Every event, newest first (capped at MAX_EVENTS rows). SSH commands fleet
+    ran show their command verbatim, in the accent style."""
 
     kind = "events"
     title = "Events"
@@ -23,13 +39,46 @@ class EventsPane(Pane):
     SORT = "ts"
     REVERSE = True
 
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        #: id -> the Event behind each row (details and raw views show its data)
+        self.events: dict[int, Event] = {}
+        self.table.row_style = _row_style
+        self.table.follow_top = True
+
     def row(self, e: Event):
-        return e.id, (e.ts, e.severity.value, e.kind, e.subject, e.message), {
+        self.events[e.id] = e
+        message = command_line(e) if command_text(e) is not None else e.message
+        return e.id, (e.ts, e.severity.value, e.kind, e.subject, message), {
             "severity": e.severity.value, "kind": e.kind, "subject": e.subject}
+
+    def copy_text(self, keys) -> str:
+        """An SSH command verbatim, else the message; one line per event."""
+        out = []
+        for key in keys:
+            e = self.events.get(key)
+            if e is not None:
+                command = command_text(e)
+                out.append(command if command is not None else e.message)
+        return "\n".join(out)
+
+    def load(self, events) -> None:
+        self.events.clear()
+        super().load(events)
+        self._trim()
 
     def add(self, events: list[Event]) -> None:
         self.update(events)
+        self._trim()
+
+    def _trim(self) -> None:
         extra = len(self.table.rows) - MAX_EVENTS
         if extra > 0:
-            for key in sorted(self.table.rows)[:extra]:
-                self.table.remove(key)
+            with self.table.batch():
+                for key in sorted(self.table.rows)[:extra]:
+                    self.table.remove(key)
+                    self.events.pop(key, None)
+
+
+def _row_style(row: Row) -> str | None:
+    return "accent" if row.fields.get("kind") == SSH_COMMAND else None

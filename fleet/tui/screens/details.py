@@ -15,6 +15,15 @@ from textual.widgets import Footer, Static
 from fleet.headless.records import event_line
 
 
+#: Control characters other than newline and tab, drawn as their Unicode pictures
+#: (an escape sequence in a command must show, not act on the terminal).
+_PICTURES = {c: 0x2400 + c for c in range(32) if c not in (9, 10)} | {0x7F: 0x2421}
+
+
+def visible(text: str) -> str:
+    return text.translate(_PICTURES)
+
+
 def _clean(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
@@ -25,14 +34,18 @@ class DetailsScreen(Screen):
     DetailsScreen #title { background: $panel; color: $accent; text-style: bold; padding: 0 1; }
     DetailsScreen .section { color: $primary; text-style: bold; padding: 1 1 0 1; }
     DetailsScreen .body { padding: 0 2; }
+    DetailsScreen .verbatim { color: $secondary; text-style: bold; }
     """
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back", id="details.back")]
 
-    def __init__(self, title: str, record: dict, events: list):
+    def __init__(self, title: str, record: dict, events: list,
+                 sections: list[tuple[str, str]] = ()):
         super().__init__()
         self.title_text = title
         self.record = _clean(record)
         self.events = events
+        #: (heading, text) shown whole after the fields: e.g. an SSH command, verbatim
+        self.sections = list(sections)
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text, id="title")
@@ -44,6 +57,10 @@ class DetailsScreen(Screen):
                     value = json.dumps(value, default=str) if value else "-"
                 lines.append(f"{key:<{width}}  {'-' if value is None else value}")
             yield Static("\n".join(lines), classes="body", id="fields", markup=False)
+            for i, (heading, text) in enumerate(self.sections):
+                yield Static(heading, classes="section")
+                yield Static(visible(text), classes="body verbatim", id=f"section-{i}",
+                             markup=False)
             yield Static(f"Recent events ({len(self.events)})", classes="section")
             yield Static("\n".join(event_line(e) for e in self.events) or "none",
                          classes="body", id="events", markup=False)

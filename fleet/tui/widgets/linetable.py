@@ -110,9 +110,10 @@ class LineTable(ScrollView, can_focus=True):
     LineTable > .linetable--cursor-blurred { background: $block-cursor-blurred-background; }
     LineTable > .linetable--marked { color: $warning; text-style: bold; }
     LineTable > .linetable--changed { background: $accent 40%; }
+    LineTable > .linetable--accent { color: $secondary; text-style: bold; }
     """
     COMPONENT_CLASSES = {"linetable--header", "linetable--cursor", "linetable--cursor-blurred",
-                         "linetable--marked", "linetable--changed"}
+                         "linetable--marked", "linetable--changed", "linetable--accent"}
     BINDINGS = [
         Binding("up,k", "cursor(-1)", "Up", show=False, id="table.up"),
         Binding("down,j", "cursor(1)", "Down", show=False, id="table.down"),
@@ -155,6 +156,11 @@ class LineTable(ScrollView, can_focus=True):
         self._width = sum(c.width + 1 for c in self.columns) + 1  # +1: the mark column
         self._batch_depth = 0
         self._batch_dirty = False
+        #: a cursor on the first row stays there as rows arrive above it (a log, newest
+        #: first: the view keeps showing the newest); elsewhere it follows its row
+        self.follow_top = False
+        #: row -> "accent" to draw the row in the accent style (e.g. SSH commands), or None
+        self.row_style: Callable[[Row], str | None] | None = None
 
     # -- data -------------------------------------------------------------------
 
@@ -210,20 +216,32 @@ class LineTable(ScrollView, can_focus=True):
             self._after_order_change()
 
     def replace_all(self, rows: Iterable[tuple[Hashable, tuple, Mapping[str, str]]]) -> None:
-        """Reconcile with a full snapshot: upserts, and removes the missing keys.
-        Into an empty table it is a bulk load: one sort, no per-row work."""
-        if not self.rows:
-            for key, values, fields in rows:
-                self.rows[key] = Row(key, values, fields)
+        """Reconcile with a full snapshot: updates (changed cells marked), adds, and
+        removes the missing keys; then one sort (10,000 upserts would cost 10,000
+        bisections and list shifts)."""
+        old = self.rows
+        new: dict[Hashable, Row] = {}
+        until = self.clock() + CHANGE_MARK_SECONDS
+        changes = 0
+        for key, values, fields in rows:
+            prev = old.get(key)
+            if prev is not None and prev.values == values and prev.fields == fields:
+                new[key] = prev  # unchanged: keeps its cached filter text
+                continue
+            changes += 1
+            new[key] = Row(key, values, fields)
+            if prev is not None:
+                cols = frozenset(i for i, (a, b) in enumerate(zip(prev.values, values))
+                                 if a != b)
+                if cols:
+                    self.changed[key] = (until, cols)
+        gone = old.keys() - new.keys() if len(new) - changes != len(old) else ()
+        self.marks.difference_update(gone)
+        for key in gone:
+            self.changed.pop(key, None)
+        self.rows = new
+        if changes or gone or not old:
             self.rebuild()
-            return
-        seen = set()
-        with self.batch():
-            for key, values, fields in rows:
-                seen.add(key)
-                self.upsert(key, values, fields)
-            for key in [k for k in self.rows if k not in seen]:
-                self.remove(key)
 
     @contextmanager
     def batch(self):
@@ -305,7 +323,7 @@ class LineTable(ScrollView, can_focus=True):
             self._batch_dirty = True
             return
         self.virtual_size = Size(self._width, len(self._order) + 1)
-        if self._cursor_key is not None:
+        if self._cursor_key is not None and not (self.follow_top and self.cursor == 0):
             index = self.index_of(self._cursor_key)
             if index is not None:
                 self.set_reactive(LineTable.cursor, index)
@@ -415,6 +433,14 @@ class LineTable(ScrollView, can_focus=True):
             del self.changed[key]
             self._refresh_key(key)
 
+    def on_click(self, event) -> None:
+        """A click puts the cursor on that row (enter then opens what was clicked)."""
+        if event.y < 1:
+            return
+        index = self.scroll_offset.y + event.y - 1
+        if 0 <= index < len(self._order):
+            self.cursor = index
+
     def on_resize(self) -> None:
         self._scroll_cursor_into_view()
 
@@ -437,7 +463,7 @@ class LineTable(ScrollView, can_focus=True):
                 text = col.fmt(value, now)
             else:
                 text = str(value)
-            out.append(text)
+            out.append(text.translate(_CONTROL_PICTURES))
         return out
 
     def render_lines(self, crop):
@@ -453,7 +479,8 @@ class LineTable(ScrollView, can_focus=True):
         return {"base": base, "header": self.get_component_rich_style("linetable--header"),
                 "cursor": cursor,
                 "marked": self.get_component_rich_style("linetable--marked"),
-                "changed": self.get_component_rich_style("linetable--changed")}
+                "changed": self.get_component_rich_style("linetable--changed"),
+                "accent": self.get_component_rich_style("linetable--accent")}
 
     def render_line(self, y: int) -> Strip:
         frame = getattr(self, "_frame", None) or self._frame_styles()
@@ -479,6 +506,10 @@ class LineTable(ScrollView, can_focus=True):
         is_cursor = index == self.cursor
         style = frame["cursor"] if is_cursor else base
         marked = key in self.marks
+        if self.row_style is not None and not is_cursor:
+            extra = self.row_style(row)
+            if extra:
+                style = style + frame[extra]
         if marked:
             style = style + frame["marked"]
         changed = self.changed.get(key)
@@ -498,6 +529,11 @@ class LineTable(ScrollView, can_focus=True):
             segs.append(Segment(" ", style))
         strip = Strip(segs).crop(scroll_x, scroll_x + width)
         return strip.extend_cell_length(width, style)
+
+
+#: Control characters drawn as their Unicode pictures: a newline in a command or an
+#: escape sequence in a hostname must not break the line or reach the terminal.
+_CONTROL_PICTURES = {**{c: 0x2400 + c for c in range(32)}, 0x0A: 0x2424, 0x7F: 0x2421}
 
 
 def _fit(text: str, width: int) -> str:
