@@ -5,6 +5,9 @@
     await api.routes(["web1"]) -> [(Node, Route)] several (all nodes when None)
     await api.targets(names, select) -> [Node]    resolve exec targets (exit 2 if unknown)
     await api.exec(nodes, "uptime", parallel=32, timeout=60, on_line=..., on_result=...)
+        -> ExecReport (a job of kind "exec"; .state "cancelled" if cancelled elsewhere)
+    await api.exec(nodes, script=Path("post.sh"), script_args=[...])   upload-and-run
+    api.commands.add(node, command, via=..., job=...)   an ssh.command event (batched)
     async with api.session("web1") as link:       a pooled connection + a session slot
         await link.conn.create_process(term_type="xterm", term_size=(80, 24))
     link = await api.connection("web1")           pooled connection (direct-tcpip forwards)
@@ -20,6 +23,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator, Sequence
 
+from fleet.access.audit import CommandLog
 from fleet.access.routes import OperatorIPv6, Route, operator_ipv6, plan
 from fleet.errors import BadInput, ReadOnly, UnknownTarget
 
@@ -38,6 +42,7 @@ class AccessAPI:
         self._operator6 = operator6
         self._pool: "Pool | None" = None
         self._pool_lock = asyncio.Lock()
+        self.commands = CommandLog(engine)  # ssh.command events (fleet.access.audit)
         engine.on_close(self.close)
 
     # -- routes ----------------------------------------------------------------------
@@ -129,6 +134,7 @@ class AccessAPI:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        await self.commands.close()
 
     # -- shells, forwards, checks, liveness (issue 4, second half) -----------------------
 
@@ -146,12 +152,19 @@ class AccessAPI:
 
     async def forward(self, name: str, spec: str):
         """Start a local forward `[BIND:]LOCAL:[HOST:]REMOTE` through the node's route;
-        returns a `Forward` (`.address`, `.close()`). See fleet.access.forward."""
+        returns a `Forward` (`.address`, `.close()` / `await .aclose()`), with
+        forward.opened / forward.closed events. See fleet.access.forward."""
         from fleet.access.forward import open_forward, parse_forward
 
         parsed = parse_forward(spec)
         await self.engine.node(name)
         return await open_forward(self, name, parsed)
+
+    async def check(self, name: str, *, timeout: float | None = None) -> dict:
+        """One SSH-level liveness check of a node (fleet.access.liveness.check_node)."""
+        from fleet.access.liveness import check_node
+
+        return await check_node(self, name, timeout)
 
     async def http_check(self, name: str, target: str, *, host: str = "127.0.0.1",
                          timeout: float = 10.0) -> dict:

@@ -16,20 +16,30 @@ jump went down) is retried `retries` times (default 1), through the site's next
 jump if the first is down: commands run by fan-out should be idempotent, since
 a command cut off with its connection may or may not have run.
 
-Cancelling a run (Ctrl-C, task.cancel()) or hitting `timeout` asks sshd to KILL
-the command (a "signal" channel request) and closes its channel. OpenSSH 9.2
-refuses signals in root sessions ("session signalling requires privilege
-separation"): as root, a command that never writes outlives its channel, just
-as with `ssh host cmd` without -t.
+Cancelling a run (Ctrl-C, task.cancel(), or `fleet --headless job cancel ID`
+from any process) or hitting `timeout` closes the command's channel (and asks
+sshd to KILL it with a "signal" request, which OpenSSH refuses in root
+sessions). Closing the channel alone does not stop a command without a PTY
+(sshd SIGHUPs only PTY sessions), so every command runs under a small POSIX sh
+guard (`guarded()`): a background reader holds the channel's stdin and, when
+the channel closes before the command is done, SIGKILLs the session's process
+group (sshd makes each session its own group; processes that left it with
+setsid survive). A command that finishes normally leaves nothing behind. The
+command itself gets /dev/null as stdin, as before (it used to get an EOF).
+The demo's simulated nodes (profile `demo:`) run commands unguarded.
 
-Each run is a job (kind "exec") with a log line per node result and events
-`exec.started` / `exec.finished` (who, which nodes, the command verbatim, exit
-codes).
+Each run is a job of kind "exec" run by the job runner (fleet.jobs): job.*
+events, progress = nodes done / total, a log line per node result, the summary
+as its result (state `failed` when any node failed, `cancelled` when
+cancelled). Events `exec.started` / `exec.finished` (who, which nodes, the
+command verbatim, exit codes) and one `ssh.command` per command sent to a
+node (fleet.access.audit), written in batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import getpass
 import os
 import secrets
@@ -43,12 +53,14 @@ import asyncssh
 
 from fleet.access.pool import AccessError
 from fleet.core.model import JobState, Reachability, Severity
+from fleet.errors import FleetError
 
 if TYPE_CHECKING:
     from fleet.access.api import AccessAPI
     from fleet.core.model import Node
 
-ERROR_KINDS = ("ok", "command-failed", "timeout", "unreachable", "auth", "host-key")
+ERROR_KINDS = ("ok", "command-failed", "timeout", "unreachable", "auth", "host-key",
+               "cancelled")
 
 LineSink = Callable[[str, str, str], None]  # node, stream, line
 
@@ -84,6 +96,12 @@ class ExecReport:
     command: str
     results: list[NodeResult]
     duration_s: float
+    state: str = "running"  # the job's final state: succeeded | failed | cancelled
+    complete: bool = field(default=False, repr=False)  # every node got its answer
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state == JobState.CANCELLED.value
 
     @property
     def failed(self) -> list[NodeResult]:
@@ -120,43 +138,27 @@ def operator_name() -> str:
         return os.environ.get("USER") or getpass.getuser()
 
 
-class _JobRecorder:
-    """Job progress and per-node log lines, written in small batches."""
+class ExecFailed(FleetError):
+    """The exec job itself failed (not a node: e.g. the store or a bug)."""
 
-    def __init__(self, engine, job_id: int, total: int, interval: float = 0.3):
-        self.engine = engine
-        self.job_id = job_id
-        self.total = total
-        self.done = 0
-        self.lines: list[tuple[float, str]] = []
-        self.interval = interval
-        self._task: asyncio.Task | None = None
 
-    def add(self, line: str) -> None:
-        self.done += 1
-        self.lines.append((time.time(), line))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._later())
+@dataclass
+class _Live:
+    """What the submitting call hands its own job (not stored): node objects,
+    the script's bytes, the output callbacks, and where the report goes."""
 
-    async def _later(self) -> None:
-        await asyncio.sleep(self.interval)
-        await self.flush()
+    token: str
+    nodes: list
+    script: bytes | None
+    on_line: LineSink | None
+    on_result: Callable[[NodeResult], None] | None
+    keep_output: bool
+    report: ExecReport | None = None
 
-    async def flush(self) -> None:
-        lines, self.lines = self.lines, []
-        if not lines:
-            return
-        store = self.engine.store
-        async with store.transaction() as tx:
-            for ts, line in lines:
-                await store.jobs.log(tx, self.job_id, ts, line)
-            await store.jobs.update(tx, self.job_id, progress=self.done / max(1, self.total),
-                                    phase=f"{self.done}/{self.total} nodes")
 
-    async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        await self.flush()
+# set around `jobs.submit()`: the job's task copies the context at creation
+_LIVE: contextvars.ContextVar[_Live | None] = contextvars.ContextVar("fleet_exec_live",
+                                                                     default=None)
 
 
 async def run_exec(api: "AccessAPI", nodes: Sequence["Node"], command: str, *,
@@ -164,7 +166,10 @@ async def run_exec(api: "AccessAPI", nodes: Sequence["Node"], command: str, *,
                    script: Path | None = None, script_args: Sequence[str] = (),
                    on_line: LineSink | None = None,
                    on_result: Callable[[NodeResult], None] | None = None,
-                   keep_output: bool = False, record: bool = True) -> ExecReport:
+                   keep_output: bool = False) -> ExecReport:
+    """Submit an exec job, run it in this process, wait for it, return its report.
+    Cancelling the caller cancels the job; a job cancelled from elsewhere returns
+    a report with `state == "cancelled"` (unfinished nodes: error_kind cancelled)."""
     engine = api.engine
     if parallel < 1:
         raise ValueError("parallel must be at least 1")
@@ -175,47 +180,109 @@ async def run_exec(api: "AccessAPI", nodes: Sequence["Node"], command: str, *,
     else:
         shown = command
     names = [n.name for n in nodes]
-    who = operator_name()
-    t0 = time.monotonic()
-    job_id = None
-    recorder = None
-    if record:
-        now = engine.clock()
-        inputs = {"command": shown, "nodes": names, "parallel": parallel, "timeout": timeout,
-                  "who": who}
-        store = engine.store
-        async with store.transaction() as tx:
-            job_id = await store.jobs.create(tx, "exec", inputs, now)
-            await store.jobs.update(tx, job_id, state=JobState.RUNNING, started_at=now,
-                                    owner_pid=os.getpid(), phase=f"0/{len(names)} nodes")
-            await store.events.append(tx, [engine.event(
-                "exec.started", str(job_id),
-                f"{who} runs {shown!r} on {len(names)} node(s)", job=job_id, who=who,
-                nodes=names, command=shown, parallel=parallel, timeout=timeout)])
-        recorder = _JobRecorder(engine, job_id, len(names))
+    token = secrets.token_hex(8)
+    inputs = {"command": command, "shown": shown, "nodes": names, "parallel": parallel,
+              "timeout": timeout, "retries": retries, "who": operator_name(),
+              "script": str(Path(script).resolve()) if script is not None else None,
+              "script_args": list(script_args), "_token": token}
+    live = _Live(token, list(nodes), script_bytes, on_line, on_result, keep_output)
+    jobs = engine.jobs
+    reset = _LIVE.set(live)
+    try:
+        job_id = await jobs.submit("exec", inputs)
+    finally:
+        _LIVE.reset(reset)
+    runner = jobs.runner
+    try:
+        job = await runner.wait(job_id)
+    except asyncio.CancelledError:
+        # the caller gave up (Ctrl-C, task.cancel()): so does the job
+        if not runner.is_local(job_id):
+            raise
+        await asyncio.shield(runner.cancel(job_id))
+        raise
+    report = live.report
+    if report is None:  # cancelled before it started
+        report = ExecReport(job_id, shown, [_cancelled(n) for n in names], 0.0)
+    report.state = job.state.value
+    if job.state is JobState.FAILED and not report.complete:
+        raise ExecFailed(f"exec job {job_id} failed: {job.error}")
+    return report
 
-    sem = asyncio.Semaphore(parallel)
+
+def _cancelled(name: str) -> NodeResult:
+    return NodeResult(name, None, 0.0, "cancelled", "the job was cancelled before this "
+                                                     "node finished")
+
+
+async def exec_job(api: "AccessAPI", ctx, inputs: dict) -> dict:
+    """The "exec" job handler (fleet.jobs.api registers it)."""
+    from fleet.jobs.runner import JobFailed
+
+    engine = api.engine
+    live = _LIVE.get()
+    if live is not None and live.token != inputs.get("_token"):
+        live = None
+    names = list(inputs["nodes"])
+    if live is not None:
+        nodes, script_bytes = live.nodes, live.script
+        on_line, on_result, keep = live.on_line, live.on_result, live.keep_output
+    else:  # run by a worker or retried: from the stored inputs
+        nodes = [await engine.node(n) for n in names]
+        script_bytes = Path(inputs["script"]).read_bytes() if inputs.get("script") else None
+        on_line = on_result = None
+        keep = False
+    command, shown, who = inputs["command"], inputs["shown"], inputs["who"]
+    parallel, timeout = int(inputs["parallel"]), float(inputs["timeout"])
+    retries = int(inputs.get("retries", 1))
+    script_args = list(inputs.get("script_args") or ())
+    await api.get_pool()
+    job_id = ctx.job_id
+    api.commands.queue(engine.event(  # written with the first ssh.command batch
+        "exec.started", str(job_id), f"{who} runs {shown!r} on {len(names)} node(s)",
+        job=job_id, who=who, nodes=names, command=shown, parallel=parallel, timeout=timeout))
+    t0 = time.monotonic()
+    report = ExecReport(job_id, shown, [], 0.0)
+    if live is not None:
+        live.report = report
     results: dict[str, NodeResult] = {}
+    sem = asyncio.Semaphore(parallel)
+    guard = engine.profile.demo is None  # simulated nodes have a toy shell
+    total = len(nodes)
+    ctx.progress(0.0, f"0/{total} nodes")
 
     async def one(node: "Node") -> None:
         async with sem:
             r = await _run_node(api, node, command, timeout, retries, script_bytes,
-                                script_args, on_line, keep_output)
+                                script_args, on_line, keep, job_id, guard)
         results[node.name] = r
-        if recorder is not None:
-            recorder.add(_log_line(r))
+        ctx.log(_log_line(r))
+        ctx.progress(len(results) / max(1, total), f"{len(results)}/{total} nodes")
         if on_result is not None:
             on_result(r)
 
+    state = JobState.CANCELLED
     try:
         await asyncio.gather(*(one(n) for n in nodes))
+        state = JobState.SUCCEEDED
     finally:
-        ordered = [results[n] for n in names if n in results]
-        report = ExecReport(job_id, shown, ordered, round(time.monotonic() - t0, 3))
-        if record:
-            await recorder.close()
-            await _finish(engine, report, who, names, len(ordered) == len(names))
-    return report
+        missing = [n for n in names if n not in results]
+        for name in missing:
+            results[name] = _cancelled(name)
+            if on_result is not None and state is JobState.CANCELLED:
+                on_result(results[name])
+        report.results[:] = [results[n] for n in names]
+        report.duration_s = round(time.monotonic() - t0, 3)
+        if state is JobState.SUCCEEDED and report.failed:
+            state = JobState.FAILED
+        report.state = state.value
+        await _finish(api, report, who, names, state)
+    report.complete = True
+    summary = {**report.summary(),
+               "exit_codes": {r.node: r.exit_status for r in report.results}}
+    if report.failed:
+        raise JobFailed(report.summary_text(), result=summary)
+    return summary
 
 
 def _log_line(r: NodeResult) -> str:
@@ -228,26 +295,25 @@ def _log_line(r: NodeResult) -> str:
     return text
 
 
-async def _finish(engine, report: ExecReport, who: str, names: list[str],
-                  complete: bool) -> None:
+async def _finish(api: "AccessAPI", report: ExecReport, who: str, names: list[str],
+                  state: JobState) -> None:
+    """Reachability of every node, the queued ssh.command events and
+    exec.finished, in one transaction (one executemany per kind of row)."""
+    engine = api.engine
     now = engine.clock()
     failed = report.failed
-    state = (JobState.SUCCEEDED if complete and not failed else
-             JobState.FAILED if complete else JobState.CANCELLED)
     exit_codes = {r.node: r.exit_status for r in report.results}
     summary = report.summary()
+    rows = []
+    for r in report.results:
+        if r.error_kind in ("ok", "command-failed", "timeout"):
+            rows.append((r.node, Reachability.REACHABLE, None))
+        elif r.error_kind != "cancelled":
+            rows.append((r.node, Reachability.UNREACHABLE, r.error))
     store = engine.store
     async with store.transaction() as tx:
-        await store.jobs.update(tx, report.job_id, state=state, finished_at=now, progress=1.0,
-                                phase=f"{len(report.results)}/{len(names)} nodes",
-                                result={**summary, "exit_codes": exit_codes},
-                                error=None if not failed else report.summary_text())
-        for r in report.results:
-            if r.error_kind in ("ok", "command-failed", "timeout"):
-                await store.nodes.set_reachability(tx, r.node, Reachability.REACHABLE, now)
-            else:
-                await store.nodes.set_reachability(tx, r.node, Reachability.UNREACHABLE, now,
-                                                   r.error)
+        await store.nodes.set_reachability_many(tx, now, rows)
+        await api.commands.flush(tx)
         await store.events.append(tx, [engine.event(
             "exec.finished", str(report.job_id),
             f"{report.command!r}: {report.summary_text()}",
@@ -259,7 +325,8 @@ async def _finish(engine, report: ExecReport, who: str, names: list[str],
 
 async def _run_node(api: "AccessAPI", node: "Node", command: str, timeout: float,
                     retries: int, script: bytes | None, script_args: Sequence[str],
-                    on_line: LineSink | None, keep_output: bool) -> NodeResult:
+                    on_line: LineSink | None, keep_output: bool, job_id: int | None = None,
+                    guard: bool = True) -> NodeResult:
     t0 = time.monotonic()
     route = api.route(node)
     attempts = 0
@@ -269,7 +336,7 @@ async def _run_node(api: "AccessAPI", node: "Node", command: str, timeout: float
         result.attempts = attempts
         try:
             await _attempt(api, node, route, command, timeout, script, script_args,
-                           on_line, keep_output, result)
+                           on_line, keep_output, result, job_id, guard)
         except AccessError as err:
             result.error_kind, result.error = err.kind, str(err)
             if err.lost and attempts <= retries:
@@ -283,14 +350,18 @@ async def _run_node(api: "AccessAPI", node: "Node", command: str, timeout: float
 
 
 async def _attempt(api, node, route, command, timeout, script, script_args, on_line,
-                   keep_output, result: NodeResult) -> None:
+                   keep_output, result: NodeResult, job_id: int | None = None,
+                   guard: bool = True) -> None:
     async with api.pool.session(node, route) as link:
         result.via = link.via
         conn = link.conn
         try:
             if script is not None:
                 command = await _upload(conn, script, script_args)
-            await _run(conn, node.name, command, timeout, on_line, keep_output, result)
+            sent = command
+            await _run(conn, node.name, guarded(command) if guard else command, timeout,
+                       on_line, keep_output, result,
+                       lambda: api.commands.add(node.name, sent, via=link.via, job=job_id))
         except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost,
                 asyncssh.DisconnectError, BrokenPipeError, ConnectionError) as err:
             link.lost = link.lost or conn.is_closed()
@@ -314,9 +385,12 @@ async def _upload(conn, script: bytes, args: Sequence[str]) -> str:
 
 
 async def _run(conn, name: str, command: str, timeout: float, on_line: LineSink | None,
-               keep_output: bool, result: NodeResult) -> None:
+               keep_output: bool, result: NodeResult,
+               on_started: Callable[[], None] | None = None) -> None:
+    # stdin stays open: the guard's reader notices the channel closing (see guarded())
     process = await conn.create_process(command, encoding="utf-8", errors="replace")
-    process.stdin.write_eof()
+    if on_started is not None:
+        on_started()  # the ssh.command event: the node accepted the command
 
     async def pump(reader, stream: str, sink: list[str]) -> None:
         while True:
@@ -357,8 +431,26 @@ async def _run(conn, name: str, command: str, timeout: float, on_line: LineSink 
     result.error = None if status == 0 else f"exit status {status}"
 
 
+def guarded(command: str) -> str:
+    """`command` wrapped so that closing its channel kills it (POSIX sh).
+
+    fd 3 keeps the channel's stdin for a background reader; the command gets
+    /dev/null as stdin. If the channel closes first, the read ends and `kill -9 0`
+    kills the session's process group (the command, its children, the guard).
+    When the shell exits (the command's end, or its `exit N`), the EXIT trap kills
+    the reader first, so nothing the command left in the background is touched.
+    The command runs inline (no subshell): one fork per node, not two."""
+    return ("exec 3<&0 </dev/null\n"
+            "( while read -r _ <&3; do :; done; kill -9 0 ) >/dev/null 2>&1 &\n"
+            "_fleet_guard=$!\n"
+            "exec 3<&-\n"
+            "trap 'kill $_fleet_guard 2>/dev/null' EXIT\n"
+            f"{command}\n")
+
+
 def _stop(process) -> None:
-    """Ask the remote side to kill the command, and close its channel."""
+    """Ask the remote side to kill the command, and close its channel (the guard
+    then kills it even where sshd refuses the signal)."""
     try:
         process.send_signal("KILL")
     except (OSError, asyncssh.Error):

@@ -14,14 +14,23 @@ direct-tcpip channels don't count against `MaxSessions`.
 
 The forward lives as long as the node's pooled connection: if that dies (the
 jump went down), new local connections fail and `forward` exits 1.
+
+Events (written here, so the console and the CLI behave alike): forward.opened
+when listening, forward.closed at `close()`/`aclose()`; data = `Forward.record()`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 from dataclasses import dataclass
 
 from fleet.errors import BadInput
+
+log = logging.getLogger(__name__)
+_PENDING: set = set()  # forward.closed writes in flight (keep a reference)
 
 _PART = r"(\[[^\]]+\]|[^:]+)"
 
@@ -72,19 +81,60 @@ def parse_forward(spec: str) -> ForwardSpec:
 class Forward:
     """A running forward: `.address` is the (bind, port) actually listening."""
 
-    def __init__(self, node: str, spec: ForwardSpec, listener, link):
+    def __init__(self, node: str, spec: ForwardSpec, listener, link, engine=None):
         self.node = node
         self.spec = spec
         self.listener = listener
         self.link = link
         self.via = link.via
+        self.engine = engine
+        self._closed = False
 
     @property
     def address(self) -> tuple[str, int]:
         return self.spec.bind, self.listener.get_port()
 
+    def record(self) -> dict:
+        """The forward's fields (CLI output and the forward.* events' data)."""
+        host, port = self.address
+        return {"node": self.node, "listen_host": host, "listen_port": port,
+                "remote_host": self.spec.host, "remote_port": self.spec.remote_port,
+                "via": self.via}
+
+    def text(self) -> str:
+        host, port = self.address
+        shown = f"[{host}]" if ":" in host else host
+        return f"forward {shown}:{port} -> {self.node}:{self.spec.host}:{self.spec.remote_port}"
+
+    async def _event(self, kind: str, message: str) -> None:
+        engine = self.engine
+        if engine is None or engine.read_only:
+            return
+        try:
+            await engine.record(engine.event(kind, self.node, message, **self.record()))
+        except Exception:  # an audit write must not break the forward or its closing
+            log.exception("cannot record %s", kind)
+
     def close(self) -> None:
+        """Stop listening; forward.closed is written in the background (await
+        `aclose()` to have it written before returning)."""
+        if self._closed:
+            return
+        self._closed = True
         self.listener.close()
+        if self.engine is not None and not self.engine.read_only:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to record
+                task = asyncio.get_running_loop().create_task(
+                    self._event("forward.closed", self.text() + " closed"))
+                _PENDING.add(task)
+                task.add_done_callback(_PENDING.discard)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.listener.close()
+        await self._event("forward.closed", self.text() + " closed")
 
     async def wait_closed(self) -> None:
         await self.listener.wait_closed()
@@ -100,7 +150,9 @@ async def open_forward(api, name: str, spec: ForwardSpec) -> Forward:
 
         raise EnvironmentProblem(f"cannot listen on {spec.bind}:{spec.local_port}: "
                                  f"{err.strerror or err}") from None
-    return Forward(name, spec, listener, link)
+    fwd = Forward(name, spec, listener, link, api.engine)
+    await fwd._event("forward.opened", fwd.text() + (f" (via {fwd.via})" if fwd.via else ""))
+    return fwd
 
 
 async def wait_lost(fwd: Forward) -> None:

@@ -48,6 +48,7 @@ def parse_ping(text: str) -> dict:
 
 async def _run(api: "AccessAPI", name: str, command: str, timeout: float):
     async with api.session(name) as link:
+        api.commands.add(name, command, via=link.via)  # an ssh.command event
         return await asyncio.wait_for(link.conn.run(command, check=False), timeout)
 
 
@@ -100,8 +101,10 @@ async def link_check(api: "AccessAPI", a: str, b: str, *, iperf: bool = False,
 async def _iperf(api, a: str, b: str, address: str, seconds: float,
                  port: int) -> tuple[dict | None, str | None]:
     async with api.session(b) as server_link:
-        server = await server_link.conn.create_process(
-            f"exec iperf3 -s -1 -p {int(port)}", encoding="utf-8", errors="replace")
+        command = f"exec iperf3 -s -1 -p {int(port)}"
+        api.commands.add(b, command, via=server_link.via)
+        server = await server_link.conn.create_process(command, encoding="utf-8",
+                                                       errors="replace")
         try:
             # iperf3 buffers its "listening" line without a tty: try the client until
             # the server accepts (or has exited)

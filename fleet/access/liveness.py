@@ -47,6 +47,34 @@ async def ssh_ping(conn, timeout: float) -> None:
         raise ConnectionError("connection closed")
 
 
+async def check_node(api, name: str, timeout: float | None = None) -> dict:
+    """One SSH-level check of `name` over its route (what `fleet --headless check
+    NODE` and the console show): connect through the pool (reused when open),
+    then a keepalive round trip. Returns {node, check, ok, latency_ms,
+    connect_ms, via, error}; unknown names raise UnknownTarget."""
+    import asyncssh
+
+    from fleet.access.pool import AccessError
+
+    await api.engine.node(name)
+    if timeout is None:
+        timeout = float(api.engine.profile.operator.ssh.connect_timeout) + 2
+    rec = {"node": name, "check": "ssh", "ok": False, "latency_ms": None, "connect_ms": None,
+           "via": None, "error": None}
+    t0 = time.monotonic()
+    try:
+        link = await api.connection(name)
+        rec["via"] = link.via
+        t1 = time.monotonic()
+        await ssh_ping(link.conn, timeout)
+        rec["latency_ms"] = round((time.monotonic() - t1) * 1000, 1)
+        rec["connect_ms"] = round((t1 - t0) * 1000, 1)
+        rec["ok"] = True
+    except (AccessError, TimeoutError, asyncio.TimeoutError, OSError, asyncssh.Error) as err:
+        rec["error"] = f"{getattr(err, 'kind', 'unreachable')}: {err or 'no answer'}"
+    return rec
+
+
 class Liveness:
     def __init__(self, engine: "Engine", interval: float = 30.0, *, timeout: float | None = None,
                  parallel: int = 64):

@@ -3,10 +3,12 @@
 The rules, in order (first match wins):
 
 1. **direct-public-ipv4**: the node has a public IPv4 address (its
-   `public_ipv4`, or an `address` that is itself public). "Public" means not in
-   RFC 1918 private space, CGNAT 100.64/10, loopback, link-local, 0/8, multicast
-   or reserved space. The documentation ranges (192.0.2/24, 198.51.100/24,
-   203.0.113/24) count as public so examples read naturally.
+   `public_ipv4`, or an `address` that is itself public). "Public" is
+   `fleet.core.values.is_public_ipv4`, shared with the profile checks: globally
+   reachable unicast per the IANA special-purpose registry (so not RFC 1918,
+   CGNAT, loopback, link-local, 0/8, 192.0.0/24, 198.18/15 benchmarking,
+   multicast or reserved); the documentation ranges (192.0.2/24,
+   198.51.100/24, 203.0.113/24) count as public so examples read naturally.
 2. **direct-ipv6**: the node has an IPv6 address and the operator can route to
    it. A global node address needs a global operator address. A ULA node
    address (fc00::/7) needs the operator to hold a ULA address too: a ULA is
@@ -33,6 +35,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
+
+from fleet.core.values import is_public_ipv4
 
 if TYPE_CHECKING:
     from fleet.core.model import Node
@@ -106,17 +110,8 @@ class Route:
 
 # -- address classification -------------------------------------------------------
 
-_NOT_PUBLIC4 = tuple(ipaddress.IPv4Network(n) for n in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.168.0.0/16", "192.0.0.0/24", "198.18.0.0/15",
-    "224.0.0.0/4", "240.0.0.0/4"))
 _ULA = ipaddress.IPv6Network("fc00::/7")
 _LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
-
-
-def is_public_ipv4(text: str | None) -> bool:
-    addr = _v4(text)
-    return addr is not None and not any(addr in n for n in _NOT_PUBLIC4)
 
 
 def _v4(text: str | None) -> ipaddress.IPv4Address | None:

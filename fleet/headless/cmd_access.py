@@ -87,6 +87,13 @@ async def exec_(engine, args, out: Output) -> int:
             out.records(rows, [("node", "node"), ("kind", "result"), ("exit", "exit"),
                                ("time", "time"), ("via", "via"), ("error", "error")])
         out.text(report.summary_text())
+    if report.cancelled:
+        import sys
+
+        done = sum(1 for r in report.results if r.error_kind != "cancelled")
+        print(f"fleet: exec job {report.job_id} was cancelled; {done} of "
+              f"{len(report.results)} node(s) had finished; the others' commands were "
+              "stopped", file=sys.stderr)
     return 1 if report.failed else 0
 
 
@@ -126,18 +133,10 @@ async def forward(engine, args, out: Output) -> int:
         fwd = await api.forward(args.node, args.ports)
     except AccessError as err:
         return _fail(err)
-    host, port = fwd.address
-    spec = fwd.spec
-    data = {"node": args.node, "listen_host": host, "listen_port": port,
-            "remote_host": spec.host, "remote_port": spec.remote_port, "via": fwd.via}
-    shown = f"[{host}]" if ":" in host else host
+    data = fwd.record()
     out.record({"type": "listening", **data},
-               f"forwarding {shown}:{port} -> {args.node}:{spec.host}:{spec.remote_port}"
+               fwd.text().replace("forward ", "forwarding ", 1)
                + (f" (via {fwd.via})" if fwd.via else "") + "; Ctrl-C stops")
-    if not engine.read_only:
-        await engine.record(engine.event(
-            "forward.opened", args.node,
-            f"forward {shown}:{port} -> {args.node}:{spec.host}:{spec.remote_port}", **data))
     code = 0
     try:
         await wait_lost(fwd)
@@ -148,25 +147,11 @@ async def forward(engine, args, out: Output) -> int:
     except asyncio.CancelledError:
         code = 0
     finally:
-        fwd.close()
-        if not engine.read_only:
-            import contextlib
-            with contextlib.suppress(Exception):
-                await engine.record(engine.event(
-                    "forward.closed", args.node,
-                    f"forward {shown}:{port} -> {args.node}:{spec.host}:{spec.remote_port} "
-                    "closed", **data))
+        await asyncio.shield(fwd.aclose())  # forward.closed (fleet.access.forward)
     return code
 
 
 async def check(engine, args, out: Output) -> int:
-    import time
-
-    import asyncssh
-
-    from fleet.access.liveness import ssh_ping
-    from fleet.access.pool import AccessError
-
     api = engine.access
     if args.http:
         r = await api.http_check(args.node, args.http, host=args.http_host,
@@ -178,20 +163,7 @@ async def check(engine, args, out: Output) -> int:
             text = f"{r['node']}: {r['url']} failed: {r['error']}"
         out.record(r, text)
         return 0 if r["ok"] else 1
-    await engine.node(args.node)
-    rec = {"node": args.node, "check": "ssh", "ok": False, "latency_ms": None, "via": None,
-           "error": None}
-    t0 = time.monotonic()
-    try:
-        link = await api.connection(args.node)
-        rec["via"] = link.via
-        t1 = time.monotonic()
-        await ssh_ping(link.conn, float(engine.profile.operator.ssh.connect_timeout) + 2)
-        rec["latency_ms"] = round((time.monotonic() - t1) * 1000, 1)
-        rec["connect_ms"] = round((t1 - t0) * 1000, 1)
-        rec["ok"] = True
-    except (AccessError, TimeoutError, OSError, asyncssh.Error) as err:
-        rec["error"] = f"{getattr(err, 'kind', 'unreachable')}: {err or 'no answer'}"
+    rec = await api.check(args.node)
     text = (f"{args.node}: ssh answers in {rec['latency_ms']} ms" if rec["ok"]
             else f"{args.node}: {rec['error']}")
     out.record(rec, text)

@@ -19,14 +19,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from fleet.build.builders import BUILDERS, plan, run_build
-from fleet.build.cache import ArtifactCache, Manifest
-from fleet.build.request import normalize
+from functools import cached_property
+from typing import TYPE_CHECKING
+
 from fleet.core.model import Artifact, Job, JobState
 from fleet.errors import FleetError, UnknownTarget
 from fleet.jobs.runner import Handler, JobRunner
 
+if TYPE_CHECKING:
+    from fleet.build.cache import ArtifactCache, Manifest
+
 BUILD_GROUP = "build"
+#: the builders' kinds (fleet.build.builders.BUILDERS), named here so that a
+#: process that never builds (`exec`) does not import the build modules
+BUILD_KINDS = ("ipxe", "grub", "syslinux", "iso", "wiper")
 
 
 class BuildFailed(FleetError):
@@ -44,13 +50,21 @@ class JobsAPI:
     def __init__(self, engine, limits: dict[str, int] | None = None):
         self.engine = engine
         self.runner = JobRunner(engine, limits)
-        self.cache = ArtifactCache(engine.paths.artifacts_dir)
         self._inflight: dict[str, asyncio.Future[int]] = {}  # artifact id -> job id
         self._ready_lock = asyncio.Lock()
         self._ready = False
-        for kind in BUILDERS:
+        for kind in BUILD_KINDS:
             self.runner.register(kind, self._build_handler, group=BUILD_GROUP)
+        # fleet exec runs as a job (fleet.access.exec); registered here so a worker
+        # or `job retry` in any process can run one
+        self.runner.register("exec", _exec_handler, group="exec")
         engine.on_close(self.close)
+
+    @cached_property
+    def cache(self) -> "ArtifactCache":
+        from fleet.build.cache import ArtifactCache
+
+        return ArtifactCache(self.engine.paths.artifacts_dir)
 
     async def start(self) -> list[int]:
         """Recover jobs of dead processes (idempotent); returns the interrupted ids."""
@@ -132,6 +146,9 @@ class JobsAPI:
         naming the Debian package; with `wait`, a failed job raises BuildFailed.
         `claim=False` (with wait=False) leaves the queued job to a worker
         (`claim()`, `run_worker()`, or `fleet --headless job run ID`)."""
+        from fleet.build.builders import plan
+        from fleet.build.request import normalize
+
         await self.start()
         req = normalize(self.engine, kind, **options)
         aid, _ = plan(self.engine, req)
@@ -202,13 +219,13 @@ class JobsAPI:
             await self._assign(artifact, distributor)
         return artifact
 
-    def _artifact_of(self, m: Manifest) -> Artifact:
+    def _artifact_of(self, m: "Manifest") -> Artifact:
         return Artifact(id=m.id, kind=m.kind, name=m.name,
                         path=str(m.path_in(self.cache.folder(m.id))), sha256=m.sha256,
                         size=m.size, created_at=m.created_at, version=m.version,
                         meta={**m.meta, "files": m.files})
 
-    async def _record(self, m: Manifest, distributor: str | None, *, built: bool) -> Artifact:
+    async def _record(self, m: "Manifest", distributor: str | None, *, built: bool) -> Artifact:
         """Store the artifact (event artifact.built, or artifact.cached when found in
         a cache another store filled) and assign it to the distributor."""
         artifact = self._artifact_of(m)
@@ -242,6 +259,8 @@ class JobsAPI:
         return True
 
     async def _build_handler(self, ctx, inputs: dict) -> dict:
+        from fleet.build.builders import run_build
+
         manifest, reused = await run_build(ctx, self.engine, self.cache, inputs)
         artifact = await self._record(manifest, inputs.get("distributor"), built=not reused)
         ctx.progress(1.0, "done")
@@ -251,7 +270,7 @@ class JobsAPI:
 
     def _sweep_temp(self, older_than: float = 3600.0) -> None:
         """Temp dirs of builds whose process died (a live build touches its own)."""
-        tmp = self.cache.root / ".tmp"
+        tmp = Path(self.engine.paths.artifacts_dir) / ".tmp"  # = self.cache.root / ".tmp"
         if not tmp.is_dir():
             return
         cutoff = time.time() - older_than
@@ -261,3 +280,9 @@ class JobsAPI:
                     shutil.rmtree(entry, ignore_errors=True)
             except FileNotFoundError:
                 pass
+
+
+async def _exec_handler(ctx, inputs: dict) -> dict:
+    from fleet.access.exec import exec_job
+
+    return await exec_job(ctx.engine.access, ctx, inputs)

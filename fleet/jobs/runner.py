@@ -14,7 +14,8 @@ group, output lines into the log, the whole group SIGKILLed on cancel), and may
 look at `ctx.cancelled`. Raising `JobFailed` (or any exception) fails the job
 with that message.
 
-Each kind belongs to a group with a concurrency limit (builds: 2, exec: 4).
+Each kind belongs to a group with a concurrency limit (builds: 2, exec: 16:
+an exec waits on its nodes, and post-boot scripts start one per node).
 Cancelling works from any process: `cancel()` writes the `cancelled` state
 with its event; the owner notices within a flush interval (at once when it is
 this process), kills the job's process groups and checks /proc that they died.
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[["JobContext", dict], Awaitable[dict]]
 
-DEFAULT_LIMITS = {"build": 2, "exec": 4, "default": 2}
+DEFAULT_LIMITS = {"build": 2, "exec": 16, "default": 2}
 
 #: a queued job nobody claimed for this long is given up (interrupted) at recovery
 UNCLAIMED_GRACE = 300.0
@@ -51,7 +52,12 @@ _LIVE_IN_PROCESS: set[tuple[str, int]] = set()
 
 
 class JobFailed(FleetError):
-    """Raised by a handler: the job failed with this message."""
+    """Raised by a handler: the job failed with this message (and, optionally,
+    a `result` to keep, e.g. an exec's summary when some nodes failed)."""
+
+    def __init__(self, message: str = "", *, result: dict | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 class JobCancelled(Exception):
@@ -285,7 +291,8 @@ class JobRunner:
                 log.debug("job %s failed", job_id, exc_info=True)
                 message = f"{type(err).__name__}: {message}"
             ctx.log(f"error: {message}")
-            await self._finish(job_id, JobState.FAILED, error=message, kind=ctx.kind)
+            await self._finish(job_id, JobState.FAILED, error=message, kind=ctx.kind,
+                               result=getattr(err, "result", None))
         finally:
             self._running.pop(job_id, None)
             _LIVE_IN_PROCESS.discard((self._store_key, job_id))
@@ -443,8 +450,8 @@ class JobRunner:
             progress, self._progress = self._progress, {}
             try:
                 async with self.store.transaction() as tx:
-                    for job_id, ts, line in logs:
-                        await self.store.jobs.log(tx, job_id, ts, line)
+                    if logs:
+                        await self.store.jobs.log_many(tx, logs)
                     for job_id, (fraction, phase) in progress.items():
                         fields: dict[str, Any] = {"progress": fraction}
                         if phase is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from fleet.core.values import DOCUMENTATION4, is_public_ipv4  # one rule, in core
 from fleet.core.values import parse_mac  # noqa: F401  (one MAC parser, in core)
 
 __all__ = [
@@ -106,31 +107,12 @@ def parse_host(value: str) -> str:
     return s
 
 
-_NOT_PUBLIC = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-    )
-)
-
-
 def is_private_ipv4(addr: ipaddress.IPv4Address) -> bool:
-    """Private in fleet's sense: RFC 1918, CGNAT, loopback, link-local and other non-routed space."""
-    return addr.is_private or addr in _NOT_PUBLIC[2]
+    """Private in fleet's sense: any unicast address that is not public (RFC 1918,
+    CGNAT, loopback, link-local, benchmarking and other non-routed space), plus
+    the documentation ranges (usable on either side in examples)."""
+    if addr.is_multicast:
+        return False
+    return not is_public_ipv4(addr) or any(addr in n for n in DOCUMENTATION4)
 
 
-def is_public_ipv4(addr: ipaddress.IPv4Address) -> bool:
-    """Not RFC 1918/CGNAT/loopback/link-local/multicast/reserved.
-
-    Documentation ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)
-    count as public so example profiles can use them.
-    """
-    return not any(addr in n for n in _NOT_PUBLIC)

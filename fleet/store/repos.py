@@ -94,6 +94,11 @@ class MachineRepo(_Repo):
     async def count(self) -> int:
         return (await self.store.fetchone("SELECT count(*) FROM machines"))[0]
 
+    async def first(self, limit: int) -> list[Machine]:
+        """The first `limit` machines by MAC (a console's first screen)."""
+        rows = await self.store.fetchall(_MACHINE_SELECT + " ORDER BY m.mac LIMIT ?", (limit,))
+        return [_machine_from(r) for r in rows]
+
     async def states(self) -> dict[str, MachineState]:
         """MAC -> state for every machine: what the boot hot path's view needs."""
         rows = await self.store.fetchall("SELECT mac, state FROM machines")
@@ -177,6 +182,27 @@ class NodeRepo(_Repo):
         keys = await self._keys(None)
         return [_node_from(r, keys.get(r["name"], ())) for r in rows]
 
+    async def first(self, limit: int) -> list[Node]:
+        """The first `limit` nodes by name (a console's first screen)."""
+        rows = await self.store.fetchall("SELECT * FROM nodes ORDER BY name LIMIT ?", (limit,))
+        found = await self.store.fetchall(
+            "SELECT * FROM host_keys WHERE node IN (SELECT name FROM nodes ORDER BY name "
+            "LIMIT ?) ORDER BY node, key_type", (limit,))
+        keys: dict[str, list[HostKey]] = {}
+        for r in found:
+            keys.setdefault(r["node"], []).append(HostKey(
+                key_type=r["key_type"], key=r["key"], fingerprint=r["fingerprint"],
+                source=r["source"], added_at=r["added_at"]))
+        return [_node_from(r, tuple(keys.get(r["name"], ()))) for r in rows]
+
+    async def count(self) -> int:
+        return (await self.store.fetchone("SELECT count(*) FROM nodes"))[0]
+
+    async def sources(self) -> dict[str, str]:
+        """name -> source ("profile", "callhome"...) without loading every node."""
+        rows = await self.store.fetchall("SELECT name, source FROM nodes")
+        return {r[0]: r[1] for r in rows}
+
     async def _keys(self, names: list[str] | None) -> dict[str, tuple[HostKey, ...]]:
         if names is None:
             rows = await self.store.fetchall("SELECT * FROM host_keys ORDER BY node, key_type")
@@ -223,6 +249,21 @@ class NodeRepo(_Repo):
             await tx.execute("UPDATE nodes SET reachability=?, last_error=? WHERE name=?",
                              (reachability.value, error, name))
 
+    async def set_reachability_many(self, tx: "aiosqlite.Connection", when: float,
+                                    rows: Iterable[tuple[str, Reachability, str | None]]
+                                    ) -> None:
+        """(name, reachability, error) for many nodes in two executemany calls."""
+        rows = list(rows)
+        up = [(Reachability.REACHABLE.value, when, n) for n, r, _ in rows
+              if r is Reachability.REACHABLE]
+        down = [(r.value, e, n) for n, r, e in rows if r is not Reachability.REACHABLE]
+        if up:
+            await tx.executemany("UPDATE nodes SET reachability=?, last_seen=?, "
+                                 "last_error=NULL WHERE name=?", up)
+        if down:
+            await tx.executemany("UPDATE nodes SET reachability=?, last_error=? WHERE name=?",
+                                 down)
+
     async def delete(self, tx: "aiosqlite.Connection", name: str) -> None:
         await tx.execute("DELETE FROM nodes WHERE name = ?", (name,))
 
@@ -254,6 +295,14 @@ class EventRepo(_Repo):
                 (e.ts, e.kind, e.subject, e.severity.value, e.message, _json(dict(e.data))))
             ids.append(cur.lastrowid)
         return ids
+
+    async def append_many(self, tx: "aiosqlite.Connection", events: Iterable[Event]) -> None:
+        """Like append, in one executemany (one thread hop for 1000 events); no ids."""
+        await tx.executemany(
+            "INSERT INTO events (ts, kind, subject, severity, message, data) "
+            "VALUES (?,?,?,?,?,?)",
+            [(e.ts, e.kind, e.subject, e.severity.value, e.message, _json(dict(e.data)))
+             for e in events])
 
     async def since(self, after_id: int, limit: int = 1000) -> list[Event]:
         rows = await self.store.fetchall(
@@ -362,6 +411,14 @@ class JobRepo(_Repo):
             "INSERT INTO job_logs (job, seq, ts, line) VALUES "
             "(?, (SELECT coalesce(max(seq), 0) + 1 FROM job_logs WHERE job = ?), ?, ?)",
             (job_id, job_id, ts, line))
+
+    async def log_many(self, tx: "aiosqlite.Connection",
+                       rows: Iterable[tuple[int, float, str]]) -> None:
+        """Several (job, ts, line) log lines in one executemany, in order."""
+        await tx.executemany(
+            "INSERT INTO job_logs (job, seq, ts, line) VALUES "
+            "(?, (SELECT coalesce(max(seq), 0) + 1 FROM job_logs WHERE job = ?), ?, ?)",
+            [(job_id, job_id, ts, line) for job_id, ts, line in rows])
 
     async def logs(self, job_id: int, after_seq: int = 0) -> list[tuple[int, float, str]]:
         rows = await self.store.fetchall(

@@ -21,10 +21,11 @@ Part 2: 1000 nodes: 500 reachable (the N sshds on port 22 plus more sshds on por
 unreachable (the 20 nft-dropped addresses 10.91.0.230-249 x 25 ports each: a
 dropped SYN never answers whatever the port, so no sshd is needed). Profile
 connect_timeout 2 s; all 1000 must be classified (ok / unreachable) with every
-unreachable one at most connect_timeout + 1 s after the run starts. Run once
-with the pool's defaults and once with opens_per_jump raised to 1024 (the
-default of 128 pending direct-tcpip opens per jump queues 500 blackholed opens
-in ~4 waves).
+unreachable one at most connect_timeout + 1 s after the run starts. Run with
+the pool's defaults (1024 open slots per jump, each given back after 0.2 s if
+the open is unanswered); with --compare-old also with the old setting (128
+slots held until the open is answered or times out: 500 blackholed opens
+queued in ~4 waves of connect_timeout).
 
 Read the ratios, not the seconds: the 2-core box is shared with the sshds.
 """
@@ -212,8 +213,8 @@ class Bench:
         d.mkdir(exist_ok=True)
         path = f"{d}/%h"
         t0 = time.monotonic()
-        cp = sh(f"xargs -P50 -I{{}} {self.ssh} -J {JUMP} -o ControlMaster=yes "
-                f"-o ControlPath={path} -o ControlPersist=600 -N -f root@{{}} < {q(self.hosts)}")
+        sh(f"xargs -P50 -I{{}} {self.ssh} -J {JUMP} -o ControlMaster=yes "
+            f"-o ControlPath={path} -o ControlPersist=600 -N -f root@{{}} < {q(self.hosts)}")
         opened = time.monotonic() - t0
         masters = len(list(d.iterdir()))
         print(f"  ({masters} node masters opened in {opened:.1f}s, not timed)", flush=True)
@@ -257,7 +258,8 @@ class Bench:
                   f"{'MET' if warm <= 0.5 else 'NOT MET'}")
 
 
-def part_1000(fleet: SshFleet, work: Path, n_base: int) -> None:
+def part_1000(fleet: SshFleet, work: Path, n_base: int, compare_old: bool = False,
+              variants: tuple[str, ...] = ()) -> None:
     from fleet.access.api import AccessAPI
     from fleet.access.pool import PoolOptions
 
@@ -318,8 +320,16 @@ def part_1000(fleet: SshFleet, work: Path, n_base: int) -> None:
             await engine.close()
 
     print(f"1000 nodes (500 reachable, 500 dropped), connect_timeout {ct:g}s, parallel 1000:")
-    asyncio.run(go(PoolOptions(), "pool defaults (opens_per_jump 128)"))
-    asyncio.run(go(PoolOptions(opens_per_jump=1024), "opens_per_jump 1024"))
+    d = PoolOptions()
+    asyncio.run(go(d, f"pool defaults (opens {d.opens_per_jump}, hold {d.open_slot_hold:g}s)"))
+    if compare_old:  # before: 128 slots, each held until answered or timed out
+        asyncio.run(go(PoolOptions(opens_per_jump=128, open_slot_hold=ct),
+                       "old: opens 128 held to timeout"))
+    for v in variants:  # HANDSHAKES_PER_JUMP:OPENS_PER_JUMP:OPEN_SLOT_HOLD
+        hs, opens, hold = v.split(":")
+        asyncio.run(go(PoolOptions(handshakes_per_jump=int(hs), opens_per_jump=int(opens),
+                                   open_slot_hold=float(hold)),
+                       f"hs {hs}, opens {opens}, hold {hold}s"))
 
 
 def main() -> int:
@@ -328,6 +338,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-1000", action="store_true")
     ap.add_argument("--only-1000", action="store_true")
+    ap.add_argument("--variants", default="", metavar="HS:OPENS:HOLD,...",
+                    help="part 2 also with these PoolOptions (handshakes_per_jump, "
+                         "opens_per_jump, open_slot_hold)")
+    ap.add_argument("--compare-old", action="store_true",
+                    help="part 2 also with the old pool setting (128 open slots per jump, "
+                         "each held until its open is answered or times out)")
     ap.add_argument("--cold-caps", metavar="K,K", default="",
                     help="also time cold exec in one process with handshakes_per_jump=K")
     ap.add_argument("--only-caps", action="store_true",
@@ -367,7 +383,8 @@ def main() -> int:
             b.pssh()
             b.table()
         if not args.skip_1000:
-            part_1000(fleet, work, args.nodes)
+            part_1000(fleet, work, args.nodes, args.compare_old,
+                      tuple(v for v in args.variants.split(",") if v))
         fleet.close()
     finally:
         if topo is not None:

@@ -22,6 +22,7 @@ import asyncssh
 import pytest
 from asyncssh.forward import SSHForwarder
 
+from fleet.access.exec import guarded
 from fleet.access.pool import PoolOptions
 from fleet.access.routes import OperatorIPv6
 from fleet.core.model import HostKey, JobState, Reachability
@@ -151,19 +152,37 @@ class Lab:
             lab.sessions_max[name] = max(lab.sessions_max.get(name, 0), sessions["now"])
             try:
                 cmd = p.command or ""
-                if cmd == "hostname":
+                if cmd in ("hostname", guarded("hostname")):
                     p.stdout.write(name + "\n")
                     p.exit(0)
                     return
+                # like sshd: the session is its own process group and the
+                # channel's stdin is the command's stdin (fleet's guard reads it)
                 proc = await asyncio.create_subprocess_shell(
-                    cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                    env=dict(os.environ, NODE=name), start_new_session=True)
+                    cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE, env=dict(os.environ, NODE=name),
+                    start_new_session=True)
                 lab.procs.append(proc)
+
+                async def feed():
+                    try:
+                        while data := await p.stdin.read(4096):
+                            proc.stdin.write(data.encode())
+                    except Exception:  # the channel went away
+                        pass
+                    finally:
+                        with contextlib.suppress(Exception):
+                            proc.stdin.close()
+
+                feeder = asyncio.ensure_future(feed())
                 try:
-                    out, err = await proc.communicate()
+                    out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                    await proc.wait()
                 except asyncio.CancelledError:
                     proc.kill()
                     raise
+                finally:
+                    feeder.cancel()
                 p.stdout.write(out.decode())
                 p.stderr.write(err.decode())
                 p.exit(proc.returncode)
@@ -348,6 +367,35 @@ async def test_twenty_blackholed_fail_together_within_connect_timeout(lab, tmp_p
         await engine.close()
 
 
+async def test_blackholed_opens_give_their_slot_back(lab, tmp_path):
+    """With only 4 open slots per jump, 40 blackholed nodes would take 10 waves of
+    connect_timeout if each held its slot until timing out; a slot is held for
+    open_slot_hold only, so all 40 fail within one connect_timeout (+ margin) and
+    the live nodes are not delayed by them."""
+    from fleet.access.api import AccessAPI
+
+    extra = "".join(f"  - {{name: bh{i:02d}, site: lo, address: {BLACKHOLE}, port: {2000 + i}}}\n"
+                    for i in range(40))
+    engine = await open_engine(lab, tmp_path, connect_timeout=1.0, extra_nodes=extra)
+    engine.__dict__["access"] = AccessAPI(
+        engine, PoolOptions(opens_per_jump=4, open_slot_hold=0.05), OperatorIPv6())
+    try:
+        names = [f"bh{i:02d}" for i in range(40)]
+        nodes = await engine.access.targets(names + NODES)
+        t0 = time.monotonic()
+        done: dict[str, float] = {}
+        report = await engine.access.exec(
+            nodes, "hostname", parallel=100,
+            on_result=lambda r: done.setdefault(r.node, time.monotonic() - t0))
+        kinds = {r.node: r.error_kind for r in report.results}
+        assert [kinds[n] for n in names] == ["unreachable"] * 40
+        assert [kinds[n] for n in NODES] == ["ok"] * 5
+        assert max(done[n] for n in names) < 1.0 + 1.0, done  # not 10 waves of 1 s
+        assert max(done[n] for n in NODES) < 1.0, done
+    finally:
+        await engine.close()
+
+
 async def test_handshakes_per_jump_and_per_target_are_capped(lab, tmp_path):
     for i in range(40):
         await lab.start_node(f"m{i:02d}", f"127.0.0.{100 + i}")
@@ -366,7 +414,7 @@ async def test_handshakes_per_jump_and_per_target_are_capped(lab, tmp_path):
         nodes = await engine.access.targets(select="name=m*")
         report = await engine.access.exec(nodes, "hostname", parallel=40)
         assert not report.failed, [r.error for r in report.failed]
-        assert 2 <= lab.auth_max <= 8  # handshakes through j1 at once
+        assert 2 <= lab.auth_max <= PoolOptions().handshakes_per_jump  # through j1 at once
         nodes = await engine.access.targets(select="name=a*")
         report = await engine.access.exec(nodes, "hostname", parallel=30, keep_output=True)
         assert not report.failed, [r.error for r in report.failed]
@@ -389,7 +437,7 @@ async def test_sessions_per_connection_are_capped(lab, tmp_path):
 
         out = await asyncio.gather(*(one() for _ in range(20)))
         assert out == ["hi"] * 20
-        assert lab.sessions_max["n01"] == 8
+        assert lab.sessions_max["n01"] == PoolOptions().sessions_per_connection
     finally:
         await engine.close()
 
@@ -462,8 +510,12 @@ async def test_jump_killed_mid_run_work_completes_through_second(lab, tmp_path):
     try:
         api = engine.access
         nodes = await api.targets(NODES)
-        task = asyncio.ensure_future(api.exec(nodes, "sleep 0.5; echo done", keep_output=True))
-        await asyncio.sleep(0.3)
+        task = asyncio.ensure_future(api.exec(nodes, "sleep 1; echo done", keep_output=True))
+        for _ in range(100):  # every command running (through j1) before j1 dies
+            if len(lab.procs) >= len(NODES):
+                break
+            await asyncio.sleep(0.02)
+        assert len(lab.procs) >= len(NODES)
         await lab.servers["j1"].kill()
         report = await task
         assert not report.failed, [r.error for r in report.failed]
@@ -652,3 +704,163 @@ async def test_cancelled_exec_is_recorded_as_cancelled(lab, tmp_path):
         assert not report.failed
     finally:
         await engine.close()
+
+
+async def test_exec_is_a_job_with_progress_logs_result_and_ssh_command_events(lab, tmp_path):
+    engine = await open_engine(lab, tmp_path)
+    try:
+        api = engine.access
+        report = await api.exec(await api.targets(NODES + ["bh"]), "hostname")
+        assert report.state == "succeeded" and not report.failed
+        job = await engine.jobs.get(report.job_id)
+        assert job.kind == "exec" and job.state is JobState.SUCCEEDED
+        assert job.progress == 1.0 and job.phase == "6/6 nodes"
+        assert job.result["nodes"] == 6 and job.result["ok"] == 6
+        assert job.result["exit_codes"] == {n: 0 for n in NODES + ["bh"]}
+        logs = [line for _, _, line in await engine.jobs.logs(report.job_id)]
+        assert sorted(l.split(":")[0] for l in logs) == sorted(NODES + ["bh"])
+        assert all(": ok exit 0 in " in l for l in logs), logs
+        about = [e.kind for e in await engine.events(200) if e.subject == str(report.job_id)]
+        for kind in ("job.queued", "job.started", "job.succeeded", "exec.started",
+                     "exec.finished"):
+            assert kind in about, (kind, about)
+        cmds = await events_of(engine, "ssh.command")
+        assert len(cmds) == 6
+        by_node = {e.data["node"]: e for e in cmds}
+        assert set(by_node) == set(NODES + ["bh"])
+        assert all(e.subject == e.data["node"] for e in cmds)
+        assert {e.data["command"] for e in cmds} == {"hostname"}  # verbatim, not the guard
+        assert by_node["bh"].data["via"] is None and by_node["n01"].data["via"] == "j1"
+        assert {e.data["job"] for e in cmds} == {report.job_id}
+
+        # a failing node: the job fails, and keeps the summary as its result
+        bad = await api.exec(await api.targets(["n01", "island"]), "hostname")
+        job = await engine.jobs.get(bad.job_id)
+        assert job.state is JobState.FAILED and bad.state == "failed"
+        assert job.result["failed"] == 1 and job.result["by_kind"] == {"ok": 1,
+                                                                       "unreachable": 1}
+        # island has no route: nothing was sent to it, so no ssh.command
+        cmds = [e for e in await events_of(engine, "ssh.command") if e.data["job"] == bad.job_id]
+        assert [e.data["node"] for e in cmds] == ["n01"]
+    finally:
+        await engine.close()
+
+
+async def test_ssh_command_events_for_1000_commands_are_batched(lab, tmp_path):
+    """CommandLog: 1000 commands become 1000 events in one transaction."""
+    engine = await open_engine(lab, tmp_path)
+    try:
+        log = engine.access.commands
+        commits = []
+        engine.store.on_commit(lambda: commits.append(1))
+        for i in range(1000):
+            log.add(f"n{i}", "true", via="j1", job=7)
+        await log.flush()
+        assert len(commits) == 1
+        cmds = [
+            e for e in await engine.events(2000) if e.kind == "ssh.command"]
+        assert len(cmds) == 1000
+        assert cmds[0].data == {"node": cmds[0].subject, "command": "true", "via": "j1",
+                                "job": 7}
+    finally:
+        await engine.close()
+
+
+async def test_exec_cancelled_by_another_process(lab, tmp_path, xdg):
+    """`fleet --headless job cancel ID` (another process) while exec runs here: the
+    exec stops within a second or so, its report says cancelled, the remote
+    commands are killed (the guard), and the job stays cancelled."""
+    engine = await open_engine(lab, tmp_path)
+    try:
+        api = engine.access
+        nodes = await api.targets(["n01", "n02"])
+        task = asyncio.ensure_future(api.exec(nodes, "sleep 30"))
+        for _ in range(100):
+            jobs = await engine.store.jobs.list()
+            if jobs and jobs[0].state is JobState.RUNNING and len(lab.procs) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        job_id = jobs[0].id
+        await asyncio.sleep(0.2)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleet", "--headless", "--profile",
+            str(tmp_path / "lab.yaml"), "job", "cancel", str(job_id),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=xdg)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        t0 = time.monotonic()
+        report = await asyncio.wait_for(task, 10)
+        assert time.monotonic() - t0 < 3
+        assert report.state == "cancelled" and report.cancelled
+        assert [r.error_kind for r in report.results] == ["cancelled", "cancelled"]
+        assert len(report.failed) == 2
+        for _ in range(60):  # the guard killed the commands when their channels closed
+            if all(p.returncode is not None for p in lab.procs):
+                break
+            await asyncio.sleep(0.05)
+        assert all(p.returncode is not None for p in lab.procs)
+        job = await engine.jobs.get(job_id)
+        assert job.state is JobState.CANCELLED
+        finished = await events_of(engine, "exec.finished")
+        assert finished[-1].data["state"] == "cancelled"
+        assert not [e for e in await engine.events(200)
+                    if e.subject == str(job_id) and e.kind in ("job.failed", "job.succeeded")]
+    finally:
+        await engine.close()
+
+
+async def test_command_log_flush_inside_a_transaction_does_not_deadlock(lab, tmp_path):
+    """exec's finish flushes queued ssh.command events inside its own transaction
+    while the batcher's timer may be flushing too (waiting for that transaction):
+    neither may wait for the other."""
+    engine = await open_engine(lab, tmp_path)
+    try:
+        log = engine.access.commands
+        log.add("n01", "echo one")
+        async with engine.store.transaction() as tx:
+            background = asyncio.ensure_future(log.flush())  # waits for the store
+            await asyncio.sleep(0.05)
+            log.add("n02", "echo two")
+            await asyncio.wait_for(log.flush(tx), 2)
+        await asyncio.wait_for(background, 2)
+        cmds = sorted(e.data["command"] for e in await engine.events(50)
+                      if e.kind == "ssh.command")
+        assert cmds == ["echo one", "echo two"]
+    finally:
+        await engine.close()
+
+
+async def test_coalesced_jump_writes_keep_order_and_survive_close():
+    """The jump connection's writes are joined per loop turn (fleet.access.pool.
+    _coalesce_writes): nothing is lost or reordered, also when the transport is
+    closed in the same turn as the writes."""
+    import socket
+
+    from fleet.access.pool import _coalesce_writes
+
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+
+    class Conn:  # what _coalesce_writes looks at on an SSHClientConnection
+        _transport = transport
+
+    _coalesce_writes(Conn)
+    assert "write" in vars(transport)
+    chunks = [f"{i:04d}".encode() * (i % 7 + 1) for i in range(300)]
+    for c in chunks:
+        transport.write(c)
+    transport.close()  # same turn: the queued bytes go out first
+    b.setblocking(False)
+    got = bytearray()
+    for _ in range(200):
+        try:
+            data = b.recv(65536)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+            continue
+        if not data:
+            break
+        got += data
+    b.close()
+    assert bytes(got) == b"".join(chunks)

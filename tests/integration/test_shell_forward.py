@@ -6,7 +6,6 @@ shell of their own and direct-tcpip allowed."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -349,7 +348,15 @@ async def test_forward_and_http_check_through_jump(lab, web, tmp_path):
                 r = await client.get(f"http://127.0.0.1:{port}/a")
             assert r.status_code == 200 and r.text == "ok /a"
         finally:
-            fwd.close()
+            await fwd.aclose()
+        # the access layer writes the forward's events (console and CLI alike)
+        opened = [e for e in await engine.events(50) if e.kind == "forward.opened"]
+        closed = [e for e in await engine.events(50) if e.kind == "forward.closed"]
+        assert len(opened) == 1 and len(closed) == 1
+        assert opened[0].subject == "n1" and opened[0].data == closed[0].data
+        assert opened[0].data == {"node": "n1", "listen_host": "127.0.0.1",
+                                  "listen_port": port, "remote_host": "127.0.0.1",
+                                  "remote_port": web.port, "via": "j1"}
         rec = await api.http_check("n1", f"{web.port}/b")
         assert rec["status"] == 200 and rec["ok"] and rec["via"] == "j1"
         assert rec["latency_ms"] > 0 and rec["bytes"] == len("ok /b")
@@ -377,6 +384,25 @@ async def test_forward_port_in_use_is_exit_3(lab, web, tmp_path):
 
 
 # ----------------------------------------------------------------------------- liveness
+
+async def test_check_is_the_access_layers_liveness_probe(lab, tmp_path):
+    """engine.access.check(): what `fleet --headless check NODE` prints, for the
+    console as well."""
+    from fleet.errors import UnknownTarget
+
+    engine = await open_engine(lab)
+    try:
+        rec = await engine.access.check("n1")
+        assert rec["ok"] and rec["via"] == "j1" and rec["error"] is None
+        assert rec["latency_ms"] >= 0 and rec["connect_ms"] >= 0
+        await lab.kill("n2")
+        rec = await engine.access.check("n2", timeout=1.0)
+        assert not rec["ok"] and rec["error"].startswith("unreachable")
+        with pytest.raises(UnknownTarget):
+            await engine.access.check("nosuch")
+    finally:
+        await engine.close()
+
 
 async def test_liveness_events_only_on_change(lab, tmp_path):
     engine = await open_engine(lab)
@@ -445,3 +471,17 @@ async def test_cli_forward_prints_address_and_stops_on_sigint(lab, web, xdg):
     proc = await _fleet(lab, xdg, "forward", "n1", "80")
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and b"LOCAL:[HOST:]REMOTE" in err
+
+
+async def test_cli_check_ssh_through_the_access_layer(lab, xdg):
+    import json
+
+    proc = await _fleet(lab, xdg, "check", "n1", "-o", "json")
+    out, err = await asyncio.wait_for(proc.communicate(b""), 30)
+    assert proc.returncode == 0, err
+    rec = json.loads(out)
+    assert rec["node"] == "n1" and rec["ok"] and rec["via"] == "j1" and rec["check"] == "ssh"
+    await lab.kill("n2")
+    proc = await _fleet(lab, xdg, "check", "n2")
+    out, err = await asyncio.wait_for(proc.communicate(b""), 30)
+    assert proc.returncode == 1 and b"n2: unreachable" in out, (out, err)

@@ -352,11 +352,11 @@ def _sleepers(tag: str) -> list[int]:
     return out
 
 
-async def test_cancelled_exec_asks_nodes_to_kill_the_command(ssh_fleet, tmp_path, env):
-    """Cancelling (Ctrl-C) closes each command's channel after asking sshd to KILL
-    it. OpenSSH 9.2 refuses signals in root sessions ("session signalling requires
-    privilege separation"), so as root a command that never writes outlives the
-    channel, as with `ssh host cmd` without -t; fleet asked, and says so in the log."""
+async def test_cancelled_exec_kills_the_remote_command(ssh_fleet, tmp_path, env):
+    """Cancelling (Ctrl-C, task.cancel()) closes each command's channel. OpenSSH 9.2
+    refuses signals in root sessions and sends no SIGHUP to a session without a
+    PTY, so fleet's guard (fleet.access.exec.guarded) kills the command's process
+    group when its channel closes: the `sleep` is gone from the nodes."""
     fleet = ssh_fleet(2, jumps=("gw1",))
     path = write_profile(tmp_path, fleet, fleet.nodes, site_jumps=("gw1",))
     engine = await Engine.open(path)
@@ -375,15 +375,82 @@ async def test_cancelled_exec_asks_nodes_to_kill_the_command(ssh_fleet, tmp_path
         assert time.monotonic() - t0 < 1.0
         job = (await engine.store.jobs.list())[0]
         assert job.state.value == "cancelled"
-        for _ in range(40):
-            if all("session_signal_req" in n.log_text() for n in fleet.nodes):
+        for _ in range(60):
+            if not _sleepers("77.5"):
                 break
             await asyncio.sleep(0.05)
-        assert all("session_signal_req" in n.log_text() for n in fleet.nodes)
-        report = await engine.access.exec(nodes, "hostname")  # the pool is still good
+        assert _sleepers("77.5") == []
+        # seen from the nodes too, with a second exec on the same pooled connections
+        report = await engine.access.exec(nodes, "pgrep -f 'sleep 77[.]5' || echo none",
+                                          keep_output=True)
         assert not report.failed
+        assert all(r.stdout == ["none"] for r in report.results), report.results
     finally:
         await engine.close()
         for pid in _sleepers("77.5"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_exec_cli_cancelled_by_job_cancel_from_another_process(ssh_fleet, tmp_path,
+                                                                      env):
+    """`fleet --headless job cancel ID` while `fleet --headless exec` runs: the exec
+    stops its remote commands, the job ends cancelled (not overwritten when exec
+    finishes), the exec CLI exits 1 naming the cancel; job.* and ssh.command events."""
+    fleet = ssh_fleet(3, jumps=("gw1",))
+    path = write_profile(tmp_path, fleet, fleet.nodes, site_jumps=("gw1",))
+    base = [sys.executable, "-m", "fleet", "--headless", "--profile", str(path)]
+    proc = await asyncio.create_subprocess_exec(
+        *base, "exec", "--select", "all", "-o", "jsonl", "--", "sleep 88.25",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO)
+    try:
+        for _ in range(200):
+            if len(_sleepers("88.25")) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert len(_sleepers("88.25")) == 3
+        cp = await asyncio.to_thread(subprocess.run, [*base, "jobs", "-o", "json"],
+                                     capture_output=True, text=True, cwd=REPO)
+        assert cp.returncode == 0, cp.stderr
+        running = [j for j in json.loads(cp.stdout) if j["kind"] == "exec"]
+        assert running and running[0]["state"] == "running", running
+        job_id = running[0]["id"]
+        t0 = time.monotonic()
+        cp = await asyncio.to_thread(subprocess.run, [*base, "job", "cancel", str(job_id)],
+                                     capture_output=True, text=True, cwd=REPO)
+        assert cp.returncode == 0, cp.stderr
+        out, err = await asyncio.wait_for(proc.communicate(), 15)
+        took = time.monotonic() - t0
+        assert proc.returncode == 1, (out, err)
+        assert f"exec job {job_id} was cancelled" in err.decode()
+        assert took < 5, took
+        recs = [json.loads(line) for line in out.decode().splitlines()]
+        results = [r for r in recs if r["type"] == "result"]
+        assert sorted(r["error_kind"] for r in results) == ["cancelled"] * 3
+        assert recs[-1]["type"] == "summary" and recs[-1]["failed"] == 3
+        for _ in range(60):
+            if not _sleepers("88.25"):
+                break
+            await asyncio.sleep(0.05)
+        assert _sleepers("88.25") == []
+        engine = await Engine.open(path)
+        try:
+            job = await engine.jobs.get(job_id)
+            assert job.state.value == "cancelled"  # not overwritten by the exec's end
+            kinds = [e.kind for e in await engine.events(200) if e.subject == str(job_id)]
+            assert "job.started" in kinds and "job.cancelled" in kinds
+            assert "job.failed" not in kinds and "job.succeeded" not in kinds
+            cmds = await events_of(engine, "ssh.command")
+            assert sorted(e.data["node"] for e in cmds) == sorted(n.name for n in fleet.nodes)
+            assert {e.data["command"] for e in cmds} == {"sleep 88.25"}
+            assert {e.data["via"] for e in cmds} == {"gw1"}
+            assert {e.data["job"] for e in cmds} == {job_id}
+        finally:
+            await engine.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for pid in _sleepers("88.25"):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
