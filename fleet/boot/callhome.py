@@ -12,7 +12,7 @@ Token rules (see fleet.tokens for the format):
   state leased/provisioning/stalled, never used before (`token_used_at`).
 - template: purpose "template", for the machine's current active lease, in
   state leased/provisioning/stalled.
-- wipe: purpose "wipe", numbered with the second the machine entered
+- wipe (fleet.boot.wipe): purpose "wipe", numbered with the second the machine entered
   `wiping`, valid while it still is in that state.
 
 Events never contain a token: a rejection names the lease id the token
@@ -38,8 +38,7 @@ import asyncssh
 from fleet.core import lifecycle as lc
 from fleet.core.model import Event, HostKey, Lease, Machine, MachineState, Node, Severity
 from fleet.core.values import check_hostname, check_ipv4
-from fleet.errors import BadInput
-from fleet.tokens import CALLHOME, TEMPLATE, WIPE, TokenSigner
+from fleet.tokens import CALLHOME, TEMPLATE, TokenSigner
 from fleet.access.trust import key_record
 
 S = MachineState
@@ -238,12 +237,6 @@ async def machine_for_template(engine, token: str) -> Machine:
     return machine
 
 
-def wipe_token(engine, machine: Machine) -> str:
-    if machine.state is not S.WIPING:
-        raise ValueError(f"{machine.mac} is not wiping")
-    return engine.tokens.issue(int(machine.state_since), machine.mac, WIPE)
-
-
 def template_token(engine, machine: Machine) -> str:
     if machine.lease is None:
         raise ValueError(f"{machine.mac} has no lease")
@@ -329,35 +322,3 @@ def _peer_ipv4(peer: str) -> str | None:
         return check_ipv4(text)
     except ValueError:
         return None
-
-
-# -- wipe ------------------------------------------------------------------------------
-
-async def report_wiped(engine, token: str, peer: str, *,
-                       limiter: RejectionLimiter | None = None) -> Machine:
-    """A wipe script reports its disk clear: WipeDone (wiping -> discovered)."""
-    try:
-        machine = await _machine_for_wipe(engine, token)
-        try:
-            transition = await engine.advance(machine.mac, lc.WipeDone())
-        except BadInput as err:  # it changed state since we looked
-            raise Rejected(str(err)) from None
-        return transition.machine
-    except CallhomeError as err:
-        await record_rejection(engine, "wipe.rejected", err, peer, what="wipe report",
-                               limiter=limiter)
-        raise
-
-
-async def _machine_for_wipe(engine, token: str) -> Machine:
-    if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
-        raise Rejected("malformed token")
-    number = TokenSigner.lease_id_of(token)
-    if number is None:
-        raise Rejected("malformed token")
-    for machine in await engine.store.machines.list(S.WIPING):
-        if int(machine.state_since) != number:
-            continue
-        if engine.tokens.verify(token, number, machine.mac, WIPE):
-            return machine
-    raise Rejected("no machine is wiping with this token")

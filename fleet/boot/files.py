@@ -59,6 +59,9 @@ class BootFiles:
         if uefi_binary not in _X64_BINARIES:
             raise ValueError(f"uefi_binary must be one of {', '.join(_X64_BINARIES)}")
         self.uefi_binary = uefi_binary
+        # fleet.boot.assigned.AssignedArtifacts while the HTTP service runs: names
+        # not found above resolve to the distributor's assigned artifacts
+        self.assigned = None
 
     # -- lookups ------------------------------------------------------------------
 
@@ -92,6 +95,8 @@ class BootFiles:
             path = _confined(folder, clean)
             if path is not None:
                 return path
+        if self.assigned is not None:
+            return self.assigned.find(clean)
         return None
 
     def ipxe_binary_for(self, arch: FirmwareArch) -> str | None:

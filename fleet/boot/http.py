@@ -5,18 +5,23 @@ URL scheme (`<base>` is `http://<distributor address>:<port>`):
     GET  /boot/<mac>.ipxe[?uuid=&serial=&manufacturer=&product=&buildarch=&platform=&ipxe=]
                                  the machine's iPXE script, as the policy decides
                                  (MAC as aa:bb:.., aa-bb-.. or aabbccddeeff)
+    GET  /boot/<mac>/sub/<name>.ipxe
+                                 a subscript of the machine's iPXE menu (fleet.boot.menus)
     GET  /templates/<token>      the lease's rendered kickstart/preseed/cloud-init
     POST /api/callhome           {"token", "hostname", "address", "host_keys"} (JSON)
-    GET  /api/wiped/<token>      a wipe script reports the disk clear
+    POST /api/wiped              the wiper's report {"token", "disks", "failed"} (JSON;
+                                 fleet.boot.wipe)
+    GET  /wiper/<id>/<name>      the wiper's vmlinuz and initrd.gz (fleet.build.wiper)
     GET  /ipxe/<name>            iPXE binaries (BootFiles.resolve)
     GET  /files/<path>           files under the distributor's folders (Range, HEAD)
+    GET  /artifacts/<name>       the distributor's assigned artifacts (fleet.boot.assigned)
     GET  /healthz                "ok"
 
 The routes are thin: the policy (`fleet.boot.policy`) says what a machine
 boots, `fleet.boot.scripts` and `fleet.boot.templates` write the text, and
 `fleet.boot.callhome` checks tokens and applies lifecycle changes through the
 engine. Tokens never reach a log line or an event; request bodies are limited
-to 64 KiB; `/boot`, `/templates` and `/api/wiped` refuse HEAD (it would count
+to 64 KiB; `/boot` and `/templates` refuse HEAD (it would count
 as a boot or a report).
 """
 
@@ -32,7 +37,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from fleet.boot import callhome, policy, scripts
+from fleet.boot import callhome, menus, policy, scripts, wipe
+from fleet.boot.assigned import AssignedArtifacts
 from fleet.boot.policy import Action
 from fleet.boot.templates import (MAX_TEMPLATE_BYTES, TemplateError, TemplateValues,
                                   render_deployment)
@@ -41,13 +47,14 @@ from fleet.core.arch import FirmwareArch
 from fleet.core.model import Machine, MachineState, Severity
 from fleet.core.values import parse_mac
 from fleet.errors import BadInput
+from fleet.configure import postboot
 from fleet.configure.keys import authorized_keys_for
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 IPXE_TYPE = "text/plain"
-_SECRET_PATH = re.compile(r"^(/templates/|/api/wiped/)[^/]*")
+_SECRET_PATH = re.compile(r"^(/templates/)[^/]*")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
@@ -64,6 +71,9 @@ class HttpService:
         self.files = files
         self.port: int = 0
         self.limiter = callhome.RejectionLimiter()
+        self.assigned = AssignedArtifacts(engine, site_name)
+        if not engine.read_only:
+            postboot.register(engine)  # this process runs (and retries) post-boot jobs
         self._runner: web.AppRunner | None = None
         self.app = self._make_app()
 
@@ -82,10 +92,13 @@ class HttpService:
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]
+        await self.assigned.start()
+        self.files.assigned = self.assigned  # TFTP resolves them too
         log.info("HTTP for %s on %s:%d", self.site, host, self.port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
+        await self.assigned.stop()
         if runner is not None:
             await runner.cleanup()
 
@@ -99,11 +112,14 @@ class HttpService:
         r = app.router
         r.add_get("/healthz", self.healthz, allow_head=True)
         r.add_get("/boot/{name}", self.boot_script, allow_head=False)
+        r.add_get("/boot/{mac}/sub/{name}", self.boot_subscript, allow_head=False)
         r.add_get("/templates/{token}", self.template, allow_head=False)
         r.add_post("/api/callhome", self.callhome)
-        r.add_get("/api/wiped/{token}", self.wiped, allow_head=False)
+        r.add_post("/api/wiped", self.wiped)
+        r.add_get("/wiper/{aid}/{name}", self.wiper_file, allow_head=True)
         r.add_get("/ipxe/{name}", self.ipxe_file, allow_head=True)
         r.add_get("/files/{path:.*}", self.file, allow_head=True)
+        r.add_get("/artifacts/{path:.*}", self.artifact_file, allow_head=True)
         return app
 
     @web.middleware
@@ -158,18 +174,66 @@ class HttpService:
         decision = policy.decide(machine, engine.profile)
         log.debug("boot %s: %s (%s)", mac, decision.action.value, decision.reason)
         try:
-            if decision.installs:
+            menu = self._menu_of(decision)
+            if menu is not None:  # the operator's menu; its `install` item starts the install
+                text = await self._render_menu(machine, decision, menu.menu)
+            elif decision.installs:
                 text = await self._install(machine, decision)
             elif decision.action is Action.LOCAL:
                 text = scripts.local_boot_script()
             elif decision.action is Action.WIPE:
-                token = callhome.wipe_token(engine, machine)
-                text = scripts.wipe_script(f"{self.base_url()}/api/wiped/{token}")
+                text = await self._wiper(machine)
             else:
                 text = self._hold(reported=bool(query))
         except (TemplateError, scripts.UnsafeValue, OSError, ValueError) as err:
             return await self._render_failed(mac, "boot script", err)
         return _ipxe(text)
+
+    # -- /boot/<mac>/sub/<name>.ipxe: the menu's subscripts -----------------------------
+
+    async def boot_subscript(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        sub = name[:-5] if name.endswith(".ipxe") else ""
+        try:
+            mac = parse_mac(request.match_info["mac"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="not a MAC address\n")
+        machine = await self.engine.store.machines.get(mac)
+        decision = policy.decide(machine, self.engine.profile)
+        menu = self._menu_of(decision)
+        if menu is None or sub not in (*menus.BUILTIN_SUBSCRIPTS, *menu.subscripts):
+            raise web.HTTPNotFound(text="no such subscript for this machine now\n")
+        try:
+            if sub == "install":
+                text = await self._install(machine, decision)
+            elif sub == "local":
+                text = scripts.local_boot_script()
+            else:
+                text = await self._render_menu(machine, decision, menu.subscripts[sub])
+        except (TemplateError, scripts.UnsafeValue, OSError, ValueError) as err:
+            return await self._render_failed(mac, f"subscript {sub}", err)
+        log.info("boot %s: subscript %s", mac, sub)
+        if self.limiter.allow(f"sub:{mac}"):  # a menu in a loop must not flood the log
+            await self.engine.record(self.engine.event(
+                "boot.subscript", mac, f"{mac} fetched iPXE subscript {sub}", subscript=sub,
+                deployment=decision.deployment.name))
+        return _ipxe(text)
+
+    def _menu_of(self, decision: policy.Decision):
+        """The operator's iPXE menu for an installing machine (its deployment's, else
+        the distributor's), or None: the built-in scripts."""
+        if not decision.installs:
+            return None
+        return decision.deployment.ipxe or self.cfg.ipxe
+
+    async def _render_menu(self, machine: Machine, decision: policy.Decision,
+                           path: Path) -> str:
+        lease = machine.lease
+        values = menus.values(mac=machine.mac, hostname=lease.hostname,
+                              address=lease.address or "", arch=machine.arch.value,
+                              deployment=decision.deployment.name, base_url=self.base_url())
+        raw = await asyncio.to_thread(_read_limited, Path(path))
+        return menus.render_script(raw.decode("utf-8"), values, source=Path(path).name)
 
     def _hold(self, reported: bool) -> str:
         return scripts.hold_script(self.base_url(), self.cfg.poll_seconds, self.cfg.hold,
@@ -287,6 +351,7 @@ class HttpService:
             cls = {403: web.HTTPForbidden, 409: web.HTTPConflict}.get(err.status,
                                                                    web.HTTPBadRequest)
             raise cls(text=f"refused: {err.reason}\n")
+        await self._post_boot(node)
         return web.json_response({
             "node": node.name,
             "address": node.address,
@@ -294,16 +359,51 @@ class HttpService:
                           for k in node.host_keys],
         })
 
-    # -- /api/wiped/<token> ----------------------------------------------------------------
+    async def _post_boot(self, node) -> None:
+        """Queue the deployment's post-boot scripts as a job of this process (it runs
+        after this answer; the node is registered either way)."""
+        try:
+            await postboot.schedule(self.engine, node, node.labels.get("deployment", ""))
+        except Exception:
+            log.exception("scheduling the post-boot scripts of %s", node.name)
+
+    # -- the wipe: /boot's wiper script, /wiper/<id>/<name>, POST /api/wiped -----------------
+
+    async def _wiper(self, machine: Machine) -> str:
+        base = self.base_url()
+        image = await wipe.current_wiper(self.engine, self.site)
+        if image is None:
+            await wipe.record_no_image(self.engine, machine, self.site)
+            return scripts.wiper_missing_script(base, self.cfg.poll_seconds)
+        prefix = f"{base}/wiper/{image.id[:wipe.ID_PREFIX]}"
+        return scripts.wiper_script(
+            kernel_url=f"{prefix}/vmlinuz", initrd_url=f"{prefix}/initrd.gz",
+            report_url=f"{base}/api/wiped", token=wipe.wipe_token(self.engine, machine),
+            base_url=base, retry_seconds=self.cfg.poll_seconds, label=image.id[:12])
+
+    async def wiper_file(self, request: web.Request) -> web.StreamResponse:
+        path = await wipe.wiper_file(self.engine, request.match_info["aid"],
+                                     request.match_info["name"])
+        if path is None or not path.is_file():
+            raise web.HTTPNotFound(text="not found\n")
+        return web.FileResponse(path, chunk_size=256 * 1024)
 
     async def wiped(self, request: web.Request) -> web.Response:
+        peer = request.remote or "?"
+        if request.content_type != "application/json":
+            raise web.HTTPUnsupportedMediaType(text="Content-Type must be application/json\n")
+        body = await request.read()  # HTTPRequestEntityTooLarge past client_max_size
         try:
-            machine = await callhome.report_wiped(self.engine, request.match_info["token"],
-                                                  request.remote or "?", limiter=self.limiter)
-        except callhome.CallhomeError as err:
-            raise web.HTTPForbidden(text=f"refused: {err.reason}\n")
+            payload = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            payload = None  # parse_report refuses it (400, with an event)
+        try:
+            machine = await wipe.report_wiped(self.engine, payload, peer, limiter=self.limiter)
+        except wipe.WipeRefused as err:
+            cls = web.HTTPBadRequest if err.status == 400 else web.HTTPForbidden
+            raise cls(text=f"refused: {err.reason}\n")
         log.info("wipe of %s reported", machine.mac)
-        return _ipxe(scripts.message_script("wipe recorded"))
+        return web.json_response({"mac": machine.mac, "state": machine.state.value})
 
     # -- files ---------------------------------------------------------------------------
 
@@ -320,6 +420,15 @@ class HttpService:
                 or any(c in path for c in "\\\x00") or not path.isprintable()):
             raise web.HTTPNotFound(text="not found\n")
         return self._serve(path)
+
+    async def artifact_file(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        if not path or len(path) > 512 or not path.isprintable():
+            raise web.HTTPNotFound(text="not found\n")
+        resolved = self.assigned.find(path)
+        if resolved is None:
+            raise web.HTTPNotFound(text="not found\n")
+        return web.FileResponse(resolved, chunk_size=256 * 1024)
 
     def _serve(self, name: str) -> web.StreamResponse:
         resolved = self.files.resolve(name)

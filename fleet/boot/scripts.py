@@ -1,4 +1,4 @@
-"""iPXE scripts: the hold loop, the install script, local boot and wipe.
+"""iPXE scripts: the hold loop, the install script, local boot and the wiper.
 
 Everything here returns text; nothing does I/O. Values that come from outside
 the profile's own iPXE text (host names, tokens, URLs fleet builds) go through
@@ -166,21 +166,55 @@ def local_boot_script() -> str:
     )
 
 
-def wipe_script(wiped_url: str) -> str:
-    """Report the wipe as done and hand back to the firmware.
+WIPER_CMDLINE = "quiet console=tty0 console=ttyS0,115200 panic=10"
+"""The wiper kernel's own arguments: `quiet` because a serial console under
+emulation is slow, both consoles so its progress shows on a screen and a serial
+line (the last one is /dev/console), `panic=10` so a crash reboots."""
 
-    This is a placeholder for the real thing: wiping a disk needs a small wiper
-    image (kernel + initrd that clears the disks and then fetches `wiped_url`).
-    Until the deployment's rescue image is configurable, the script only
-    reports, so the lifecycle (wiping -> discovered, with its event) works end
-    to end while no data is actually erased.
+
+def wiper_script(*, kernel_url: str, initrd_url: str, report_url: str, token: str,
+                 base_url: str, retry_seconds: int, label: str) -> str:
+    """Boot the wiper (fleet.build.wiper) with its report URL and one-time token.
+
+    Every value is checked with `ipxe_value`, so none can add a word to the kernel
+    command line or a line to the script. A failed download waits and asks fleet
+    again (the machine's own /boot script).
     """
-    wiped_url = ipxe_value("wiped_url", wiped_url)
+    values = {k: ipxe_value(k, v) for k, v in (
+        ("kernel_url", kernel_url), ("initrd_url", initrd_url), ("report_url", report_url),
+        ("token", token), ("base_url", base_url), ("label", label))}
+    seconds = int(retry_seconds)
+    if seconds < 1:
+        raise UnsafeValue("retry_seconds must be at least 1")
     return (
         "#!ipxe\n"
-        "echo fleet: wiping (no wiper image configured: reporting only)\n"
-        f"chain {wiped_url} ||\n"
-        "exit\n"
+        f"echo fleet: wiping the disks of ${{mac}} (wiper {values['label']})\n"
+        f"kernel --name kernel {values['kernel_url']} initrd=initrd0 {WIPER_CMDLINE} "
+        f"fleet.report={values['report_url']} fleet.token={values['token']} "
+        "|| goto fleet_retry\n"
+        f"initrd --name initrd0 {values['initrd_url']} || goto fleet_retry\n"
+        "boot kernel || goto fleet_retry\n"
+        ":fleet_retry\n"
+        f"echo fleet: the wiper did not start, asking again in {seconds}s\n"
+        f"sleep {seconds}\n"
+        f"chain --autofree --replace {values['base_url']}/boot/${{mac}}.ipxe "
+        "|| goto fleet_retry\n"
+    )
+
+
+def wiper_missing_script(base_url: str, retry_seconds: int) -> str:
+    """Wait (polling fleet) while there is no wiper image to boot: a machine to be
+    wiped must never be reported clear without being cleared."""
+    base_url = ipxe_value("base_url", base_url)
+    seconds = int(retry_seconds)
+    if seconds < 1:
+        raise UnsafeValue("retry_seconds must be at least 1")
+    return (
+        "#!ipxe\n"
+        "echo fleet: waiting to be wiped: no wiper image yet (fleet --headless build wiper)\n"
+        ":fleet_wait\n"
+        f"sleep {seconds}\n"
+        f"chain --autofree --replace {base_url}/boot/${{mac}}.ipxe || goto fleet_wait\n"
     )
 
 

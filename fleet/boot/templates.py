@@ -108,6 +108,30 @@ def render(text: str, values: Mapping[str, str], *,
     return "".join(out)
 
 
+def problems(text: str, known: set[str] | frozenset[str]) -> list[tuple[int, str]]:
+    """Everything `render` would refuse in `text` given the names in `known`, as
+    (line, message) pairs, without values: for checking templates at profile load."""
+    out: list[tuple[int, str]] = []
+    for statement in _JINJA_STATEMENT.finditer(text):
+        out.append((_line(text, statement.start()),
+                    f"{statement.group(0)!r}: template statements are not supported "
+                    f"(only {{{{ name }}}} placeholders)"))
+    pos = 0
+    for match in _BRACES.finditer(text):
+        pos = match.end()
+        name = match.group(1).strip()
+        line = _line(text, match.start())
+        if not _NAME.fullmatch(name):
+            out.append((line, f"not a placeholder: {match.group(0)[:40]!r} (only "
+                              f"{{{{ name }}}} is supported: no expressions or filters)"))
+        elif name not in known:
+            out.append((line, f"unknown placeholder {{{{ {name} }}}} (known: "
+                              f"{', '.join(sorted(known)) or 'none'})"))
+    if "{{" in text[pos:]:
+        out.append((_line(text, pos + text[pos:].index("{{")), "'{{' without a closing '}}'"))
+    return sorted(out)
+
+
 def _placeholder_name(text: str, match: re.Match, source: str = "template") -> str:
     name = match.group(1).strip()
     if not _NAME.fullmatch(name):

@@ -8,11 +8,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fleet.build import grub, ipxe, iso, syslinux
+from fleet.build import grub, ipxe, iso, syslinux, wiper
 from fleet.build.cache import ArtifactCache, Manifest, artifact_id
 from fleet.build.request import key_fields
 
-BUILDERS = {"ipxe": ipxe, "grub": grub, "syslinux": syslinux, "iso": iso}
+BUILDERS = {"ipxe": ipxe, "grub": grub, "syslinux": syslinux, "iso": iso, "wiper": wiper}
 
 
 def plan(engine, req: dict) -> tuple[str, str]:

@@ -14,6 +14,9 @@ Fields (all optional but `kind`):
     ipxe_src      iPXE source tree (its src/ folder or the repo): compile mode
     ipxe_targets  make targets in compile mode (default [bin/undionly.kpxe])
     grub_cfg      grub.cfg text for the grub builder
+    wiper_root    where the wiper's kernel and busybox-static are installed or
+                  unpacked (default /; see fleet.build.wiper)
+    wiper_modules kernel modules the wiper loads (default: common disks and NICs)
 Keys starting with "_" (e.g. _retry_of) are bookkeeping, never part of the key.
 """
 
@@ -28,7 +31,7 @@ from typing import Any
 from fleet.build.script import boot_script, chain_url, check_script, check_url
 from fleet.errors import BadInput, EnvironmentProblem, UnknownTarget
 
-KINDS = ("ipxe", "grub", "syslinux", "iso")
+KINDS = ("ipxe", "grub", "syslinux", "iso", "wiper")
 _LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 
 
@@ -53,7 +56,7 @@ def normalize(engine, kind: str, **opts: Any) -> dict:
         req["script"] = check_script(opts["script"])
     if opts.get("chain_url"):
         req["chain_url"] = check_url(opts["chain_url"])
-    for key in ("ipxe_dir", "ipxe_src"):
+    for key in ("ipxe_dir", "ipxe_src", "wiper_root"):
         value = opts.get(key)
         if value:
             p = Path(value).expanduser().resolve()
@@ -62,6 +65,10 @@ def normalize(engine, kind: str, **opts: Any) -> dict:
             req[key] = str(p)
     if opts.get("ipxe_targets"):
         req["ipxe_targets"] = [str(t) for t in opts["ipxe_targets"]]
+    if opts.get("wiper_modules"):
+        from fleet.build.wiper import check_modules
+
+        req["wiper_modules"] = check_modules(opts["wiper_modules"])
     if opts.get("grub_cfg") is not None:
         req["grub_cfg"] = str(opts["grub_cfg"])
     for key, value in opts.items():

@@ -103,6 +103,17 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class IpxeMenu:
+    """An iPXE mainscript (a menu) and the subscripts it chains, as templates
+    rendered per machine (fleet.boot.menus); key `ipxe` of a deployment or of a
+    site's distributor."""
+
+    menu: Path
+    # subscript name -> template, served at /boot/<mac>/sub/<name>.ipxe
+    subscripts: Mapping[str, Path] = field(default_factory=FrozenDict)
+
+
+@dataclass(frozen=True)
 class DistributorConfig:
     interface: str | None
     address: str
@@ -117,6 +128,7 @@ class DistributorConfig:
     poll_seconds: int = 10
     tftp_root: Path | None = None
     ipxe_dir: Path | None = None
+    ipxe: IpxeMenu | None = None  # the menu of installing machines whose deployment has none
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,7 @@ class DeploymentConfig:
     template: Path | None = None
     authorized_keys: tuple[str, ...] = ()
     post_boot: tuple[Path, ...] = ()
+    ipxe: IpxeMenu | None = None  # served instead of the built-in install script
 
 
 @dataclass(frozen=True)

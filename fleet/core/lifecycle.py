@@ -50,7 +50,10 @@ class Release:
 
 @dataclass(frozen=True)
 class WipeDone:
-    """The wipe script reported that the disk is clear."""
+    """The wiper reported the disks clear (`detail`: what it cleared, for the event)."""
+
+    detail: str = ""
+    disks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,10 +182,12 @@ def _wipe_done(m: Machine, op: WipeDone, now: float) -> Transition:
     if m.state is not S.WIPING:
         raise IllegalTransition(f"{m.mac} is {m.state.value}; it was not being wiped")
     new = replace(m, state=S.DISCOVERED, state_since=now)
+    detail = f" ({op.detail})" if op.detail else ""
     return Transition(new, (
         _event("machine.wiped", new, now,
-               f"{m.mac} wiped in {format_duration(now - m.state_since)}; back in the pool",
-               duration=now - m.state_since),
+               f"{m.mac} wiped in {format_duration(now - m.state_since)}{detail}; "
+               f"back in the pool",
+               duration=now - m.state_since, disks=list(op.disks) or None),
     ))
 
 

@@ -2,9 +2,9 @@
 
 Each handler is `async def handler(engine, args, out) -> int` (exit code).
 
-    build ipxe|grub|syslinux|iso [--label L] [--distributor NAME] [--script FILE]
+    build ipxe|grub|syslinux|iso|wiper [--label L] [--distributor NAME] [--script FILE]
           [--chain-url URL] [--ipxe-dir DIR] [--ipxe-src DIR [--target T]...]
-          [--grub-cfg FILE] [--wait/--no-wait]
+          [--grub-cfg FILE] [--wiper-root DIR] [--wiper-module M]... [--wait/--no-wait]
     jobs [--follow] [--state S] [--limit N]
     job cancel ID | job log ID [--follow] | job retry ID [--no-wait] | job run ID
     artifacts
@@ -55,7 +55,8 @@ async def build(engine, args, out: Output) -> int:
     options = dict(label=args.label, distributor=args.distributor,
                    script=_read(args.script, "--script"), chain_url=args.chain_url,
                    ipxe_dir=args.ipxe_dir, ipxe_src=args.ipxe_src,
-                   ipxe_targets=args.ipxe_targets, grub_cfg=_read(args.grub_cfg, "--grub-cfg"))
+                   ipxe_targets=args.ipxe_targets, grub_cfg=_read(args.grub_cfg, "--grub-cfg"),
+                   wiper_root=args.wiper_root, wiper_modules=args.wiper_modules)
     started = time.monotonic()
     outcome = await engine.jobs.build(args.what, wait=args.wait, claim=args.wait, **options)
     if outcome.artifact is None:  # --no-wait and not cached: hand it to a worker

@@ -78,9 +78,18 @@ async def events(engine: Engine, args, out: Output) -> int:
 
 
 async def distributors(engine: Engine, args, out: Output) -> int:
+    from fleet.boot.assigned import index
+
     seen = Counter(m.distributor for m in await engine.machines())
-    rows = [rec.distributor(d, seen.get(d.name, 0)) for d in await engine.distributors()]
-    out.records(rows, rec.DISTRIBUTOR_COLUMNS, empty="no distributors in this profile")
+    artifacts = {a.id: a for a in await engine.artifacts()}
+    rows = []
+    for d in await engine.distributors():
+        row = rec.distributor(d, seen.get(d.name, 0))
+        # the names its TFTP serves (HTTP: /artifacts/<name>)
+        row["served"] = sorted(index(artifacts[i] for i in d.artifacts if i in artifacts))
+        rows.append(row)
+    out.records(rows, [*rec.DISTRIBUTOR_COLUMNS, ("served", "serves")],
+                empty="no distributors in this profile")
     return 0
 
 

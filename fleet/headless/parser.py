@@ -98,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "route, via, attempts}\n"
                      "  per node, then {type: summary, ...}\n"
                      "error_kind: ok | command-failed | timeout | unreachable | auth | "
-                     "host-key\n"
+                     "host-key | cancelled\n"
                      "exit 1 if any node failed. Recorded as a job (`fleet jobs`) with "
-                     "exec.started/exec.finished events.\n"
+                     "exec.started/exec.finished and one ssh.command event per node;\n"
+                     "`fleet --headless job cancel ID` from anywhere stops it (the remote "
+                     "commands too).\n"
                      "example: exec --select role=web -- uptime")
     p.add_argument("--select", metavar="EXPR",
                    help="all | site=NAME | LABEL=VALUE | name=GLOB, comma-separated; !negates")
@@ -175,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("build", "build boot media as a tracked job; prints the artifact's id, path "
                          "and sha256 (identical inputs: the cached artifact, at once)")
-    p.add_argument("what", choices=["ipxe", "grub", "syslinux", "iso"])
+    p.add_argument("what", choices=["ipxe", "grub", "syslinux", "iso", "wiper"])
     p.add_argument("--label", metavar="L", help="ISO volume label (default FLEET)")
     p.add_argument("--distributor", metavar="NAME",
                    help="chain to this distributor's /boot/${mac}.ipxe and assign the "
@@ -191,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", dest="ipxe_targets", action="append", metavar="T",
                    help="make target with --ipxe-src (default bin/undionly.kpxe; repeatable)")
     p.add_argument("--grub-cfg", metavar="FILE", help="grub.cfg for the grub build")
+    p.add_argument("--wiper-root", metavar="DIR",
+                   help="wiper: where a kernel package and busybox-static are installed or "
+                        "unpacked with dpkg-deb -x (default /)")
+    p.add_argument("--wiper-module", dest="wiper_modules", action="append", metavar="M",
+                   help="wiper: a kernel module to load (repeatable; default: common disk "
+                        "and NIC drivers)")
     p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
                    help="wait for the job and print the artifact (default); --no-wait "
                         "prints the job id and leaves the build to a background worker")

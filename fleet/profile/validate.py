@@ -19,6 +19,7 @@ from fleet.core.config import (
     DeploymentConfig,
     DistributorConfig,
     FrozenDict,
+    IpxeMenu,
     JumpConfig,
     NodeConfig,
     OperatorConfig,
@@ -132,6 +133,50 @@ def _check_node(ctx: Ctx, node: NodeConfig, y: Y, path: str) -> None:
         ctx.error(y.at, path, f"node {node.name!r} needs at least one of address, public_ipv4, ipv6")
 
 
+def _subscripts(ctx: Ctx, y: Y, path: str) -> Any:
+    """`name: path` pairs; names as in `{{ sub_url }}/<name>.ipxe`."""
+    from fleet.boot.menus import BUILTIN_SUBSCRIPTS, SUBSCRIPT_NAME
+
+    if y.kind != "map":
+        raise Invalid(f"expected a mapping of subscript names to template paths, got {describe(y)}")
+    out: dict[str, Path] = {}
+    bad = False
+    for name, sub in y.value.items():
+        p = f"{path}.{name}"
+        line = y.key_lines.get(name, sub.at)
+        if not isinstance(name, str) or not SUBSCRIPT_NAME.fullmatch(name):
+            ctx.error(line, p, f"subscript name {name!r}: 1-64 of A-Z a-z 0-9 _ -")
+            bad = True
+        elif name in BUILTIN_SUBSCRIPTS:
+            ctx.error(line, p, f"{name!r} is a built-in subscript ({', '.join(BUILTIN_SUBSCRIPTS)})")
+            bad = True
+        value = convert(PathV(must_exist="file"), ctx, sub, p)
+        if value is INVALID:
+            bad = True
+        else:
+            out[name] = value
+    return INVALID if bad else FrozenDict(out)
+
+
+def _check_ipxe_menu(ctx: Ctx, menu: IpxeMenu, y: Y, path: str) -> None:
+    """Read the menu and subscript templates now: a mistake is a FILE:LINE of the
+    template at load time, not a failed boot later."""
+    from fleet.boot.menus import check
+    from fleet.boot.templates import MAX_TEMPLATE_BYTES
+
+    for key, file in [("menu", menu.menu), *((f"subscripts.{n}", f) for n, f in menu.subscripts.items())]:
+        try:
+            raw = file.read_bytes()[: MAX_TEMPLATE_BYTES + 1]
+            if len(raw) > MAX_TEMPLATE_BYTES:
+                raise ValueError(f"larger than {MAX_TEMPLATE_BYTES} bytes")
+            text = raw.decode("utf-8")
+        except (OSError, ValueError) as err:
+            ctx.error(y.at, f"{path}.{key}", f"cannot read {file}: {err}")
+            continue
+        for line, message in check(text, menu.subscripts):
+            ctx.issues.append(ProfileIssue(str(file), line, f"{path}.{key}", message))
+
+
 # --------------------------------------------------------------------------- the tables
 
 SSH = Schema(
@@ -179,6 +224,16 @@ PORTS = Schema(
     check=_check_ports,
 )
 
+IPXE_MENU = Schema(
+    (
+        Field("menu", PathV(must_exist="file"), required=True),
+        Field("subscripts", _subscripts, factory=FrozenDict),
+    ),
+    make=IpxeMenu,
+    what="a mapping (menu, subscripts)",
+    check=_check_ipxe_menu,
+)
+
 DISTRIBUTOR = Schema(
     (
         Field("interface", Str(check=_check_interface, what="an interface name"), default=None),
@@ -192,6 +247,7 @@ DISTRIBUTOR = Schema(
         Field("poll_seconds", Int(min=1, max=3600, what="seconds (an integer)"), default=10),
         Field("tftp_root", PathV(), default=None),
         Field("ipxe_dir", PathV(), default=None),
+        Field("ipxe", IPXE_MENU, default=None),
     ),
     make=DistributorConfig,
     what="a mapping (interface, address, ports, ...)",
@@ -218,6 +274,7 @@ DEPLOYMENT = Schema(
         Field("template", PathV(must_exist="file"), default=None),
         Field("authorized_keys", ListOf(Str(check=_check_authorized_key, what="an SSH public key"), what="a list of SSH public keys"), default=()),
         Field("post_boot", ListOf(PathV(must_exist="file"), what="a list of script paths"), default=()),
+        Field("ipxe", IPXE_MENU, default=None),
     ),
     make=DeploymentConfig,
     what="a deployment (a mapping with name, kind, ...)",

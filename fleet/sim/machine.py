@@ -21,8 +21,10 @@ The machine does what fleet's answers tell it, nothing more:
    reachable only through the demo's jump, until the machine is rebooted
    (the demo's stand-in for power control does that when fleet releases it).
 
-A wipe script's report (`chain .../api/wiped/...`) succeeding erases the disk
-(the demo's machines are their own wiper image).
+A wiper boot (`kernel .../wiper/<id>/vmlinuz ... fleet.report=<url>
+fleet.token=<token>`: fleet.boot.wipe) erases the disk and POSTs the report
+as the real wiper's /init does (the demo's machines are their own wiper image;
+`DemoSite` records stand-in wiper files so fleet has one to offer).
 
 Kernel and initrd are not downloaded: the demo profile's URLs point at files
 the demo does not have, and nothing would execute them.
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUIRKS = ("slow-firmware", "stall", "rekey", "unreachable")
+SIM_DISK_BYTES = 480 * 10**9  # what the simulated wiper reports clearing
 SLOW_FIRMWARE_MIN_DELAY = 0.05
 FIRMWARE_WINDOWS = (4.0, 8.0, 16.0)  # seconds a PXE ROM waits per DISCOVER
 IPXE_VERSION = "1.21.1+"
@@ -235,6 +238,8 @@ class SimMachine:
             return
         outcome = await self._run_script_url(url)
         if outcome.kind == "boot":
+            if any("/wiper/" in a for a in (outcome.kernel or "", *outcome.args)):
+                return await self._wipe(outcome)
             return await self._install(outcome)
         if outcome.kind == "reboot":
             return
@@ -431,8 +436,6 @@ class SimMachine:
             if sub is None:
                 # a report URL answering with a message script counts too
                 return False
-            if "/api/wiped/" in url:
-                self.disk = None  # the wiper did its job and reported it
             if replace:
                 return ("replace", sub)
             if depth > 8:
@@ -508,6 +511,24 @@ class SimMachine:
                          address, reported)
         self.phase = "rebooting after install"
         await self._sleep(s.install_seconds * 0.1)
+
+    async def _wipe(self, outcome: Outcome) -> None:
+        """What fleet.build.wiper's /init does: clear the disk, report, reboot."""
+        args = dict(a.split("=", 1) for a in outcome.args if "=" in a)
+        report, token = args.get("fleet.report"), args.get("fleet.token")
+        self.phase = "wiper: clearing the disk"
+        await self._sleep(1.0)
+        self.disk = None
+        body = json.dumps({"token": token, "disks": [{"name": "sda", "bytes": SIM_DISK_BYTES}],
+                           "failed": []}).encode()
+        try:
+            status, _ = await http_request("POST", report or "", local=self.ip, body=body,
+                                           content_type="application/json")
+        except (OSError, asyncio.TimeoutError) as err:
+            status = 0
+            log.debug("%s: wipe report failed: %s", self.mac, err)
+        self.phase = "wiper: reported" if status == 200 else f"wiper: report refused ({status})"
+        await self._sleep(0.5)  # then reboot -f
 
     async def _hang(self) -> None:
         """Sit on an error screen until power-cycled."""

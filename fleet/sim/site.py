@@ -16,6 +16,9 @@ section and the site's distributor, jump and subnets:
   the data dir (`demo/ipxe/`): the simulated firmware downloads them over TFTP
   but runs the behaviour in `machine.py` (a profile that sets
   `distributor.ipxe_dir` keeps its own);
+- a stand-in wiper (`demo/wiper/`, recorded as a `wiper` artifact assigned to
+  the distributor) so a machine released with a wipe has one to boot: the
+  simulated machine does what the real wiper's /init does (machine.py);
 - the demo follows fleet's events: a machine fleet releases is power-cycled
   (what an operator or a BMC would do), so it PXE boots into whatever fleet
   now says (wipe, or the hold loop).
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import random
@@ -115,6 +119,31 @@ class DemoSite:
         self.engine.boot.files(self.site_name).ipxe_dir = folder
         return folder
 
+    async def prepare_wiper(self) -> None:
+        """Record the stand-in wiper as an artifact assigned to the distributor
+        (once: the artifact id is the hash of its stand-in files)."""
+        from fleet.boot import wipe
+        from fleet.core.model import Artifact
+
+        engine = self.engine
+        if engine.read_only or await wipe.current_wiper(engine, self.site_name) is not None:
+            return
+        folder = engine.paths.data_dir / "demo" / "wiper"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        for name in wipe.FILES:
+            data = (f"fleet demo: stand-in for the wiper's {name}; the simulated machine "
+                    f"runs fleet/sim/machine.py instead.\n").encode()
+            (folder / name).write_bytes(data)
+            digest.update(data)
+        aid = digest.hexdigest()
+        artifact = Artifact(id=aid, kind=wipe.KIND, name="wiper-demo", path=str(folder),
+                            sha256=aid, size=0, created_at=time.time(), version="demo",
+                            meta={"demo": True})
+        async with engine.store.transaction() as tx:
+            await engine.store.artifacts.save(tx, artifact)
+            await engine.store.distributors.assign(tx, self.site_name, aid)
+
     async def operator_key(self) -> str:
         """fleet's operator public key: the profile's identity, else fleet's own
         pair under the data dir (generated once); the pool offers the same key."""
@@ -163,6 +192,7 @@ class DemoSite:
 
     async def start(self) -> None:
         self.prepare_files()
+        await self.prepare_wiper()
         self.operator_public = await self.operator_key()
         host_key = await self.pin_jump_key()
         services = self.engine.boot.services.services(self.site_name)

@@ -340,10 +340,9 @@ async def test_deployment_without_kernel_holds_the_machine(lab):
 
 # -- local boot and wipe -----------------------------------------------------------------
 
-async def test_provisioned_boots_locally_and_wipe_round_trip(lab):
+async def test_provisioned_boots_locally_and_wipe_waits_for_a_wiper(lab):
     await lab.leased()
     await lab.boot()
-    m = await lab.engine.machine(MAC)
     from fleet.core import lifecycle as lc
 
     await lab.engine.advance(MAC, lc.CallHome())
@@ -352,29 +351,13 @@ async def test_provisioned_boots_locally_and_wipe_round_trip(lab):
                       "iseq ${platform} efi && exit ||\n"
                       "sanboot --no-describe --drive 0x80 || exit\nexit\n")
     await lab.engine.release(MAC, wipe=True)
+    # no wiper image built: the machine waits, nothing is reported wiped
+    # (the wipe with a wiper: tests/integration/test_wipe.py)
     r = await lab.boot()
-    assert r.text.startswith("#!ipxe\necho fleet: wiping")
-    wiped = chain_url(r.text)
-    assert wiped.startswith(f"{lab.base}/api/wiped/")
-    token = wiped.rsplit("/", 1)[1]
-    # a wipe token is no call-home token
-    r = await lab.client.post("/api/callhome", json={
-        "token": token, "hostname": "web7", "host_keys": [ROOT_KEY]})
-    assert r.status_code == 403
-    r = await lab.client.get(wiped)
-    assert r.status_code == 200 and r.text.startswith("#!ipxe\necho fleet: wipe recorded")
-    m = await lab.engine.machine(MAC)
-    assert m.state is MachineState.DISCOVERED
-    wiped_event = (await lab.events_of("machine.wiped"))[0]
-    assert "wiped in" in wiped_event.message
-    # the token is spent: the machine is no longer wiping
-    r = await lab.client.get(wiped)
-    assert r.status_code == 403
-    assert len(await lab.events_of("wipe.rejected")) == 1
-    # the call-home token of the old lease is refused as a wipe token
-    old = lab.engine.tokens.issue(m.lease.id if m.lease else 1, MAC)
-    assert (await lab.client.get(f"/api/wiped/{old}")).status_code == 403
-    assert "waiting to be leased" in (await lab.boot()).text
+    assert r.text.startswith("#!ipxe\necho fleet: waiting to be wiped: no wiper image")
+    assert chain_url(r.text) == f"{lab.base}/boot/${{mac}}.ipxe"
+    assert (await lab.engine.machine(MAC)).state is MachineState.WIPING
+    assert len(await lab.events_of("wipe.no_image")) == 1
 
 
 # -- files ------------------------------------------------------------------------------
@@ -388,7 +371,7 @@ async def test_files_with_range_head_and_refusals(lab):
     assert r.status_code == 206
     assert r.content == data[1000:2000] and r.headers["content-length"] == "1000"
     assert r.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
-    r = await lab.client.get("/files/debian12/linux", headers={"Range": f"bytes=-10"})
+    r = await lab.client.get("/files/debian12/linux", headers={"Range": "bytes=-10"})
     assert r.status_code == 206 and r.content == data[-10:]
     r = await lab.client.head("/files/hello.txt")
     assert r.status_code == 200 and r.headers["content-length"] == "6"
@@ -475,7 +458,8 @@ async def test_real_ipxe_in_qemu_follows_hold_install_local_and_wipe(tmp_path, x
     networking: its DHCP hands out the /boot URL and 10.0.2.2 is this host's
     loopback, so no root and no traffic off the machine. Checks that Debian's
     iPXE runs the scripts as written: facts arrive on the poll, the install
-    script fetches the kernel, provisioned boots sanboot, the wipe reports."""
+    script fetches the kernel, provisioned boots sanboot, a wipe without a wiper
+    image waits (the real wipe: tests/testbed/test_wipe_qemu.py)."""
     import asyncio
     import socket
     import subprocess
@@ -549,11 +533,8 @@ async def test_real_ipxe_in_qemu_follows_hold_install_local_and_wipe(tmp_path, x
         serial.write_text("")
         proc = qemu()
 
-        async def wiped():
-            return (await machine()).state is MachineState.DISCOVERED
-        assert await until(wiped, 60)
-        assert _contains_now(serial, "fleet: wipe recorded") or await until(
-            lambda: _contains(serial, "fleet: wipe recorded"), 10)
+        assert await until(lambda: _contains(serial, "waiting to be wiped: no wiper image"), 60)
+        assert (await machine()).state is MachineState.WIPING
     finally:
         await stop(proc)
         await http.stop()

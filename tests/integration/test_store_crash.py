@@ -3,7 +3,6 @@ nothing that was committed is lost."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sqlite3

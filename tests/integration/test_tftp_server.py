@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 

@@ -9,13 +9,15 @@ distributor's HTTP service and the ISO chains `http://10.0.2.2:<port>/boot/${mac
   reaches the serial console (`-vga none` makes SeaBIOS mirror text to serial).
 - OVMF: El Torito EFI image -> GRUB -> chainloader ipxe.efi: iPXE starts (serial).
   GRUB cannot hand the script to ipxe.efi; the script comes from the DHCP offer,
-  here slirp's `bootfile=` standing in for the distributor's proxy offer (the
-  real proxy path is the boot services' testbed test).
+  here slirp's `bootfile=` standing in for the distributor's proxy offer.
+- OVMF on the PXE site (last test): the same ISO against `fleet serve`'s real
+  proxy offer beside a dnsmasq that hands out addresses only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -105,7 +107,7 @@ async def boot(argv: list[str], serial: Path, until: str, timeout: float) -> tup
 
 @pytest.fixture
 async def engine(tmp_path, monkeypatch):
-    env = use_isolated_env(monkeypatch, tmp_path)
+    use_isolated_env(monkeypatch, tmp_path)
     eng = await Engine.open(write_profile(tmp_path))
     yield eng
     await eng.close()
@@ -163,3 +165,52 @@ async def test_iso_boots_under_ovmf_to_grub_and_ipxe(served, tmp_path):
     assert "/fleet/ipxe.efi" in text[grub:ipxe]
     assert "uefi-offer.ipxe" in server.requests
     print(f"OVMF: GRUB -> iPXE -> script after {took:.1f}s")
+
+
+# -- OVMF on the PXE site: the ISO's iPXE gets fleet's proxy offer ------------------------
+
+async def test_iso_under_ovmf_reaches_fleets_http_through_the_proxy_offer(
+        site_topology, tmp_path, monkeypatch):
+    """The real path the slirp test above stands in for: `fleet --headless serve` on
+    the site bridge (proxyDHCP + HTTP), the site's dnsmasq handing out addresses
+    only, and the ISO fleet built booted by OVMF from `-cdrom` (no NIC ROM):
+    GRUB -> ipxe.efi -> DHCP -> fleet's proxy offer names the HTTP script ->
+    fleet's HTTP serves this machine its hold script."""
+    from test_pxe_qemu import ADDR, Lab
+
+    if not OVMF_CODE.exists():
+        pytest.fail("OVMF missing: apt-get install ovmf")
+    use_isolated_env(monkeypatch, tmp_path)
+    lab = Lab(site_topology, tmp_path, "port4011")
+    site_topology.add_tap("tap0")
+    lab.start_serve()
+    try:
+        built = lab.fleet("--format", "json", "build", "iso", "--label", "OVMFPROXY",
+                          "--distributor", "lab")
+        iso = json.loads(built.stdout)["path"]
+        mac = "52:54:00:77:00:33"
+        vars_copy = tmp_path / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, vars_copy)
+        took, serial = lab.qemu("ovmf-iso", [
+            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+            "-drive", f"file={iso},media=cdrom,if=none,id=cd0,readonly=on",
+            "-device", "ide-cd,drive=cd0,bootindex=0",
+            # no NIC option ROM: the iPXE that runs is the ISO's ipxe.efi
+            "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile="],
+            "fleet: waiting to be leased", timeout=150)
+        text = _ANSI.sub("", serial)
+        assert text.index("fleet: chainloading iPXE from") < text.index("iPXE initialising")
+        lab.wait_event("machine.discovered", 10, mac)
+        log = lab.serve_err.read_text()
+        # the offer came from fleet's proxy (not from the site's DHCP server) ...
+        assert f"OFFER {mac} (ipxe, uefi-x64) -> http://{ADDR}:8080/boot/{mac}.ipxe" in log, \
+            log[-3000:]
+        # ... and fleet's HTTP served this machine its script
+        m = lab.machine(mac)
+        assert m["stage"] == "ipxe" and m["arch"] == "uefi-x64" and m["distributor"] == "lab", m
+        assert lab.stop_serve() == 0
+        print(f"OVMF ISO -> proxy offer -> fleet HTTP: {took:.1f}s")
+    finally:
+        if lab.serve is not None and lab.serve.poll() is None:
+            lab.stop_serve()

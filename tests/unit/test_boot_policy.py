@@ -186,9 +186,18 @@ def test_local_and_wipe_and_message_golden():
         "#!ipxe\necho fleet: booting from the local disk\n"
         "iseq ${platform} efi && exit ||\n"
         "sanboot --no-describe --drive 0x80 || exit\nexit\n")
-    assert scripts.wipe_script(f"{BASE}/api/wiped/5.abc") == (
-        "#!ipxe\necho fleet: wiping (no wiper image configured: reporting only)\n"
-        f"chain {BASE}/api/wiped/5.abc ||\nexit\n")
+    assert scripts.wiper_script(
+        kernel_url=f"{BASE}/wiper/ab12/vmlinuz", initrd_url=f"{BASE}/wiper/ab12/initrd.gz",
+        report_url=f"{BASE}/api/wiped", token="5.abc", base_url=BASE, retry_seconds=3,
+        label="ab12") == (
+        "#!ipxe\necho fleet: wiping the disks of ${mac} (wiper ab12)\n"
+        f"kernel --name kernel {BASE}/wiper/ab12/vmlinuz initrd=initrd0 quiet console=tty0 "
+        f"console=ttyS0,115200 panic=10 fleet.report={BASE}/api/wiped fleet.token=5.abc "
+        "|| goto fleet_retry\n"
+        f"initrd --name initrd0 {BASE}/wiper/ab12/initrd.gz || goto fleet_retry\n"
+        "boot kernel || goto fleet_retry\n:fleet_retry\n"
+        "echo fleet: the wiper did not start, asking again in 3s\nsleep 3\n"
+        f"chain --autofree --replace {BASE}/boot/${{mac}}.ipxe || goto fleet_retry\n")
     assert scripts.message_script("wipe recorded") == "#!ipxe\necho fleet: wipe recorded\nexit\n"
     with pytest.raises(UnsafeValue):
         scripts.message_script("x\nshell")
@@ -213,8 +222,14 @@ def test_unsafe_values_are_refused_everywhere(value):
                                deployment=value, hostname="h")
     with pytest.raises(UnsafeValue):
         scripts.hold_script(value, 10)
+    for field in ("kernel_url", "initrd_url", "report_url", "token", "base_url", "label"):
+        args = dict(kernel_url="http://x/k", initrd_url="http://x/i", report_url="http://x/r",
+                    token="1.a", base_url="http://x", retry_seconds=3, label="l")
+        args[field] = value
+        with pytest.raises(UnsafeValue):
+            scripts.wiper_script(**args)
     with pytest.raises(UnsafeValue):
-        scripts.wipe_script(value)
+        scripts.wiper_missing_script(value, 3)
     with pytest.raises(TemplateError):
         scripts.render_cmdline("url={{ template_url }}", {"template_url": value})
 
