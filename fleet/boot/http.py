@@ -72,8 +72,6 @@ class HttpService:
         self.port: int = 0
         self.limiter = callhome.RejectionLimiter()
         self.assigned = AssignedArtifacts(engine, site_name)
-        if not engine.read_only:
-            postboot.register(engine)  # this process runs (and retries) post-boot jobs
         self._runner: web.AppRunner | None = None
         self.app = self._make_app()
 

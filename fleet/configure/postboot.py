@@ -53,12 +53,6 @@ class PostBootFailed(FleetError):
         self.result = result  # kept as the failed job's result
 
 
-def register(engine) -> None:
-    """Make this process able to run (and retry) post_boot jobs; idempotent."""
-    if KIND not in engine.jobs.runner.kinds:
-        engine.jobs.register(KIND, _handler(engine), group=KIND)
-
-
 async def schedule(engine, node: Node, deployment: str) -> int | None:
     """Submit the deployment's post-boot scripts for `node` (None when it has none)."""
     try:
@@ -67,7 +61,6 @@ async def schedule(engine, node: Node, deployment: str) -> int | None:
         return None
     if not scripts:
         return None
-    register(engine)
     inputs = {"node": node.name, "deployment": deployment,
               "scripts": [str(p) for p in scripts],
               "wait_seconds": WAIT_SECONDS, "timeout": SCRIPT_TIMEOUT}
@@ -76,7 +69,7 @@ async def schedule(engine, node: Node, deployment: str) -> int | None:
     return job_id
 
 
-def _handler(engine):
+def handler(engine):
     async def run(ctx, inputs: dict) -> dict:
         name = inputs["node"]
         scripts = [Path(p) for p in inputs["scripts"]]

@@ -58,6 +58,10 @@ class JobsAPI:
         # fleet exec runs as a job (fleet.access.exec); registered here so a worker
         # or `job retry` in any process can run one
         self.runner.register("exec", _exec_handler, group="exec")
+        # post-boot scripts (submitted at call-home): any process can retry one
+        from fleet.configure import postboot
+
+        self.runner.register(postboot.KIND, postboot.handler(engine), group=postboot.KIND)
         engine.on_close(self.close)
 
     @cached_property

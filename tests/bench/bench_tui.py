@@ -117,12 +117,13 @@ async def run_bench(folder: Path) -> dict:
         await pilot.pause()
         out["load_s"] = time.perf_counter() - t0
         marks = app.timings
-        # the first screen: the rows on screen and the totals are in the panes (the
-        # next frame paints them; the whole lists follow)
-        out["first_screen_s"] = marks.get("first_screen", time.perf_counter()) - t0
-        out["phases"] = {k: marks[k] - t0 for k in ("mount", "engine", "first_screen",
-                                                      "machines_fetched", "machines_shown",
-                                                      "nodes_fetched", "nodes_shown")
+        # the first screen: the first frame painted with the visible rows and the
+        # totals (the whole lists follow)
+        out["first_screen_s"] = marks.get("first_paint", time.perf_counter()) - t0
+        out["phases"] = {k: marks[k] - t0 for k in ("engine", "mount", "first_screen",
+                                                      "first_paint", "machines_fetched",
+                                                      "machines_shown", "nodes_fetched",
+                                                      "nodes_shown")
                          if k in marks}
 
         # a writer in another process, sharing the store
@@ -183,7 +184,8 @@ def main() -> dict:
         print(f"store: {N_MACHINES} machines + {N_NODES} nodes written in "
               f"{time.perf_counter() - t:.1f} s")
         r = asyncio.run(run_bench(folder))
-    print(f"load (app start -> first screen: visible rows + totals): {r['first_screen_s']:.3f} s"
+    print(f"load (app start -> first screen painted: visible rows + totals): "
+          f"{r['first_screen_s']:.3f} s"
           "   target < 0.5 s")
     print(f"all rows (app start -> 10k+10k rows held: filter/sort/scroll on all): "
           f"{r['load_s']:.3f} s")

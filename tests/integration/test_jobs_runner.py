@@ -369,3 +369,10 @@ async def test_a_worker_claims_unclaimed_jobs_and_sweeps_dead_owners(engine):
         with contextlib.suppress(asyncio.CancelledError):
             await worker
     assert not await engine.jobs.claim(unclaimed)  # finished: nothing to claim
+
+
+async def test_any_process_can_run_every_job_kind(engine):
+    """`job retry` of an exec or post-boot job works in a plain CLI process, not only
+    in the process that serves the boot services (it registered the kind before)."""
+    kinds = set(engine.jobs.runner.kinds)
+    assert {"exec", "post_boot", "ipxe", "grub", "syslinux", "iso", "wiper"} <= kinds
