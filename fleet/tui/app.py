@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections import Counter
 from typing import Any, Callable, Hashable
 
 from textual import events, on, work
@@ -389,8 +388,7 @@ class FleetApp(ShellActions, App):
         """With the machines each has seen, counted from the machines pane (unknown,
         "-", while that pane holds only its first rows)."""
         machines = self.pane("machines")
-        seen = None if machines.expected is not None else Counter(
-            r.fields.get("distributor") for r in machines.table.rows.values())
+        seen = None if machines.expected is not None else machines.table.counts["distributor"]
         self.pane("distributors").load((d, seen.get(d.name, 0) if seen is not None else None)
                                        for d in distributors)
 
@@ -405,7 +403,7 @@ class FleetApp(ShellActions, App):
     def _update_header(self) -> None:
         header = self._header
         m = self.pane("machines").table
-        states = Counter(r.fields.get("state") for r in m.rows.values())
+        states = m.counts["state"]
         jobs = self.pane("jobs").table
         running = sum(1 for r in jobs.rows.values() if r.fields.get("state") == "running")
         dist = self.pane("distributors").table

@@ -113,3 +113,32 @@ def test_change_marks_expire():
     now[0] += 1.0  # past CHANGE_MARK_SECONDS
     t._expire_changes()
     assert "a" not in t.changed
+
+
+def test_counted_fields_follow_every_change():
+    """The header's totals come from counts the table keeps as rows change (no pass
+    over 10,000 rows per refresh): they must always equal a recount."""
+    import random
+    from collections import Counter
+
+    t = LineTable(COLS, sort_column="name", counted=("state",))
+    rng = random.Random(7)
+
+    def recount() -> Counter:
+        return Counter(r.fields.get("state") for r in t.rows.values())
+
+    t.replace_all((f"k{i}", (f"h{i}", i, "x"), {"state": rng.choice("abc")}) for i in range(50))
+    assert t.counts["state"] == recount() and sum(t.counts["state"].values()) == 50
+    for _ in range(500):
+        key = f"k{rng.randrange(70)}"
+        op = rng.random()
+        if op < 0.6:
+            state = rng.choice("abcd")
+            t.upsert(key, (key, 1, state), {"state": state})
+        elif op < 0.8:
+            t.remove(key)
+        else:
+            t.replace_all((k, r.values, {"state": rng.choice("ab")})
+                          for k, r in list(t.rows.items())[:40])
+        assert t.counts["state"] == recount()
+        assert all(v > 0 for v in t.counts["state"].values())

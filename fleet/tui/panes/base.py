@@ -39,6 +39,8 @@ class Pane(Vertical):
     COLUMNS: ClassVar[list[Column]] = []
     SORT: ClassVar[str | None] = None
     REVERSE: ClassVar[bool] = False
+    #: row fields whose value counts the table keeps up to date (header totals)
+    COUNTED: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, clock: Callable[[], float] = time.time, **kw):
         super().__init__(id=f"pane-{self.kind}", **kw)
@@ -48,7 +50,7 @@ class Pane(Vertical):
         self.expected: int | None = None
         self.selection_label = ""
         self.table = LineTable(self.COLUMNS, sort_column=self.SORT, clock=clock,
-                               id=f"table-{self.kind}")
+                               counted=self.COUNTED, id=f"table-{self.kind}")
         self.table.sort_reverse = self.REVERSE
 
     def compose(self) -> ComposeResult:

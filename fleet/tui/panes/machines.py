@@ -23,6 +23,7 @@ class MachinesPane(Pane):
         Column("hostname", "Hostname", 14),
     ]
     SORT = "mac"
+    COUNTED = ("state", "distributor")  # the header's totals, the distributors' "seen"
 
     def row(self, m: Machine):
         lease = m.lease
