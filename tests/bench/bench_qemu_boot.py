@@ -58,14 +58,7 @@ deployments:
     kind: script
 """
 
-STATIC_HTTP = r"""
-import sys
-from aiohttp import web
-app = web.Application()
-app.router.add_static("/", sys.argv[1])
-print("ready", flush=True)
-web.run_app(app, host=sys.argv[2], port=int(sys.argv[3]), print=None, access_log=None)
-"""
+from static_http import STATIC_HTTP  # noqa: E402  (the peer's HTTP server)
 
 
 class Bench:
