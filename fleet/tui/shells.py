@@ -88,6 +88,8 @@ class ShellTab(Vertical):
             async with access.shell(self.node, term_type="xterm-256color",
                                     term_size=(term.cols, term.rows)) as session:
                 self.session = session
+                # a resize while connecting found no session to tell: tell it now
+                session.resize(term.cols, term.rows)
                 self.update_status()
                 self.exit_status = await session.run(self.relay.read, self.relay.write)
         except asyncio.CancelledError:

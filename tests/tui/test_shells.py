@@ -92,6 +92,42 @@ async def type_text(pilot, text: str) -> None:
     await pilot.press(*["enter" if c == "\r" else "space" if c == " " else c for c in text])
 
 
+async def test_a_resize_while_connecting_reaches_the_pty(demo_engine, monkeypatch):
+    """The console is resized while the shell's connection is still being made
+    (a slow jump): the PTY gets the widget's new size once the session is up, not
+    the size the widget had when the tab opened (CI once showed 24x80 here)."""
+    import contextlib
+
+    real_shell = demo_engine.access.shell
+    connecting = asyncio.Event()
+    go_on = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def slow_shell(*args, **kw):
+        connecting.set()
+        await go_on.wait()  # the connection takes its time
+        async with real_shell(*args, **kw) as session:
+            yield session
+
+    monkeypatch.setattr(demo_engine.access, "shell", slow_shell)
+    app = app_for(demo_engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_dashboard(pilot)
+        await goto_node(pilot, "alpha")
+        await pilot.press("s")
+        assert await settle(pilot, lambda: connecting.is_set())
+        (tab,) = app.shells.tabs.values()
+        await pilot.resize_terminal(110, 33)
+        assert await settle(pilot, lambda: tab.terminal.cols == 110)
+        go_on.set()
+        assert await settle(pilot, lambda: "root@alpha:~#" in screen_text(tab), 400)
+        await type_text(pilot, "stty size\r")
+        rows, cols = tab.terminal.rows, tab.terminal.cols
+        assert (rows, cols) == (33 - 5, 110)
+        assert await settle(pilot, lambda: f"{rows} {cols}" in screen_text(tab)), \
+            screen_text(tab)
+
+
 async def test_shell_tab_types_resizes_exits_and_records(demo_engine, tmp_path):
     app = app_for(demo_engine)
     async with app.run_test(size=SIZE) as pilot:
