@@ -276,6 +276,7 @@ class Pool:
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._active: dict[tuple, str] = {}  # route chains -> jump in use
         self._pending_events: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()
         self._closing = False
         self.stats = {"node_connects": 0, "jump_connects": 0, "reused": 0}
         self._ciphers = _encryption_algs()
@@ -305,6 +306,14 @@ class Pool:
                 client_keys = [asyncssh.read_private_key(str(own))]
                 agent_path = ()
         return cls(engine, trust, options, client_keys, agent_path)
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Work on pooled connections that must outlive its caller, such as killing a
+        cancelled command; close() lets it finish (3 s at most) before closing."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     # -- events --------------------------------------------------------------------
 
@@ -609,6 +618,8 @@ class Pool:
         for link in self._jumps.values():
             if link.retry_task is not None:
                 link.retry_task.cancel()
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=3.0)
         links = list(self._nodes.values())
         self._nodes.clear()
         for link in links:

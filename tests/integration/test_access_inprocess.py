@@ -22,7 +22,6 @@ import asyncssh
 import pytest
 from asyncssh.forward import SSHForwarder
 
-from fleet.access.exec import guarded
 from fleet.access.pool import PoolOptions
 from fleet.access.routes import OperatorIPv6
 from fleet.core.model import HostKey, JobState, Reachability
@@ -152,12 +151,13 @@ class Lab:
             lab.sessions_max[name] = max(lab.sessions_max.get(name, 0), sessions["now"])
             try:
                 cmd = p.command or ""
-                if cmd in ("hostname", guarded("hostname")):
+                if cmd.strip().splitlines()[-1:] == ["hostname"]:  # guarded or not
                     p.stdout.write(name + "\n")
                     p.exit(0)
                     return
-                # like sshd: the session is its own process group and the
-                # channel's stdin is the command's stdin (fleet's guard reads it)
+                # like sshd: the session is its own process group (led by the
+                # shell: fleet's guard reports its pid) and the channel's stdin is
+                # the command's stdin
                 proc = await asyncio.create_subprocess_shell(
                     cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE, env=dict(os.environ, NODE=name),
@@ -174,17 +174,20 @@ class Lab:
                         with contextlib.suppress(Exception):
                             proc.stdin.close()
 
+                async def relay(source, sink):  # as it comes, like sshd
+                    while data := await source.read(4096):
+                        sink.write(data.decode())
+
                 feeder = asyncio.ensure_future(feed())
                 try:
-                    out, err = await asyncio.gather(proc.stdout.read(), proc.stderr.read())
+                    await asyncio.gather(relay(proc.stdout, p.stdout),
+                                         relay(proc.stderr, p.stderr))
                     await proc.wait()
                 except asyncio.CancelledError:
                     proc.kill()
                     raise
                 finally:
                     feeder.cancel()
-                p.stdout.write(out.decode())
-                p.stderr.write(err.decode())
                 p.exit(proc.returncode)
             finally:
                 sessions["now"] -= 1
@@ -794,7 +797,7 @@ async def test_exec_cancelled_by_another_process(lab, tmp_path, xdg):
         assert report.state == "cancelled" and report.cancelled
         assert [r.error_kind for r in report.results] == ["cancelled", "cancelled"]
         assert len(report.failed) == 2
-        for _ in range(60):  # the guard killed the commands when their channels closed
+        for _ in range(60):  # fleet killed their process groups (the pid from the guard)
             if all(p.returncode is not None for p in lab.procs):
                 break
             await asyncio.sleep(0.05)

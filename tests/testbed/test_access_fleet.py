@@ -392,6 +392,50 @@ async def test_cancelled_exec_kills_the_remote_command(ssh_fleet, tmp_path, env)
                 os.kill(pid, signal.SIGKILL)
 
 
+async def test_guard_is_invisible_stdin_is_empty_and_a_timeout_kills(ssh_fleet, tmp_path, env):
+    """What fleet sends around a command (guarded(): stdin from /dev/null, a stderr
+    line with the shell's pid) is not seen: the output is the command's own, in
+    order, with its exit status; `cat` reads an empty stdin at once. A command
+    that outlives --timeout is killed on the node (its process group), not only
+    cut off; and one that backgrounds a child leaves the child alone when it ends
+    normally (nothing of fleet's lingers either)."""
+    fleet = ssh_fleet(2, jumps=("gw1",))
+    path = write_profile(tmp_path, fleet, fleet.nodes, site_jumps=("gw1",))
+    engine = await Engine.open(path)
+    try:
+        nodes = await engine.access.targets(select="all")
+        t0 = time.monotonic()
+        report = await engine.access.exec(
+            nodes, "echo out1; echo err1 >&2; cat; echo out2; exit 3", keep_output=True)
+        assert time.monotonic() - t0 < 10
+        for r in report.results:
+            assert (r.error_kind, r.exit_status) == ("command-failed", 3), r
+            assert r.stdout == ["out1", "out2"] and r.stderr == ["err1"], r
+        # a timeout kills the command and what it started, on the node
+        report = await engine.access.exec(nodes, "sleep 66.25 & sleep 66.5; echo never",
+                                          timeout=1.5, keep_output=True)
+        assert [r.error_kind for r in report.results] == ["timeout", "timeout"]
+        for _ in range(60):
+            if not _sleepers("66.25") and not _sleepers("66.5"):
+                break
+            await asyncio.sleep(0.05)
+        assert _sleepers("66.25") == [] and _sleepers("66.5") == []
+        # a normal end leaves a backgrounded child running (fleet kills only on
+        # cancel or timeout)
+        report = await engine.access.exec(
+            [nodes[0]], "sleep 66.75 >/dev/null 2>&1 < /dev/null & echo started",
+            keep_output=True)
+        assert report.results[0].stdout == ["started"] and not report.failed
+        await asyncio.sleep(0.3)
+        assert len(_sleepers("66.75")) == 1
+    finally:
+        await engine.close()
+        for tag in ("66.25", "66.5", "66.75"):
+            for pid in _sleepers(tag):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+
 async def test_exec_cli_cancelled_by_job_cancel_from_another_process(ssh_fleet, tmp_path,
                                                                       env):
     """`fleet --headless job cancel ID` while `fleet --headless exec` runs: the exec
