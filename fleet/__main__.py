@@ -1,5 +1,3 @@
-import sys
+from fleet.cli import run
 
-from fleet.cli import main
-
-sys.exit(main())
+run()
