@@ -71,8 +71,29 @@ def write_profile(path: Path, fleet: SshFleet, nodes: list[tuple[str, str, int]]
     return path
 
 
+SERVER_PIDS: list[int] = []  # the node and jump sshd listeners (set by main)
+
+
+def server_cpu() -> float:
+    """CPU seconds of the sshd listeners and of the sessions they reaped: the
+    servers' side of every connection that has ended."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in SERVER_PIDS:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
 class Timer:
+    """Wall and client CPU of a run; `server`: the sshds' CPU for connections that
+    ended within it (cold runs; a held connection's sessions are not reaped yet)."""
+
     def __enter__(self):
+        self.v0 = server_cpu()
         self.t0 = time.monotonic()
         self.c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.s0 = time.process_time()
@@ -83,6 +104,8 @@ class Timer:
         c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.cpu = (c1.ru_utime - self.c0.ru_utime + c1.ru_stime - self.c0.ru_stime
                     + time.process_time() - self.s0)
+        time.sleep(0.3)  # the listeners reap the last sessions (not timed)
+        self.server = server_cpu() - self.v0
 
 
 def sh(cmd: str, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -106,23 +129,38 @@ class Bench:
         self.hosts.write_text("".join(s.address + "\n" for s in self.nodes))
         self.ssh = f"/usr/bin/ssh -F {q(fleet.ssh_config)} {' '.join(KEX)}"
         self.results: dict[str, tuple[float, float, int]] = {}
+        self.server: dict[str, float] = {}  # cold runs: the sshds' CPU (median)
 
-    def record(self, name: str, runs: list[tuple[float, float, int]]) -> None:
+    def record(self, name: str, runs: list[tuple]) -> None:
+        """runs: (wall, client cpu, ok[, sshd cpu]) per round."""
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
         ok = min(r[2] for r in runs)
+        server = statistics.median(r[3] for r in runs) if all(len(r) > 3 for r in runs) \
+            else None
         self.results[name] = (wall, cpu, ok)
-        print(f"  {name:<22} {wall:7.2f}s  cpu {cpu:6.2f}s  ok {ok}/{self.n}  "
+        if server is not None and "warm" in name:
+            server = None  # held connections: their sessions are not reaped yet
+        if server is not None:
+            self.server[name] = server
+        sshd = f"  sshd cpu {server:5.2f}s" if server is not None else ""
+        print(f"  {name:<22} {wall:7.2f}s  cpu {cpu:6.2f}s{sshd}  ok {ok}/{self.n}  "
               f"(runs: {', '.join(f'{r[0]:.2f}' for r in runs)})", flush=True)
 
     def xargs(self, per_host: str) -> tuple[float, float, int]:
         cmd = (f"xargs -P50 -I{{}} /bin/sh -c {q(per_host + ' && echo OK')} < {q(self.hosts)}")
         with Timer() as t:
             cp = sh(cmd)
-        return t.wall, t.cpu, cp.stdout.count("OK")
+        return t.wall, t.cpu, cp.stdout.count("OK"), t.server
 
     # -- fleet ------------------------------------------------------------------------
     def fleet_cold(self, profile: Path) -> None:
+        # fleet's bytecode compiled first, as an installed fleet has it (pip compiles
+        # a wheel's modules; asyncssh's were compiled when pip installed it): with
+        # PYTHONDONTWRITEBYTECODE set, an editable checkout would compile fleet's
+        # modules again in every cold run (~0.14 s here)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "fleet")],
+                       check=True, capture_output=True)
         env = isolated_env(self.work / "cold")
         argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile), "exec",
                 "--select", "all", "--parallel", str(self.n), "-o", "jsonl", "--", "true"]
@@ -131,7 +169,7 @@ class Bench:
             with Timer() as t:
                 cp = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
             ok = cp.stdout.count('"error_kind":"ok"')
-            runs.append((t.wall, t.cpu, ok))
+            runs.append((t.wall, t.cpu, ok, t.server))
         self.record("fleet cold (CLI)", runs)
 
     def fleet_cold_caps(self, profile: Path, caps: list[int]) -> None:
@@ -234,7 +272,7 @@ class Bench:
             with Timer() as t:
                 cp = sh(f"parallel-ssh -h {q(self.hosts)} -p 50 -l root -t 120 "
                         f"-x {q(extra)} true")
-            runs.append((t.wall, t.cpu, cp.stdout.count("[SUCCESS]")))
+            runs.append((t.wall, t.cpu, cp.stdout.count("[SUCCESS]"), t.server))
         self.record("parallel-ssh -p50", runs)
 
     def table(self) -> None:
@@ -252,6 +290,14 @@ class Bench:
         warm_ref = r.get("ssh node masters warm")
         print(f"\n  fleet cold / best cold peer = {cold:.2f}  (target <= 0.6): "
               f"{'MET' if cold <= 0.6 else 'NOT MET'}")
+        server = self.server.get("fleet cold (CLI)")
+        if server is not None:
+            cores = os.cpu_count() or 1
+            floor = server / cores
+            print(f"  the sshds' own CPU in fleet's cold run: {server:.2f}s (best peer's run: "
+                  f"{self.server.get(best_name, float('nan')):.2f}s); on {cores} cores "
+                  f"shared with them, a client using no CPU at all would take >= "
+                  f"{floor:.2f}s = {floor / best[0]:.2f}x")
         if warm_ref:
             warm = r["fleet warm (held)"][0] / warm_ref[0]
             print(f"  fleet warm / node masters warm = {warm:.2f}  (target <= 0.5): "
@@ -363,6 +409,7 @@ def main() -> int:
         topo = SshFleetTopology()
         t0 = time.monotonic()
         fleet = SshFleet(topo, keys).start(args.nodes, jumps=("gw1",))
+        SERVER_PIDS[:] = [s.proc.pid for s in [*fleet.nodes, *fleet.jumps.values()]]
         print(f"{args.nodes} node sshds + gw1 up in {time.monotonic() - t0:.1f}s", flush=True)
         work = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
         if not args.only_1000:
