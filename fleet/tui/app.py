@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+from functools import partial
 from typing import Any, Callable, Hashable
 
 from textual import events, on, work
@@ -228,7 +229,7 @@ class FleetApp(ShellActions, App):
         self._refreshing = True
         # the whole lists after the first frame is on screen, not competing with it
         self.call_after_refresh(lambda: self.run_worker(
-            self._initial_load(), group="refresh", exit_on_error=False))
+            self._initial_load, group="refresh", exit_on_error=False))
         self.set_interval(TICK_INTERVAL, self._tick)
         self.set_interval(RECONCILE_INTERVAL, self._reconcile)
         self._update_header()
@@ -292,8 +293,10 @@ class FleetApp(ShellActions, App):
         if len(macs) > BULK_LIMIT or len(nodes) > BULK_LIMIT:
             full = True
         self._refreshing = True
-        self.run_worker(self._refresh(full, macs, nodes, jobs, dists), group="refresh",
-                        exit_on_error=False)
+        # a partial, not a coroutine: if the app exits before the worker starts,
+        # no coroutine is left un-awaited
+        self.run_worker(partial(self._refresh, full, macs, nodes, jobs, dists),
+                        group="refresh", exit_on_error=False)
 
     def _refresh_done(self) -> None:
         self._refreshing = False
