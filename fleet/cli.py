@@ -32,6 +32,8 @@ def run() -> None:
 
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that descriptor closed (`2>&-`)
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (| head) or stream

@@ -83,6 +83,12 @@ class Engine:
         self._closers.append(closer)
 
     async def close(self) -> None:
+        jobs = self.__dict__.get("jobs")  # only if something used it
+        if jobs is not None and jobs.close in self._closers:
+            # jobs first, whoever registered last: a running exec is cancelled while
+            # its pool is still open, so it can still kill its remote commands
+            self._closers.remove(jobs.close)
+            self._closers.append(jobs.close)
         for closer in reversed(self._closers):
             try:
                 await closer()

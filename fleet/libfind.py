@@ -38,18 +38,26 @@ def _linker_dirs() -> list[str]:
 
 
 def find_lib(name: str) -> str | None:
-    """The path of lib<name>.so.N (else lib<name>.so) in the linker's directories."""
+    """The path of a loadable lib<name>.so.N (else lib<name>.so) in the linker's
+    directories. Each candidate is loaded once to check it (asyncssh loads it
+    next anyway, and does not catch a failure): a stray text file, a dangling
+    link, a linker script or another architecture's library is passed over, as
+    the real lookup would."""
+    import ctypes
     import glob
 
     for d in _linker_dirs():
         found = glob.glob(os.path.join(glob.escape(d), f"lib{name}.so*"))
-        # the runtime file (soname, e.g. liboqs.so.5) first: a bare .so may be a
-        # linker script (libc.so is one) that dlopen cannot load
-        versioned = [f for f in found if not f.endswith(".so")]
-        if versioned:
-            return min(versioned, key=lambda f: (len(f), f))
-        if found:
-            return found[0]
+        # the runtime file (soname, e.g. liboqs.so.5) first: a bare .so is for the
+        # linker and may be a script (libc.so is one)
+        versioned = sorted((f for f in found if not f.endswith(".so")),
+                           key=lambda f: (len(f), f))
+        for path in versioned + [f for f in found if f.endswith(".so")]:
+            try:
+                ctypes.CDLL(path)
+            except OSError:
+                continue
+            return path
     return None
 
 
@@ -80,7 +88,8 @@ def install_lookup() -> None:
 
 
 def install() -> None:
-    if "asyncssh" in sys.modules:
+    # elsewhere the libraries are not lib*.so files, and find_library needs no help
+    if not sys.platform.startswith("linux") or "asyncssh" in sys.modules:
         return
     if not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _PatchOnImport())

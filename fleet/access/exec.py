@@ -4,7 +4,7 @@ Each node gets a result with `error_kind`:
 
     ok              exit status 0
     command-failed  it ran and exited non-zero (or was killed by a signal)
-    timeout         it ran longer than the per-node `timeout` (closed, then reported)
+    timeout         it ran longer than the per-node `timeout` (killed, then reported)
     unreachable     no route, the jump or node did not answer within
                     connect_timeout, the connection was refused or lost
     auth            the node refused the operator's key
@@ -16,26 +16,28 @@ jump went down) is retried `retries` times (default 1), through the site's next
 jump if the first is down: commands run by fan-out should be idempotent, since
 a command cut off with its connection may or may not have run.
 
-Cancelling a run (Ctrl-C, task.cancel(), or `fleet --headless job cancel ID`
-from any process) or hitting `timeout` closes the command's channel and kills
-the command. Closing the channel alone does not stop a command without a PTY
+Cancelling a run (Ctrl-C, task.cancel(), `fleet --headless job cancel ID`
+from any process, or closing the engine) or hitting `timeout` kills the command
+and closes its channel. Closing the channel alone does not stop a command without a PTY
 (sshd SIGHUPs only PTY sessions), and OpenSSH refuses "signal" requests in root
 sessions, so every command is sent behind two shell builtins (`guarded()`): its
 stdin becomes /dev/null and its shell first writes one tagged stderr line with
 its pid, which fleet takes out of the output. sshd makes each session its own
 process group led by that shell, so a kill is `kill -KILL -PID` on a second
 channel of the same connection (processes that left the group with setsid
-survive). Nothing runs beside the command: no fork on the happy path (an
+survive, as do commands under a ForceCommand wrapper that does not exec the
+shell). Nothing runs beside the command: no fork on the happy path (an
 earlier guard kept a reader subshell per command, a fifth of a warm fan-out's
 remote CPU). If fleet itself dies, the command runs on, as with `ssh host cmd`.
-The demo's simulated nodes (profile `demo:`) run commands unguarded.
+The demo's simulated nodes (profile `demo:`) run commands unguarded. The
+node's login shell must be a POSIX sh (bash, dash, zsh, ksh; not fish or csh).
 
 Each run is a job of kind "exec" run by the job runner (fleet.jobs): job.*
 events, progress = nodes done / total, a log line per node result, the summary
 as its result (state `failed` when any node failed, `cancelled` when
 cancelled). Events `exec.started` / `exec.finished` (who, which nodes, the
 command verbatim, exit codes) and one `ssh.command` per command sent to a
-node (fleet.access.audit), written in batches.
+node (fleet.access.audit; the kills too), written in batches.
 """
 
 from __future__ import annotations
@@ -361,9 +363,9 @@ async def _attempt(api, node, route, command, timeout, script, script_args, on_l
         try:
             if script is not None:
                 command = await _upload(conn, script, script_args)
-            sent = command
             await _run(conn, node.name, command, timeout, on_line, keep_output, result,
-                       lambda: api.commands.add(node.name, sent, via=link.via, job=job_id),
+                       lambda sent: api.commands.add(node.name, sent, via=link.via,
+                                                     job=job_id),
                        spawn=api.pool.spawn if guard else None)
         except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost,
                 asyncssh.DisconnectError, BrokenPipeError, ConnectionError) as err:
@@ -389,14 +391,26 @@ async def _upload(conn, script: bytes, args: Sequence[str]) -> str:
 
 async def _run(conn, name: str, command: str, timeout: float, on_line: LineSink | None,
                keep_output: bool, result: NodeResult,
-               on_started: Callable[[], None] | None = None, *, spawn=None) -> None:
-    """Run `command` on `conn`; with `spawn` (the pool's), guarded: see guarded()."""
+               audit: Callable[[str], None] | None = None, *, spawn=None) -> None:
+    """Run `command` on `conn`; with `spawn` (the pool's), guarded: see guarded().
+    `audit(cmd)` is told of every command sent (the command once the node accepted
+    it, a kill when one is sent)."""
     tag = f"fleet-pid-{secrets.token_hex(4)}" if spawn is not None else None
-    process = await conn.create_process(guarded(command, tag) if tag else command,
-                                        encoding="utf-8", errors="replace")
+    audit = audit or (lambda sent: None)
+    opening = asyncio.ensure_future(conn.create_process(
+        guarded(command, tag) if tag else command, encoding="utf-8", errors="replace"))
+    try:
+        # shielded: a cancel while the exec request is on its way must still find
+        # the command once it runs, to kill it
+        process = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        if tag is not None:
+            spawn(_kill_when_open(conn, opening, tag, audit))
+        else:
+            opening.add_done_callback(_close_when_open)
+        raise
     process.stdin.write_eof()  # nothing to send (a guarded command reads /dev/null)
-    if on_started is not None:
-        on_started()  # the ssh.command event: the node accepted the command
+    audit(command)  # the ssh.command event: the node accepted the command
     pid: list[int] = []
 
     async def pump(reader, stream: str, sink: list[str]) -> None:
@@ -405,9 +419,12 @@ async def _run(conn, name: str, command: str, timeout: float, on_line: LineSink 
             if not line:  # EOF (a blank line still has its "\n")
                 return
             line = line.rstrip("\n")
-            if tag and not pid and stream == "stderr" and line.startswith(tag + " "):
-                pid.extend(_session_pid(line, tag))
-                continue
+            if tag and not pid and stream == "stderr" and (at := line.find(tag + " ")) >= 0:
+                # the guard's line; a login script may have left text before it
+                pid.extend(_session_pid(line[at:], tag))
+                line = line[:at]
+                if not line:
+                    continue
             if keep_output:
                 sink.append(line)
             if on_line is not None:
@@ -419,13 +436,21 @@ async def _run(conn, name: str, command: str, timeout: float, on_line: LineSink 
                                  pump(process.stderr, "stderr", result.stderr))
             await process.wait_closed()
     except asyncio.CancelledError:
-        _stop(conn, process, tag, pid, spawn)  # Ctrl-C / job cancelled
+        _stop(conn, process, tag, pid, spawn, audit)  # Ctrl-C / job cancelled
         raise
     except TimeoutError:
-        _stop(conn, process, tag, pid, spawn)
         result.exit_status = None
         result.error_kind = "timeout"
-        result.error = f"still running after {timeout:g}s; killed"
+        if tag is None:
+            _stop(conn, process, tag, pid, spawn, audit)
+            result.error = f"still running after {timeout:g}s; channel closed"
+            return
+        # not cancelled: kill it here, holding this node's session slot until done
+        with contextlib.suppress(OSError, asyncssh.Error):
+            process.send_signal("KILL")
+        why = await _kill_group(conn, process, tag, pid[0] if pid else None, audit)
+        result.error = f"still running after {timeout:g}s; " + (
+            "killed" if why is None else f"could not kill it: {why}")
         return
     if process.exit_signal:
         sig = process.exit_signal[0]
@@ -444,49 +469,75 @@ async def _run(conn, name: str, command: str, timeout: float, on_line: LineSink 
 def guarded(command: str, tag: str) -> str:
     """`command` as sent to a POSIX shell: stdin from /dev/null, then one stderr
     line `TAG PID` naming the shell (the session's process group leader), then
-    the command on its own line, verbatim (its `exit N`, heredocs and comments work
-    as typed). Only builtins run before it: no fork."""
-    return f'exec </dev/null; echo "{tag} $$" >&2\n{command}\n'
+    the command on its own line, verbatim and with nothing after it (`exit N`,
+    heredocs, comments and a trailing backslash behave as in the command sent
+    alone; line numbers in the shell's messages and `$LINENO` are one more). Only
+    builtins run before it: no fork. Its own line, not `...; command`: a syntax
+    error in the command's first line would show the guard in the shell's message
+    and keep it from running."""
+    return f'exec </dev/null; echo "{tag} $$" >&2\n{command}'
 
 
-def _session_pid(line: str, tag: str) -> list[int]:
-    """The pid from the guard's line; nothing unless it is a plain number > 1
-    (`kill -- -1` would mean every process the user may signal)."""
-    word = line[len(tag) + 1:].strip()
-    return [int(word)] if word.isdigit() and int(word) > 1 else []
+def _session_pid(text: str, tag: str) -> list[int]:
+    """The pid from the guard's text `TAG PID`; nothing unless it is a plain ASCII
+    number > 1 (`kill -- -1` would mean every process the user may signal)."""
+    word = text[len(tag) + 1:].strip()
+    return [int(word)] if word.isascii() and word.isdigit() and int(word) > 1 else []
 
 
-def _stop(conn, process, tag: str | None, pid: list[int], spawn) -> None:
-    """Close the command's channel now; kill its process group in the background
-    (a cancelled task cannot wait): with the pid from the guard's line, or from
-    that line if it is still on its way. The "signal" request is sent too, for
-    servers that honour it."""
+def _stop(conn, process, tag: str | None, pid: list[int], spawn, audit) -> None:
+    """A cancelled command: send the "signal" request (for servers that honour
+    it), then kill its process group in the background (a cancelled task cannot
+    wait), with the pid from the guard's line or from that line when it comes;
+    the channel is closed once the kill is sent. Unguarded: close the channel."""
     with contextlib.suppress(OSError, asyncssh.Error):
         process.send_signal("KILL")
     if spawn is None or tag is None:
         process.close()
         return
-    spawn(_kill_group(conn, process, tag, pid[0] if pid else None))
+    spawn(_kill_group(conn, process, tag, pid[0] if pid else None, audit))
 
 
-async def _kill_group(conn, process, tag: str, pid: int | None) -> None:
+def _close_when_open(opening: asyncio.Future) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
+async def _kill_when_open(conn, opening: asyncio.Future, tag: str, audit) -> None:
+    """A cancel came while the exec request was on its way: kill the command as
+    soon as the node has started it."""
+    try:
+        process = await asyncio.wait_for(opening, 5.0)
+    except (asyncio.TimeoutError, OSError, asyncssh.Error):
+        return  # never started, or the connection is gone (and the command with it)
+    with contextlib.suppress(OSError, asyncssh.Error):
+        process.send_signal("KILL")
+    await _kill_group(conn, process, tag, None, audit)
+
+
+async def _kill_group(conn, process, tag: str, pid: int | None, audit) -> str | None:
+    """Kill the guarded command's process group; None when done, else why not."""
     try:
         if pid is None:  # cancelled before the guard's line was read
             pid = await asyncio.wait_for(_read_pid(process.stderr, tag), 2.0)
-        process.close()
-        if pid is not None:
-            # `-KILL -PID`, not `-- -PID`: dash (Debian's sh) reads `--` as a pid
-            await asyncio.wait_for(conn.run(f"kill -KILL -{pid} 2>/dev/null",
-                                            stdin=asyncssh.DEVNULL, check=False), 5.0)
-    except (asyncio.TimeoutError, OSError, asyncssh.Error):
-        pass  # the connection is gone: sshd closes the channel; nothing more to do
+        if pid is None:
+            return "its shell never reported its pid"
+        # `-KILL -PID`, not `-- -PID`: dash (Debian's sh) reads `--` as a pid
+        kill = f"kill -KILL -{pid} 2>/dev/null"
+        audit(kill)
+        await asyncio.wait_for(conn.run(kill, stdin=asyncssh.DEVNULL, check=False), 5.0)
+        return None
+    except asyncio.TimeoutError:
+        return "no answer from the node"
+    except (OSError, asyncssh.Error) as err:
+        return f"the connection failed: {getattr(err, 'reason', '') or err}"
     finally:
         process.close()
 
 
 async def _read_pid(stderr, tag: str) -> int | None:
     while line := await stderr.readline():
-        if line.startswith(tag + " "):
-            found = _session_pid(line.rstrip("\n"), tag)
+        if (at := line.find(tag + " ")) >= 0:
+            found = _session_pid(line[at:].rstrip("\n"), tag)
             return found[0] if found else None
     return None

@@ -309,7 +309,8 @@ class Pool:
 
     def spawn(self, coro) -> asyncio.Task:
         """Work on pooled connections that must outlive its caller, such as killing a
-        cancelled command; close() lets it finish (3 s at most) before closing."""
+        cancelled command; close() waits up to 3 s in all for such work (also work
+        spawned while it waits) before it closes the connections."""
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -618,8 +619,12 @@ class Pool:
         for link in self._jumps.values():
             if link.retry_task is not None:
                 link.retry_task.cancel()
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=3.0)
+        deadline = asyncio.get_running_loop().time() + 3.0
+        while self._background:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(list(self._background), timeout=left)
         links = list(self._nodes.values())
         self._nodes.clear()
         for link in links:

@@ -147,7 +147,7 @@ class Bench:
         print(f"  {name:<22} {wall:7.2f}s  cpu {cpu:6.2f}s{sshd}  ok {ok}/{self.n}  "
               f"(runs: {', '.join(f'{r[0]:.2f}' for r in runs)})", flush=True)
 
-    def xargs(self, per_host: str) -> tuple[float, float, int]:
+    def xargs(self, per_host: str) -> tuple[float, float, int, float]:
         cmd = (f"xargs -P50 -I{{}} /bin/sh -c {q(per_host + ' && echo OK')} < {q(self.hosts)}")
         with Timer() as t:
             cp = sh(cmd)

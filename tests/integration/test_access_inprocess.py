@@ -812,6 +812,81 @@ async def test_exec_cancelled_by_another_process(lab, tmp_path, xdg):
         await engine.close()
 
 
+async def _wait_running(lab, n: int) -> None:
+    for _ in range(100):
+        if len(lab.procs) >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{len(lab.procs)} of {n} commands started")
+
+
+async def _all_ended(lab) -> bool:
+    for _ in range(60):
+        if all(p.returncode is not None for p in lab.procs):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_closing_the_engine_kills_running_exec_commands(lab, tmp_path):
+    """Quitting the console or stopping `serve` closes the engine while an exec runs:
+    the job is interrupted before the pool closes, so its remote commands are
+    killed through the still-open connections (not left running, to run twice on
+    a retry)."""
+    engine = await open_engine(lab, tmp_path)
+    closed = False
+    try:
+        nodes = await engine.access.targets(["n01", "n02"])
+        task = asyncio.ensure_future(engine.access.exec(nodes, "sleep 31; echo never"))
+        await _wait_running(lab, 2)
+        await asyncio.sleep(0.2)  # the guards' pid lines are in
+        await engine.close()
+        closed = True
+        assert await _all_ended(lab), [p.returncode for p in lab.procs]
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        store = await open_engine(lab, tmp_path)
+        try:
+            job = (await store.store.jobs.list())[0]
+            assert job.kind == "exec" and job.state is JobState.INTERRUPTED
+            kills = [e.data["command"] for e in await store.events(200)
+                     if e.kind == "ssh.command" and e.data["command"].startswith("kill ")]
+            assert len(kills) == 2, kills  # every command sent is audited, kills too
+        finally:
+            await store.close()
+    finally:
+        if not closed:
+            await engine.close()
+
+
+async def test_a_cancel_while_the_exec_reply_is_on_its_way_still_kills(lab, tmp_path,
+                                                                       monkeypatch):
+    """The node has started the command but its reply to the exec request has not
+    reached fleet when the run is cancelled: the command is killed once the reply
+    comes. The slow reply is simulated (asyncssh's create_process returns late):
+    a round trip's timing is not something the lab can hold open on purpose."""
+    real = asyncssh.SSHClientConnection.create_process
+
+    async def slow_reply(self, *args, **kwargs):
+        process = await real(self, *args, **kwargs)
+        await asyncio.sleep(1.0)
+        return process
+
+    monkeypatch.setattr(asyncssh.SSHClientConnection, "create_process", slow_reply)
+    engine = await open_engine(lab, tmp_path)
+    try:
+        nodes = await engine.access.targets(["n01"])
+        task = asyncio.ensure_future(engine.access.exec(nodes, "sleep 32; echo never"))
+        await _wait_running(lab, 1)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _all_ended(lab), "the command outlived its cancelled run"
+    finally:
+        await engine.close()
+
+
 async def test_command_log_flush_inside_a_transaction_does_not_deadlock(lab, tmp_path):
     """exec's finish flushes queued ssh.command events inside its own transaction
     while the batcher's timer may be flushing too (waiting for that transaction):

@@ -485,8 +485,13 @@ async def test_exec_cli_cancelled_by_job_cancel_from_another_process(ssh_fleet, 
             assert "job.started" in kinds and "job.cancelled" in kinds
             assert "job.failed" not in kinds and "job.succeeded" not in kinds
             cmds = await events_of(engine, "ssh.command")
-            assert sorted(e.data["node"] for e in cmds) == sorted(n.name for n in fleet.nodes)
-            assert {e.data["command"] for e in cmds} == {"sleep 88.25"}
+            names = sorted(n.name for n in fleet.nodes)
+            runs = [e for e in cmds if e.data["command"] == "sleep 88.25"]
+            kills = [e for e in cmds if e.data["command"].startswith("kill -KILL -")]
+            assert len(runs) + len(kills) == len(cmds), [e.data["command"] for e in cmds]
+            # the command on each node, and the kill of its process group
+            assert sorted(e.data["node"] for e in runs) == names
+            assert sorted(e.data["node"] for e in kills) == names
             assert {e.data["via"] for e in cmds} == {"gw1"}
             assert {e.data["job"] for e in cmds} == {job_id}
         finally:
