@@ -83,12 +83,12 @@ class Engine:
         self._closers.append(closer)
 
     async def close(self) -> None:
-        jobs = self.__dict__.get("jobs")  # only if something used it
-        if jobs is not None and jobs.close in self._closers:
-            # jobs first, whoever registered last: a running exec is cancelled while
-            # its pool is still open, so it can still kill its remote commands
-            self._closers.remove(jobs.close)
-            self._closers.append(jobs.close)
+        # jobs first, whoever registered last: a running exec is cancelled while
+        # its pool is still open, so it can still kill its remote commands
+        close_jobs = getattr(self.__dict__.get("jobs"), "close", None)  # if ever used
+        if close_jobs is not None and close_jobs in self._closers:
+            self._closers.remove(close_jobs)
+            self._closers.append(close_jobs)
         for closer in reversed(self._closers):
             try:
                 await closer()

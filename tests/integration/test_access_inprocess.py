@@ -68,6 +68,7 @@ class Lab:
         self.auth_max = 0
         self.procs: list = []
         self.sessions_max: dict[str, int] = {}
+        self.login_noise = ""  # stderr a login script writes before the command runs
 
     def host_key(self, name):
         return self.host_keys.setdefault(name, asyncssh.generate_private_key("ssh-ed25519"))
@@ -155,6 +156,8 @@ class Lab:
                     p.stdout.write(name + "\n")
                     p.exit(0)
                     return
+                if lab.login_noise:  # like a ~/.bashrc that writes to stderr
+                    p.stderr.write(lab.login_noise)
                 # like sshd: the session is its own process group (led by the
                 # shell: fleet's guard reports its pid) and the channel's stdin is
                 # the command's stdin
@@ -883,6 +886,27 @@ async def test_a_cancel_while_the_exec_reply_is_on_its_way_still_kills(lab, tmp_
         with pytest.raises(asyncio.CancelledError):
             await task
         assert await _all_ended(lab), "the command outlived its cancelled run"
+    finally:
+        await engine.close()
+
+
+async def test_login_script_noise_before_the_pid_line_is_output_and_kills_still_work(
+        lab, tmp_path):
+    """A login script that writes to stderr without ending its line puts text in
+    front of the guard's pid line: that text is the user's output, the pid is still
+    read (a timeout kills the command), and the tag is never shown."""
+    lab.login_noise = "motd: no newline here "
+    engine = await open_engine(lab, tmp_path)
+    try:
+        nodes = await engine.access.targets(["n01"])
+        report = await engine.access.exec(nodes, "echo err >&2", keep_output=True)
+        assert report.results[0].stderr == ["motd: no newline here ", "err"], report.results
+        report = await engine.access.exec(nodes, "sleep 33; echo never", timeout=1.0,
+                                          keep_output=True)
+        r = report.results[0]
+        assert (r.error_kind, r.error) == ("timeout", "still running after 1s; killed"), r
+        assert not any("fleet-pid" in line for line in r.stdout + r.stderr), r
+        assert await _all_ended(lab), "the timed-out command is still running"
     finally:
         await engine.close()
 
