@@ -83,6 +83,17 @@ class Engine:
         self._closers.append(closer)
 
     async def close(self) -> None:
+        try:
+            await self._close_parts()
+        finally:
+            # whatever failed above: the feed and the store always close (the
+            # store's worker thread would otherwise keep the process from exiting)
+            try:
+                await self.feed.stop()
+            finally:
+                await self.store.close()
+
+    async def _close_parts(self) -> None:
         # jobs first, whoever registered last: a running exec is cancelled while
         # its pool is still open, so it can still kill its remote commands
         close_jobs = getattr(self.__dict__.get("jobs"), "close", None)  # if ever used
@@ -102,8 +113,6 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.feed.stop()
-        await self.store.close()
 
     async def __aenter__(self) -> "Engine":
         return self

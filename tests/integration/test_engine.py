@@ -171,3 +171,23 @@ async def test_callhome_tokens_verify_only_their_lease(engine):
     assert not engine.tokens.verify(token[:-1] + "x", m.lease.id, MAC)
     mode = engine.tokens.secret_file.stat().st_mode & 0o777
     assert mode == 0o600
+
+
+async def test_a_close_that_fails_part_way_still_closes_the_store(profile_path):
+    """If closing a part fails in a way the closers' own guard does not catch, the
+    feed and the SQLite connection still close: its worker thread is not a daemon,
+    and a store left open keeps the whole process from exiting (the suite once
+    hung after its summary like that). The failure is simulated: a bug is the
+    only way to cause it."""
+    eng = await Engine.open(profile_path)
+    worker = eng.store.conn._thread  # aiosqlite's worker (not a public attribute)
+    assert worker.is_alive()
+
+    async def broken() -> None:
+        raise AttributeError("a part that cannot close")
+
+    eng._close_parts = broken
+    with pytest.raises(AttributeError):
+        await eng.close()
+    worker.join(5)
+    assert not worker.is_alive()
