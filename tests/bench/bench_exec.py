@@ -14,6 +14,8 @@ Part 1 (median of --rounds; every OpenSSH run forces -o KexAlgorithms=curve25519
   ssh node masters   per-node ControlMasters opened first (not timed), then
                      `ssh -S NODE_MASTER true` via xargs -P50 (warm)
   parallel-ssh       Debian's `parallel-ssh -p 50 -x '-J root@gw1 ...'`
+fleet cold and the jump master run in alternating rounds (the box's speed drifts
+within minutes); their round-by-round ratios are printed too.
 Targets: fleet cold <= 0.6x the best cold peer; fleet warm <= 0.5x node masters warm.
 
 Part 2: 1000 nodes: 500 reachable (the N sshds on port 22 plus more sshds on port
@@ -130,6 +132,7 @@ class Bench:
         self.ssh = f"/usr/bin/ssh -F {q(fleet.ssh_config)} {' '.join(KEX)}"
         self.results: dict[str, tuple[float, float, int]] = {}
         self.server: dict[str, float] = {}  # cold runs: the sshds' CPU (median)
+        self.pair_ratios: list[float] = []  # fleet cold / jump master, side by side
 
     def record(self, name: str, runs: list[tuple]) -> None:
         """runs: (wall, client cpu, ok[, sshd cpu]) per round."""
@@ -154,7 +157,11 @@ class Bench:
         return t.wall, t.cpu, cp.stdout.count("OK"), t.server
 
     # -- fleet ------------------------------------------------------------------------
-    def fleet_cold(self, profile: Path) -> None:
+    def cold_pair(self, profile: Path) -> None:
+        """fleet cold and the usual best peer (OpenSSH with a ControlMaster on the
+        jump) in alternating rounds, each pair in alternating order: this box's
+        speed drifts by tens of percent within minutes (steal), so only runs made
+        side by side compare. Prints each pair's ratio."""
         # fleet's bytecode compiled first, as an installed fleet has it (pip compiles
         # a wheel's modules; asyncssh's were compiled when pip installed it): with
         # PYTHONDONTWRITEBYTECODE set, an editable checkout would compile fleet's
@@ -164,13 +171,33 @@ class Bench:
         env = isolated_env(self.work / "cold")
         argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile), "exec",
                 "--select", "all", "--parallel", str(self.n), "-o", "jsonl", "--", "true"]
-        runs = []
-        for _ in range(self.rounds):
+
+        def fleet_once() -> tuple:
             with Timer() as t:
                 cp = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
-            ok = cp.stdout.count('"error_kind":"ok"')
-            runs.append((t.wall, t.cpu, ok, t.server))
-        self.record("fleet cold (CLI)", runs)
+            return t.wall, t.cpu, cp.stdout.count('"error_kind":"ok"'), t.server
+
+        sock = self.work / "jm.sock"
+        cp = sh(f"{self.ssh} -o ControlMaster=yes -o ControlPath={q(sock)} "
+                f"-o ControlPersist=600 -N -f {JUMP}")
+        assert cp.returncode == 0, cp.stderr
+        proxy = f"ProxyCommand={self.ssh} -o ControlPath={sock} -W %h:%p {JUMP}"
+        fleet_runs, peer_runs = [], []
+        try:
+            for i in range(self.rounds):
+                if i % 2 == 0:
+                    fleet_runs.append(fleet_once())
+                    peer_runs.append(self.xargs(f"{self.ssh} -o {q(proxy)} root@{{}} true"))
+                else:
+                    peer_runs.append(self.xargs(f"{self.ssh} -o {q(proxy)} root@{{}} true"))
+                    fleet_runs.append(fleet_once())
+        finally:
+            sh(f"{self.ssh} -o ControlPath={q(sock)} -O exit {JUMP}")
+        self.record("fleet cold (CLI)", fleet_runs)
+        self.record("ssh, jump master", peer_runs)
+        self.pair_ratios = [f[0] / p[0] for f, p in zip(fleet_runs, peer_runs)]
+        print("  fleet cold / jump master, round by round: "
+              + ", ".join(f"{r:.2f}" for r in self.pair_ratios), flush=True)
 
     def fleet_cold_caps(self, profile: Path, caps: list[int]) -> None:
         """Cold in one process (a fresh engine and pool each round), for several
@@ -233,19 +260,6 @@ class Bench:
         runs = [self.xargs(f"{self.ssh} -J {JUMP} root@{{}} true") for _ in range(self.rounds)]
         self.record("ssh -J, xargs -P50", runs)
 
-    def jump_master(self) -> None:
-        sock = self.work / "jm.sock"
-        cp = sh(f"{self.ssh} -o ControlMaster=yes -o ControlPath={q(sock)} "
-                f"-o ControlPersist=600 -N -f {JUMP}")
-        assert cp.returncode == 0, cp.stderr
-        try:
-            proxy = f"ProxyCommand={self.ssh} -o ControlPath={sock} -W %h:%p {JUMP}"
-            runs = [self.xargs(f"{self.ssh} -o {q(proxy)} root@{{}} true")
-                    for _ in range(self.rounds)]
-            self.record("ssh, jump master", runs)
-        finally:
-            sh(f"{self.ssh} -o ControlPath={q(sock)} -O exit {JUMP}")
-
     def node_masters(self) -> None:
         d = self.work / "cm"
         d.mkdir(exist_ok=True)
@@ -290,6 +304,10 @@ class Bench:
         warm_ref = r.get("ssh node masters warm")
         print(f"\n  fleet cold / best cold peer = {cold:.2f}  (target <= 0.6): "
               f"{'MET' if cold <= 0.6 else 'NOT MET'}")
+        if self.pair_ratios:
+            print(f"  fleet cold / jump master in side-by-side rounds: median "
+                  f"{statistics.median(self.pair_ratios):.2f} "
+                  f"(rounds: {', '.join(f'{x:.2f}' for x in self.pair_ratios)})")
         server = self.server.get("fleet cold (CLI)")
         if server is not None:
             cores = os.cpu_count() or 1
@@ -422,10 +440,9 @@ def main() -> int:
                 b.fleet_cold_caps(profile, caps)
             if args.only_caps:
                 return 0
-            b.fleet_cold(profile)
+            b.cold_pair(profile)
             b.fleet_warm(profile)
             b.ssh_j()
-            b.jump_master()
             b.node_masters()
             b.pssh()
             b.table()
