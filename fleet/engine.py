@@ -52,6 +52,7 @@ class Engine:
         self._tasks: list[asyncio.Task] = []
         self._sightings = SightingRecorder(self)
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._first_closers: list[Callable[[], Awaitable[None]]] = []
 
     # -- opening and closing ----------------------------------------------------
 
@@ -78,9 +79,12 @@ class Engine:
             raise
         return engine
 
-    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
-        """Run `await closer()` at close, newest first (pools, servers, runners)."""
-        self._closers.append(closer)
+    def on_close(self, closer: Callable[[], Awaitable[None]], *, first: bool = False) -> None:
+        """Run `await closer()` at close, newest first (pools, servers, runners).
+        `first`: before all others, for work that uses them (the job runner: a
+        running exec is cancelled while its pool is still open, so it can still
+        kill its remote commands)."""
+        (self._first_closers if first else self._closers).append(closer)
 
     async def close(self) -> None:
         try:
@@ -94,17 +98,12 @@ class Engine:
                 await self.store.close()
 
     async def _close_parts(self) -> None:
-        # jobs first, whoever registered last: a running exec is cancelled while
-        # its pool is still open, so it can still kill its remote commands
-        close_jobs = getattr(self.__dict__.get("jobs"), "close", None)  # if ever used
-        if close_jobs is not None and close_jobs in self._closers:
-            self._closers.remove(close_jobs)
-            self._closers.append(close_jobs)
-        for closer in reversed(self._closers):
+        for closer in [*reversed(self._first_closers), *reversed(self._closers)]:
             try:
                 await closer()
             except Exception:  # one failing closer must not leak the others
                 log.exception("error while closing")
+        self._first_closers.clear()
         self._closers.clear()
         await self._sightings.flush()
         for task in self._tasks:

@@ -435,19 +435,20 @@ async def _run(conn, name: str, command: str, timeout: float, on_line: LineSink 
             await asyncio.gather(pump(process.stdout, "stdout", result.stdout),
                                  pump(process.stderr, "stderr", result.stderr))
             await process.wait_closed()
-    except asyncio.CancelledError:
-        _stop(conn, process, tag, pid, spawn, audit)  # Ctrl-C / job cancelled
+    except asyncio.CancelledError:  # Ctrl-C / job cancelled
+        if tag is None:
+            _hang_up(process)
+        else:  # a cancelled task cannot wait: the kill goes on in the background
+            spawn(_kill_group(conn, process, tag, pid[0] if pid else None, audit))
         raise
     except TimeoutError:
         result.exit_status = None
         result.error_kind = "timeout"
         if tag is None:
-            _stop(conn, process, tag, pid, spawn, audit)
+            _hang_up(process)
             result.error = f"still running after {timeout:g}s; channel closed"
             return
         # not cancelled: kill it here, holding this node's session slot until done
-        with contextlib.suppress(OSError, asyncssh.Error):
-            process.send_signal("KILL")
         why = await _kill_group(conn, process, tag, pid[0] if pid else None, audit)
         result.error = f"still running after {timeout:g}s; " + (
             "killed" if why is None else f"could not kill it: {why}")
@@ -485,17 +486,12 @@ def _session_pid(text: str, tag: str) -> list[int]:
     return [int(word)] if word.isascii() and word.isdigit() and int(word) > 1 else []
 
 
-def _stop(conn, process, tag: str | None, pid: list[int], spawn, audit) -> None:
-    """A cancelled command: send the "signal" request (for servers that honour
-    it), then kill its process group in the background (a cancelled task cannot
-    wait), with the pid from the guard's line or from that line when it comes;
-    the channel is closed once the kill is sent. Unguarded: close the channel."""
+def _hang_up(process) -> None:
+    """An unguarded command: ask sshd to kill it (OpenSSH refuses in root
+    sessions) and close its channel."""
     with contextlib.suppress(OSError, asyncssh.Error):
         process.send_signal("KILL")
-    if spawn is None or tag is None:
-        process.close()
-        return
-    spawn(_kill_group(conn, process, tag, pid[0] if pid else None, audit))
+    process.close()
 
 
 def _close_when_open(opening: asyncio.Future) -> None:
@@ -510,13 +506,16 @@ async def _kill_when_open(conn, opening: asyncio.Future, tag: str, audit) -> Non
         process = await asyncio.wait_for(opening, 5.0)
     except (asyncio.TimeoutError, OSError, asyncssh.Error):
         return  # never started, or the connection is gone (and the command with it)
-    with contextlib.suppress(OSError, asyncssh.Error):
-        process.send_signal("KILL")
     await _kill_group(conn, process, tag, None, audit)
 
 
 async def _kill_group(conn, process, tag: str, pid: int | None, audit) -> str | None:
-    """Kill the guarded command's process group; None when done, else why not."""
+    """Kill the guarded command's process group, with the pid from the guard's
+    line (read here if it had not come yet), then close its channel; None when
+    done, else why not. The "signal" request goes first, for servers that honour
+    it."""
+    with contextlib.suppress(OSError, asyncssh.Error):
+        process.send_signal("KILL")
     try:
         if pid is None:  # cancelled before the guard's line was read
             pid = await asyncio.wait_for(_read_pid(process.stderr, tag), 2.0)

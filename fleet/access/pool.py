@@ -619,12 +619,10 @@ class Pool:
         for link in self._jumps.values():
             if link.retry_task is not None:
                 link.retry_task.cancel()
-        deadline = asyncio.get_running_loop().time() + 3.0
-        while self._background:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            await asyncio.wait(list(self._background), timeout=left)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3.0
+        while self._background and loop.time() < deadline:
+            await asyncio.wait(list(self._background), timeout=deadline - loop.time())
         links = list(self._nodes.values())
         self._nodes.clear()
         for link in links:

@@ -62,7 +62,7 @@ class JobsAPI:
         from fleet.configure import postboot
 
         self.runner.register(postboot.KIND, postboot.handler(engine), group=postboot.KIND)
-        engine.on_close(self.close)
+        engine.on_close(self.close, first=True)  # before the pools its jobs use
 
     @cached_property
     def cache(self) -> "ArtifactCache":

@@ -183,14 +183,17 @@ class Bench:
         assert cp.returncode == 0, cp.stderr
         proxy = f"ProxyCommand={self.ssh} -o ControlPath={sock} -W %h:%p {JUMP}"
         fleet_runs, peer_runs = [], []
+
+        def fleet_turn() -> None:
+            fleet_runs.append(fleet_once())
+
+        def peer_turn() -> None:
+            peer_runs.append(self.xargs(f"{self.ssh} -o {q(proxy)} root@{{}} true"))
+
         try:
             for i in range(self.rounds):
-                if i % 2 == 0:
-                    fleet_runs.append(fleet_once())
-                    peer_runs.append(self.xargs(f"{self.ssh} -o {q(proxy)} root@{{}} true"))
-                else:
-                    peer_runs.append(self.xargs(f"{self.ssh} -o {q(proxy)} root@{{}} true"))
-                    fleet_runs.append(fleet_once())
+                for turn in ((fleet_turn, peer_turn) if i % 2 == 0 else (peer_turn, fleet_turn)):
+                    turn()
         finally:
             sh(f"{self.ssh} -o ControlPath={q(sock)} -O exit {JUMP}")
         self.record("fleet cold (CLI)", fleet_runs)

@@ -800,11 +800,8 @@ async def test_exec_cancelled_by_another_process(lab, tmp_path, xdg):
         assert report.state == "cancelled" and report.cancelled
         assert [r.error_kind for r in report.results] == ["cancelled", "cancelled"]
         assert len(report.failed) == 2
-        for _ in range(60):  # fleet killed their process groups (the pid from the guard)
-            if all(p.returncode is not None for p in lab.procs):
-                break
-            await asyncio.sleep(0.05)
-        assert all(p.returncode is not None for p in lab.procs)
+        # fleet killed their process groups (the pid from the guard)
+        assert await _all_ended(lab), [p.returncode for p in lab.procs]
         job = await engine.jobs.get(job_id)
         assert job.state is JobState.CANCELLED
         finished = await events_of(engine, "exec.finished")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -162,8 +164,6 @@ def test_exit_codes_hold_with_stderr_closed_and_stdout_cut_short(profile_path, x
     """The installed command exits without interpreter teardown (fleet.cli.run):
     its exit code must still be the command's when a standard stream was closed
     at start (`2>&-`) or the reader went away (`| head -1`)."""
-    import os
-
     argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile_path),
             "info"]
     closed = subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=xdg, timeout=60,
@@ -172,13 +172,8 @@ def test_exit_codes_hold_with_stderr_closed_and_stdout_cut_short(profile_path, x
     bad = subprocess.run([*argv[:-1], "no-such-command"], stdout=subprocess.PIPE,
                          env=xdg, timeout=60, preexec_fn=lambda: os.close(2))
     assert bad.returncode == 2
-    head = subprocess.run(["/bin/sh", "-c", " ".join(map(shlex_quote, argv))
+    head = subprocess.run(["/bin/sh", "-c", shlex.join(argv)
                            + " | head -c 10 >/dev/null"],
                           capture_output=True, text=True, env=xdg, timeout=60)
     assert head.returncode == 0 and "Traceback" not in head.stderr, head.stderr
 
-
-def shlex_quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
