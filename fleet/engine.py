@@ -2,8 +2,19 @@
 
 It owns the profile, the store and the change feed, and it is the only place
 that applies lifecycle operations, so every change is one transaction that
-writes the new state and its events together. Later layers (boot services,
-access plane, builders, job runner) hang off it.
+writes the new state and its events together.
+
+What it is made of, built by `Engine.open` in this order (each may use the
+ones before it):
+
+    jobs    the job runner (fleet.jobs.api)
+    builds  boot media builds and artifacts; registers the build kinds (fleet.build.api)
+    access  SSH access; registers the exec and post_boot kinds (fleet.access.api)
+    boot    boot services, built on first use (fleet.boot.api)
+
+A site (`start_site`) starts boot services, the demo, the job worker and
+liveness, in that order; `stop_site` and `close` stop in the written order
+CLOSE_ORDER.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ import time
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from fleet.core import lifecycle as lc
 from fleet.core.model import (LEASED_STATES, Artifact, Distributor, Event, Job, Machine,
@@ -30,9 +41,37 @@ from fleet.store.db import Store
 from fleet.store.feed import ChangeFeed, Subscription
 from fleet.tokens import TokenSigner
 
+if TYPE_CHECKING:
+    from fleet.access.api import AccessAPI
+    from fleet.access.pool import PoolOptions
+    from fleet.access.routes import OperatorIPv6
+    from fleet.boot.api import BootAPI
+    from fleet.build.api import BuildsAPI
+    from fleet.jobs.api import JobsAPI
+
 log = logging.getLogger(__name__)
+#: one line per part a site starts or stops ("started boot", "stopped demo"...)
+site_log = logging.getLogger("fleet.site")
 
 Clock = Callable[[], float]
+
+#: the parts of a running site, in the order `start_site` starts them
+START_ORDER = ("boot", "demo", "worker", "liveness")
+#: everything the engine stops at close, in this order (`stop_site`: the site's part)
+CLOSE_ORDER = ("demo", "liveness", "worker", "jobs", "boot", "access")
+
+
+class Demo(Protocol):
+    """A simulated site beside the boot services (fleet.sim.api.Demo)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+#: prepares (not starts) the demo of an engine's profile: its files are in
+#: place before the boot services answer (fleet.sim.api.prepare_demo)
+DemoFactory = Callable[["Engine"], Demo]
 
 
 class Engine:
@@ -51,14 +90,25 @@ class Engine:
         self._view_sub: Subscription | None = None
         self._tasks: list[asyncio.Task] = []
         self._sightings = SightingRecorder(self)
-        self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._first_closers: list[Callable[[], Awaitable[None]]] = []
+        # the facades, built by `open` (see the module docstring for the order)
+        self.jobs: JobsAPI
+        self.builds: BuildsAPI
+        self.access: AccessAPI
+        self.demo: Demo | None = None
+        self._worker: asyncio.Task | None = None
 
     # -- opening and closing ----------------------------------------------------
 
     @classmethod
     async def open(cls, profile: Profile | str | Path, *, read_only: bool = False,
-                   paths: Paths | None = None, clock: Clock = time.time) -> "Engine":
+                   paths: Paths | None = None, clock: Clock = time.time,
+                   pool_options: "PoolOptions | None" = None,
+                   operator6: "OperatorIPv6 | None" = None,
+                   builds: "BuildsAPI | None" = None,
+                   access: "AccessAPI | None" = None) -> "Engine":
+        """Open the store and build the facades. `pool_options`/`operator6` tune
+        the access plane's pool; `builds`/`access` replace those facades (a
+        console test's stand-ins)."""
         if not isinstance(profile, Profile):
             profile = load_profile(profile)
         paths = paths or Paths.default()
@@ -66,6 +116,7 @@ class Engine:
         feed = ChangeFeed(store)
         engine = cls(profile, store, feed, paths, read_only=read_only, clock=clock)
         try:
+            engine._compose(pool_options, operator6, builds, access)
             if not read_only:
                 await engine._sync_profile()
             await feed.start()
@@ -79,16 +130,67 @@ class Engine:
             raise
         return engine
 
-    def on_close(self, closer: Callable[[], Awaitable[None]], *, first: bool = False) -> None:
-        """Run `await closer()` at close, newest first (pools, servers, runners).
-        `first`: before all others, for work that uses them (the job runner: a
-        running exec is cancelled while its pool is still open, so it can still
-        kill its remote commands)."""
-        (self._first_closers if first else self._closers).append(closer)
+    def _compose(self, pool_options: "PoolOptions | None", operator6: "OperatorIPv6 | None",
+                 builds: "BuildsAPI | None", access: "AccessAPI | None") -> None:
+        """The facades, in this order: the later ones register their job kinds
+        with the runner. Cheap: their heavy modules load on first use."""
+        from fleet.access.api import AccessAPI
+        from fleet.build.api import BuildsAPI
+        from fleet.jobs.api import JobsAPI
+
+        self.jobs = JobsAPI(self)
+        self.builds = builds if builds is not None else BuildsAPI(self, self.jobs)
+        self.access = access if access is not None else AccessAPI(
+            self, self.jobs, pool_options, operator6)
+
+    # -- a site: boot services, demo, job worker, liveness ----------------------------
+
+    async def start_site(self, *, demo: DemoFactory | None = None,
+                         liveness_interval: float = 30.0) -> None:
+        """Start what serves a site, in START_ORDER: the boot services (raises
+        EnvironmentProblem when a port cannot be bound), the profile's demo
+        (`demo` makes it; none without a `demo:` section), the job worker (runs
+        jobs other processes queued), the liveness loop. Both faces call this."""
+        self._writable("serve a site")
+        prepared = demo(self) if demo is not None and self.profile.demo is not None else None
+        await self.boot.start_services()
+        site_log.info("started boot")
+        if prepared is not None:
+            await prepared.start()
+            self.demo = prepared
+            site_log.info("started demo")
+        self._start_worker()
+        site_log.info("started worker")
+        self.access.start_liveness(interval=liveness_interval)
+        site_log.info("started liveness")
+
+    def _start_worker(self) -> None:
+        if self._worker is not None and not self._worker.done():
+            return
+
+        def done(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("job worker stopped: %s", task.exception())
+
+        self._worker = asyncio.ensure_future(self.jobs.run_worker())
+        self._worker.set_name("fleet-job-worker")
+        self._worker.add_done_callback(done)
+
+    async def stop_site(self) -> None:
+        """Stop what `start_site` started, in CLOSE_ORDER (idempotent; the
+        engine stays open). Shielded: a second signal must not leave sockets open."""
+        await asyncio.shield(self._stop(("demo", "liveness", "worker", "boot")))
 
     async def close(self) -> None:
         try:
-            await self._close_parts()
+            await self._stop(CLOSE_ORDER)
+            await self._sightings.flush()
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self._tasks.clear()
         finally:
             # whatever failed above: the feed and the store always close (the
             # store's worker thread would otherwise keep the process from exiting)
@@ -97,21 +199,50 @@ class Engine:
             finally:
                 await self.store.close()
 
-    async def _close_parts(self) -> None:
-        for closer in [*reversed(self._first_closers), *reversed(self._closers)]:
+    async def _stop(self, parts: tuple[str, ...]) -> None:
+        for part in parts:
             try:
-                await closer()
-            except Exception:  # one failing closer must not leak the others
-                log.exception("error while closing")
-        self._first_closers.clear()
-        self._closers.clear()
-        await self._sightings.flush()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
+                if await self._stop_part(part):
+                    site_log.info("stopped %s", part)
+            except Exception:  # one failing part must not leak the others
+                log.exception("error while stopping %s", part)
+
+    async def _stop_part(self, part: str) -> bool:
+        """Stop one part; False when it was not running."""
+        if part == "demo":
+            demo, self.demo = self.demo, None
+            if demo is None:
+                return False
+            await demo.stop()
+        elif part == "liveness":
+            access = getattr(self, "access", None)
+            if getattr(access, "liveness", None) is None:
+                return False
+            await access.stop_liveness()
+        elif part == "worker":
+            worker, self._worker = self._worker, None
+            if worker is None:
+                return False
+            worker.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+                await worker
+        elif part == "jobs":
+            # before the pools its jobs use: a running exec is cancelled while
+            # its pool is still open, so it can still kill its remote commands
+            if getattr(self, "jobs", None) is None:
+                return False
+            await self.jobs.close()
+        elif part == "boot":
+            boot = self.__dict__.get("boot")  # built on first use: maybe never
+            if boot is None or not boot.started:
+                return False
+            await boot.stop_services()
+        elif part == "access":
+            access = getattr(self, "access", None)
+            if access is None:
+                return False
+            await access.close()
+        return True
 
     async def __aenter__(self) -> "Engine":
         return self
@@ -155,28 +286,14 @@ class Engine:
             if event.kind.startswith("machine.") and "state" in event.data:
                 self.machine_states[event.subject] = MachineState(event.data["state"])
 
-    # -- the layers hung off the engine (imported on first use) --------------------
+    # -- boot services (built on first use: most commands never serve) ----------------
 
     @cached_property
-    def boot(self):
+    def boot(self) -> "BootAPI":
         """Boot services: policy, HTTP/DHCP/TFTP servers, call-home (fleet.boot.api)."""
         from fleet.boot.api import BootAPI
 
         return BootAPI(self)
-
-    @cached_property
-    def access(self):
-        """SSH access: routes, pooled connections, exec, shells (fleet.access.api)."""
-        from fleet.access.api import AccessAPI
-
-        return AccessAPI(self)
-
-    @cached_property
-    def jobs(self):
-        """Job runner and builders (fleet.jobs.api)."""
-        from fleet.jobs.api import JobsAPI
-
-        return JobsAPI(self)
 
     # -- information ------------------------------------------------------------
 
@@ -377,7 +494,7 @@ class Engine:
     async def last_event_id(self) -> int:
         return await self.store.events.max_id()
 
-    # -- jobs and artifacts, as stored (the runner lives in `engine.jobs`) ----------
+    # -- jobs and artifacts, as stored (the runner: `engine.jobs`; builds: `engine.builds`)
 
     async def recent_jobs(self, limit: int = 500) -> list[Job]:
         return await self.store.jobs.list(limit=limit)

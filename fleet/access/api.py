@@ -13,7 +13,10 @@
     link = await api.connection("web1")           pooled connection (direct-tcpip forwards)
     await api.get_pool() -> Pool                  created on first use, closed at engine close
 
-The pool is opened lazily and closed by the engine (`engine.on_close`).
+The pool is opened lazily and closed by the engine (`Engine.close`). The facade
+registers the job kinds of the access plane with the engine's job runner:
+`exec` (a worker or `job retry` in any process can run one) and `post_boot`
+(submitted at call-home, fleet.access.postboot).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator, Sequence
 
+from fleet.access import postboot
 from fleet.access.audit import CommandLog
 from fleet.access.routes import OperatorIPv6, Route, operator_ipv6, plan
 from fleet.errors import BadInput, ReadOnly, UnknownTarget
@@ -31,11 +35,15 @@ if TYPE_CHECKING:
     from fleet.access.exec import ExecReport
     from fleet.access.pool import NodeLink, Pool, PoolOptions
     from fleet.core.model import Node
+    from fleet.access.liveness import Liveness
     from fleet.engine import Engine
+    from fleet.jobs.api import JobsAPI
+    from fleet.jobs.runner import JobContext
 
 
 class AccessAPI:
-    def __init__(self, engine: "Engine", pool_options: "PoolOptions | None" = None,
+    def __init__(self, engine: "Engine", jobs: "JobsAPI | None" = None,
+                 pool_options: "PoolOptions | None" = None,
                  operator6: OperatorIPv6 | None = None):
         self.engine = engine
         self.pool_options = pool_options
@@ -43,7 +51,15 @@ class AccessAPI:
         self._pool: "Pool | None" = None
         self._pool_lock = asyncio.Lock()
         self.commands = CommandLog(engine)  # ssh.command events (fleet.access.audit)
-        engine.on_close(self.close)
+        self.liveness: "Liveness | None" = None
+        if jobs is not None:
+            jobs.register("exec", self._exec_job, group="exec")
+            jobs.register(postboot.KIND, postboot.handler(engine), group=postboot.KIND)
+
+    async def _exec_job(self, ctx: "JobContext", inputs: dict) -> dict:
+        from fleet.access.exec import exec_job
+
+        return await exec_job(self, ctx, inputs)
 
     # -- routes ----------------------------------------------------------------------
 
@@ -131,12 +147,13 @@ class AccessAPI:
                               on_line=on_line, on_result=on_result, keep_output=keep_output)
 
     async def close(self) -> None:
+        """The pool and the command log (the engine stops liveness and jobs first)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
         await self.commands.close()
 
-    # -- shells, forwards, checks, liveness (issue 4, second half) -----------------------
+    # -- shells, forwards, checks, liveness -------------------------------------------
 
     def shell(self, name: str, *, term_type: str = "xterm-256color",
               term_size: tuple[int, int] = (80, 24), record: bool = True):
@@ -185,15 +202,17 @@ class AccessAPI:
         return await link_check(self, a, b, iperf=iperf, count=count, seconds=seconds,
                                 port=port)
 
-    def start_liveness(self, interval: float = 30.0, **kw):
+    def start_liveness(self, interval: float = 30.0, **kw) -> "Liveness":
         """Start (once) the liveness loop as an engine task; returns the `Liveness`.
-        The engine cancels it at close."""
+        The engine stops it at close (`stop_liveness`), before the pool closes."""
         from fleet.access.liveness import Liveness
 
-        live = getattr(self, "_liveness", None)
+        live = self.liveness
         if live is None:
-            live = self._liveness = Liveness(self.engine, interval, **kw)
-            # closers run newest first: the loop stops before the pool closes
-            self.engine.on_close(live.stop)
+            live = self.liveness = Liveness(self.engine, interval, **kw)
         live.start()
         return live
+
+    async def stop_liveness(self) -> None:
+        if self.liveness is not None:
+            await self.liveness.stop()

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import getpass
 import os
 import secrets
@@ -63,6 +62,7 @@ from fleet.errors import FleetError
 if TYPE_CHECKING:
     from fleet.access.api import AccessAPI
     from fleet.core.model import Node
+    from fleet.jobs.runner import JobContext
 
 ERROR_KINDS = ("ok", "command-failed", "timeout", "unreachable", "auth", "host-key",
                "cancelled")
@@ -149,21 +149,15 @@ class ExecFailed(FleetError):
 
 @dataclass
 class _Live:
-    """What the submitting call hands its own job (not stored): node objects,
-    the script's bytes, the output callbacks, and where the report goes."""
+    """What the submitting call attaches to its own job (not stored): node
+    objects, the script's bytes, the output callbacks, and where the report goes."""
 
-    token: str
     nodes: list
     script: bytes | None
     on_line: LineSink | None
     on_result: Callable[[NodeResult], None] | None
     keep_output: bool
     report: ExecReport | None = None
-
-
-# set around `jobs.submit()`: the job's task copies the context at creation
-_LIVE: contextvars.ContextVar[_Live | None] = contextvars.ContextVar("fleet_exec_live",
-                                                                     default=None)
 
 
 async def run_exec(api: "AccessAPI", nodes: Sequence["Node"], command: str, *,
@@ -185,18 +179,13 @@ async def run_exec(api: "AccessAPI", nodes: Sequence["Node"], command: str, *,
     else:
         shown = command
     names = [n.name for n in nodes]
-    token = secrets.token_hex(8)
     inputs = {"command": command, "shown": shown, "nodes": names, "parallel": parallel,
               "timeout": timeout, "retries": retries, "who": operator_name(),
               "script": str(Path(script).resolve()) if script is not None else None,
-              "script_args": list(script_args), "_token": token}
-    live = _Live(token, list(nodes), script_bytes, on_line, on_result, keep_output)
+              "script_args": list(script_args)}
+    live = _Live(list(nodes), script_bytes, on_line, on_result, keep_output)
     jobs = engine.jobs
-    reset = _LIVE.set(live)
-    try:
-        job_id = await jobs.submit("exec", inputs)
-    finally:
-        _LIVE.reset(reset)
+    job_id = await jobs.submit("exec", inputs, attach=live)
     runner = jobs.runner
     try:
         job = await runner.wait(job_id)
@@ -220,14 +209,12 @@ def _cancelled(name: str) -> NodeResult:
                                                      "node finished")
 
 
-async def exec_job(api: "AccessAPI", ctx, inputs: dict) -> dict:
-    """The "exec" job handler (fleet.jobs.api registers it)."""
+async def exec_job(api: "AccessAPI", ctx: "JobContext", inputs: dict) -> dict:
+    """The "exec" job handler (the access facade registers it)."""
     from fleet.jobs.runner import JobFailed
 
     engine = api.engine
-    live = _LIVE.get()
-    if live is not None and live.token != inputs.get("_token"):
-        live = None
+    live = ctx.attached if isinstance(ctx.attached, _Live) else None
     names = list(inputs["nodes"])
     if live is not None:
         nodes, script_bytes = live.nodes, live.script

@@ -52,7 +52,7 @@ from fleet.access.routes import Route, RouteKind
 from fleet.access.trust import FleetClient, HostKeyRefused, Subject, Trust
 from fleet.core.model import Severity
 from fleet.errors import BadInput
-from fleet.configure.keys import OPERATOR, key_store
+from fleet.access.keys import OPERATOR, key_store
 
 if TYPE_CHECKING:
     from fleet.core.model import Node

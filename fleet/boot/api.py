@@ -9,17 +9,26 @@
 from __future__ import annotations
 
 import resource
+from typing import TYPE_CHECKING
 
 from fleet.boot.files import BootFiles
 from fleet.oui import nic_vendor
 
 
+if TYPE_CHECKING:
+    from fleet.engine import Engine
+
+
 class BootAPI:
-    def __init__(self, engine):
+    def __init__(self, engine: "Engine"):
         self.engine = engine
         self._services = None
         self._files: dict[str, BootFiles] = {}
-        self._closer_registered = False
+
+    @property
+    def started(self) -> bool:
+        """The services were made (and maybe started): the engine stops them at close."""
+        return self._services is not None
 
     @property
     def services(self):
@@ -38,9 +47,6 @@ class BootAPI:
     async def start_services(self) -> None:
         """Start the boot services of every enabled distributor and follow the
         on/off switch. Raises EnvironmentProblem when a port cannot be bound."""
-        if not self._closer_registered:
-            self.engine.on_close(self.stop_services)
-            self._closer_registered = True
         _raise_fd_limit(4096)  # a socket per TFTP session
         nic_vendor("00:00:00:00:00:00")  # load netaddr's OUI index now, not on a first DISCOVER
         await self.services.start()

@@ -47,8 +47,8 @@ from fleet.core.arch import FirmwareArch
 from fleet.core.model import Machine, MachineState, Severity
 from fleet.core.values import parse_mac
 from fleet.errors import BadInput
-from fleet.configure import postboot
-from fleet.configure.keys import authorized_keys_for
+from fleet.access import postboot
+from fleet.access.keys import authorized_keys_for
 
 log = logging.getLogger(__name__)
 

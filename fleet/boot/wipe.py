@@ -215,7 +215,7 @@ async def record_no_image(engine, machine: Machine, site: str) -> None:
 async def _start_build(engine, site: str) -> str:
     """Build a wiper from this machine's kernel and busybox-static, in the background."""
     try:
-        outcome = await engine.jobs.build(KIND, wait=False, distributor=site)
+        outcome = await engine.builds.build(KIND, wait=False, distributor=site)
     except FleetError as err:
         return (f"none can be built here ({err}); build one with `fleet --headless build "
                 f"wiper --wiper-root DIR --distributor {site}`")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.access.routes import Route
-from fleet.headless import records as rec
+from fleet import records as rec
 from fleet.headless.output import Output
 
 ROUTE_COLUMNS = [("node", "node"), ("kind", "route"), ("target", "target"),

@@ -10,9 +10,14 @@ import contextlib
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
+from fleet import records as rec
 from fleet.errors import BadInput
-from fleet.headless import records as rec
+from fleet.sim.api import prepare_demo
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 log = logging.getLogger("fleet.serve")
 
@@ -20,7 +25,7 @@ log = logging.getLogger("fleet.serve")
 LIVENESS_SECONDS = 30
 
 
-async def serve(engine, args, out) -> int:
+async def serve(engine: "Engine", args, out) -> int:
     """Boot services until SIGINT/SIGTERM; every event as one JSON line on stdout.
 
     Exit 0 on SIGINT/SIGTERM (main cancels this task; the services stop in the
@@ -29,56 +34,23 @@ async def serve(engine, args, out) -> int:
 
     A profile with a `demo:` section also gets its simulated site (machines that
     PXE boot against these services, nodes, a jump), started after the boot
-    services and stopped before them (fleet.sim.api.start_demo).
+    services and stopped before them (Engine.start_site, fleet.sim.api).
     """
     if engine.read_only:
         raise BadInput("serve records what it sees: it cannot run with --read-only")
     _log_to_stderr()
     sub = engine.follow()  # live events from now on, ours and other processes'
-    worker: asyncio.Task | None = None
-    demo = None
     try:
-        await engine.boot.start_services()
-        if engine.profile.demo is not None:
-            from fleet.sim.api import start_demo
-
-            demo = await start_demo(engine)
-        worker = _start_job_worker(engine)
-        engine.access.start_liveness(interval=LIVENESS_SECONDS)  # stopped at engine close
+        await engine.start_site(demo=prepare_demo, liveness_interval=LIVENESS_SECONDS)
         async for event in sub:
             out.record_line(rec.event(event))
     finally:
         sub.close()
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker
-        if demo is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(demo.stop())
-        # Stop listening at once; a second signal during this must not leave
-        # sockets open, so shield the stop from cancellation.
+        # Stop listening at once (shielded: a second signal during this must
+        # not leave sockets open); the engine closes the rest after this.
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(engine.boot.stop_services())
+            await engine.stop_site()
     return 0
-
-
-def _start_job_worker(engine) -> asyncio.Task | None:
-    """The job runner beside the boot services: queued jobs nobody claimed
-    (submitted by `fleet --headless build ... --no-wait` or the console) run here."""
-    try:
-        jobs = engine.jobs
-    except Exception:  # the jobs layer failing to load must not stop the boot services
-        log.exception("job runner not started")
-        return None
-
-    def done(task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("job runner stopped: %s", task.exception())
-
-    task = asyncio.ensure_future(jobs.run_worker())
-    task.add_done_callback(done)
-    return task
 
 
 def _log_to_stderr() -> None:

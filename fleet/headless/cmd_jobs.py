@@ -25,8 +25,9 @@ from pathlib import Path
 
 from fleet.core.model import Artifact, Job, JobState
 from fleet.errors import BadInput
-from fleet.headless import records as rec
-from fleet.headless.output import Output, iso
+from fleet import records as rec
+from fleet.headless.output import Output
+from fleet.records import iso
 
 ARTIFACT_COLUMNS = [("id", "id"), ("kind", "kind"), ("name", "name"), ("size", "size"),
                     ("version", "version"), ("sha256", "sha256"), ("path", "path")]
@@ -58,7 +59,7 @@ async def build(engine, args, out: Output) -> int:
                    ipxe_targets=args.ipxe_targets, grub_cfg=_read(args.grub_cfg, "--grub-cfg"),
                    wiper_root=args.wiper_root, wiper_modules=args.wiper_modules)
     started = time.monotonic()
-    outcome = await engine.jobs.build(args.what, wait=args.wait, claim=args.wait, **options)
+    outcome = await engine.builds.build(args.what, wait=args.wait, claim=args.wait, **options)
     if outcome.artifact is None:  # --no-wait and not cached: hand it to a worker
         _spawn_worker(engine, outcome.job_id)
         out.record({"job": outcome.job_id, "state": "queued", "artifact": None,
@@ -88,7 +89,7 @@ async def artifacts(engine, args, out: Output) -> int:
         for aid in d.artifacts:
             assigned.setdefault(aid, []).append(d.name)
     rows = [artifact_record(a, distributors=assigned.get(a.id, []))
-            for a in await engine.jobs.artifacts()]
+            for a in await engine.builds.artifacts()]
     out.records(rows, ARTIFACT_COLUMNS, empty="no artifacts")
     return 0
 
@@ -172,7 +173,7 @@ async def _report(engine, out: Output, job_id: int, what: str) -> int:
     if j.state is JobState.SUCCEEDED:
         result = j.result or {}
         if "artifact" in result:
-            a = await engine.jobs.artifact(result["artifact"])
+            a = await engine.builds.artifact(result["artifact"])
             out.record({**artifact_record(a, cached=False, job=job_id), "retry_of":
                         j.inputs.get("_retry_of")}, _artifact_text(a, f"built by {what}"))
         else:

@@ -7,7 +7,7 @@ from collections import Counter
 
 from fleet.engine import Engine
 from fleet.errors import BadInput
-from fleet.headless import records as rec
+from fleet import records as rec
 from fleet.headless.output import Output
 
 

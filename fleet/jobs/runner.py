@@ -31,11 +31,14 @@ import logging
 import os
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 from fleet.core.model import Job, JobState, Severity
 from fleet.errors import BadInput, FleetError, UnknownTarget
 from fleet.jobs.procs import kill_group_and_wait, pid_alive
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,16 @@ class JobKind:
 class JobContext:
     """What a handler gets: progress, log, subprocesses, the cancelled flag."""
 
-    def __init__(self, runner: "JobRunner", job_id: int, kind: str, inputs: dict):
+    def __init__(self, runner: "JobRunner", job_id: int, kind: str, inputs: dict,
+                 attached: Any = None):
         self.runner = runner
         self.engine = runner.engine
         self.job_id = job_id
         self.kind = kind
         self.inputs = inputs
+        #: what the submitting call attached (`submit(..., attach=)`); None when the
+        #: job runs from its stored inputs (a worker, a retry, another process)
+        self.attached = attached
         self.cancelled = False
         self._groups: set[int] = set()
 
@@ -156,7 +163,7 @@ class _Running:
 
 
 class JobRunner:
-    def __init__(self, engine, limits: Mapping[str, int] | None = None,
+    def __init__(self, engine: "Engine", limits: Mapping[str, int] | None = None,
                  flush_interval: float = 0.2):
         self.engine = engine
         self.store = engine.store
@@ -220,8 +227,10 @@ class JobRunner:
 
     # -- submitting -------------------------------------------------------------------
 
-    async def submit(self, kind: str, inputs: dict, *, claim: bool = True) -> int:
-        """Create a queued job (and its event); with `claim`, run it in this process."""
+    async def submit(self, kind: str, inputs: dict, *, claim: bool = True,
+                     attach: Any = None) -> int:
+        """Create a queued job (and its event); with `claim`, run it in this process,
+        its handler seeing `attach` as `ctx.attached`."""
         if kind not in self.kinds:
             raise BadInput(f"unknown job kind {kind!r}; known: {', '.join(sorted(self.kinds))}")
         self.engine._writable(f"start a {kind} job")
@@ -234,7 +243,7 @@ class JobRunner:
                 "job.queued", str(job_id), f"job {job_id} ({kind}) queued", job_kind=kind,
                 state="queued", **_link(inputs))])
         if claim:
-            self._start(job_id, kind, inputs)
+            self._start(job_id, kind, inputs, attach)
         return job_id
 
     async def claim(self, job_id: int) -> bool:
@@ -251,8 +260,8 @@ class JobRunner:
         self._start(job_id, job.kind, dict(job.inputs))
         return True
 
-    def _start(self, job_id: int, kind: str, inputs: dict) -> None:
-        ctx = JobContext(self, job_id, kind, inputs)
+    def _start(self, job_id: int, kind: str, inputs: dict, attached: Any = None) -> None:
+        ctx = JobContext(self, job_id, kind, inputs, attached)
         done = asyncio.Event()
         task = asyncio.get_running_loop().create_task(self._drive(ctx, done),
                                                       name=f"fleet-job-{job_id}")

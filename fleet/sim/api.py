@@ -1,30 +1,40 @@
 """Starting the demo site beside fleet's boot services, in the same process.
 
+    await engine.start_site(demo=prepare_demo)   # how both faces start it
     demo = await start_demo(engine)   # boot services (if not running) + the simulated site
     demo.status()                     # {"machines", "phases", "discovered", "nodes_up", ...}
     await demo.stop()                 # also done by engine.close()
 
-Both faces call it the same way: `fleet --headless serve` does it when the
-profile has a `demo:` section; the console does it at start-up for such a
-profile. It is idempotent per engine (a second call returns the running demo).
-Raises BadInput when the profile has no `demo:` section, EnvironmentProblem
-when a port (boot services, the jump) cannot be bound.
+`fleet --headless serve` and the console start it through `Engine.start_site`
+when the profile has a `demo:` section. `start_demo` is idempotent per engine
+(a second call returns the running demo). Raises BadInput when the profile has
+no `demo:` section, EnvironmentProblem when a port (boot services, the jump)
+cannot be bound.
 """
 
 from __future__ import annotations
 
 import logging
 
+from typing import TYPE_CHECKING
+
 from fleet.errors import BadInput, ReadOnly
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
+    from fleet.sim.site import DemoSite
 
 log = logging.getLogger(__name__)
 
 
 class Demo:
-    def __init__(self, engine, site):
+    def __init__(self, engine: "Engine", site: "DemoSite"):
         self.engine = engine
         self.site = site
         self._stopped = False
+
+    async def start(self) -> None:
+        await self.site.start()
 
     @property
     def machines(self):
@@ -38,26 +48,30 @@ class Demo:
             return
         self._stopped = True
         await self.site.stop()
-        if getattr(self.engine, "_demo", None) is self:
-            self.engine._demo = None
+        if self.engine.demo is self:
+            self.engine.demo = None
 
 
-async def start_demo(engine, *, start_services: bool = True) -> Demo:
+def prepare_demo(engine: "Engine") -> Demo:
+    """The demo of the engine's profile, its files in place, not started
+    (Engine.start_site starts it after the boot services)."""
     from fleet.sim.site import DemoSite
 
-    existing = getattr(engine, "_demo", None)
-    if existing is not None:
-        return existing
     if engine.profile.demo is None:
         raise BadInput(f"profile {engine.profile.name} has no demo: section")
     if engine.read_only:
         raise ReadOnly("the demo site records what it does: it cannot run with --read-only")
     site = DemoSite(engine)
     site.prepare_files()  # before the services start, so the first TFTP finds them
+    return Demo(engine, site)
+
+
+async def start_demo(engine: "Engine", *, start_services: bool = True) -> Demo:
+    if engine.demo is not None:
+        return engine.demo
+    demo = prepare_demo(engine)
     if start_services:
         await engine.boot.start_services()
-    demo = Demo(engine, site)
-    await site.start()
-    engine._demo = demo
-    engine.on_close(demo.stop)  # newest first: the machines stop before the services
+    await demo.start()
+    engine.demo = demo  # the engine stops it first at close
     return demo

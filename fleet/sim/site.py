@@ -44,7 +44,7 @@ from pathlib import Path
 import asyncssh
 
 from fleet.access.trust import jump_pins, store_jump_pins
-from fleet.configure.keys import KeyStore, operator_key
+from fleet.access.keys import KeyStore, operator_key
 from fleet.core.model import HostKey
 from fleet.errors import BadInput
 from fleet.sim.jump import JumpServer

@@ -32,7 +32,7 @@ from textual.widgets import Footer, Input, Static, TabbedContent, TabPane, Tabs
 from fleet.core.model import Event
 from fleet.engine import Engine
 from fleet.errors import FleetError
-from fleet.headless import records
+from fleet import records
 from fleet.paths import Paths
 from fleet.profile import Profile
 from fleet.tui.commands import FleetCommands
@@ -236,11 +236,11 @@ class FleetApp(ShellActions, App):
 
     async def _start_demo(self) -> None:
         """The demo profile's simulated site, with the boot services, in this process."""
-        from fleet.sim.api import start_demo
+        from fleet.sim.api import prepare_demo
 
         try:
-            self.demo = await start_demo(self.engine)
-            self.engine.access.start_liveness(interval=30)
+            await self.engine.start_site(demo=prepare_demo)
+            self.demo = self.engine.demo
         except FleetError as err:  # e.g. the ports are held by a running `serve`
             self.notify(f"demo: {err}", severity="error", timeout=15)
 
@@ -250,7 +250,7 @@ class FleetApp(ShellActions, App):
         if self.engine is not None and self._own_engine:
             await self.engine.close()  # stops the demo and boot services too
         elif self.demo is not None:
-            await self.demo.stop()
+            await self.engine.stop_site()
 
     # -- the change feed -------------------------------------------------------------------
 

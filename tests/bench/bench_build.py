@@ -46,13 +46,13 @@ async def bench(rounds: int) -> int:
         cold = []
         for i in range(rounds):
             t = time.perf_counter()
-            o = await engine.jobs.build("iso", label=f"COLD{i}", distributor="rack1")
+            o = await engine.builds.build("iso", label=f"COLD{i}", distributor="rack1")
             cold.append(time.perf_counter() - t)
             assert not o.cached
         cached = []
         for i in range(rounds * 10):
             t = time.perf_counter()
-            o = await engine.jobs.build("iso", label="COLD0", distributor="rack1")
+            o = await engine.builds.build("iso", label="COLD0", distributor="rack1")
             cached.append(time.perf_counter() - t)
             assert o.cached and o.job_id is None
         size = o.artifact.size
@@ -87,9 +87,9 @@ async def bench(rounds: int) -> int:
         other = await Engine.open(profile)
         try:
             def requests(eng, tag):
-                reqs = [eng.jobs.build("iso", label="SAME20", distributor="rack1")
+                reqs = [eng.builds.build("iso", label="SAME20", distributor="rack1")
                         for _ in range(5)]
-                reqs += [eng.jobs.build("iso", label=f"{tag}{i}", distributor="rack1")
+                reqs += [eng.builds.build("iso", label=f"{tag}{i}", distributor="rack1")
                          for i in range(5)]
                 return reqs
             t = time.perf_counter()

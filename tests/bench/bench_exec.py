@@ -205,18 +205,16 @@ class Bench:
     def fleet_cold_caps(self, profile: Path, caps: list[int]) -> None:
         """Cold in one process (a fresh engine and pool each round), for several
         values of PoolOptions.handshakes_per_jump: where the cold time goes."""
-        from fleet.access.api import AccessAPI
         from fleet.access.pool import PoolOptions
 
         async def go(cap: int):
             from fleet.engine import Engine
 
             t0 = time.monotonic()
-            engine = await Engine.open(profile)
+            engine = await Engine.open(profile, pool_options=PoolOptions(
+                handshakes_per_jump=cap))
             print(f"    (Engine.open: {time.monotonic() - t0:.2f}s)", flush=True)
             try:
-                engine.__dict__["access"] = AccessAPI(engine, PoolOptions(
-                    handshakes_per_jump=cap))
                 nodes = await engine.access.targets(select="all")
                 with Timer() as t:
                     r = await engine.access.exec(nodes, "true", parallel=self.n)
@@ -327,7 +325,6 @@ class Bench:
 
 def part_1000(fleet: SshFleet, work: Path, n_base: int, compare_old: bool = False,
               variants: tuple[str, ...] = ()) -> None:
-    from fleet.access.api import AccessAPI
     from fleet.access.pool import PoolOptions
 
     base = fleet.nodes[:n_base]
@@ -360,9 +357,8 @@ def part_1000(fleet: SshFleet, work: Path, n_base: int, compare_old: bool = Fals
     async def go(options: PoolOptions, label: str):
         from fleet.engine import Engine
 
-        engine = await Engine.open(profile)
+        engine = await Engine.open(profile, pool_options=options)
         try:
-            engine.__dict__["access"] = AccessAPI(engine, options)
             api = engine.access
             nodes = await api.targets(select="all")
             t0 = time.monotonic()

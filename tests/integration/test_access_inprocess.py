@@ -245,17 +245,13 @@ def profile_text(lab: Lab, *, jumps=("j1", "j2"), host_keys="strict", connect_ti
     return "\n".join(lines) + "\n" + extra_nodes
 
 
-async def open_engine(lab: Lab, tmp: Path, **kw) -> Engine:
+async def open_engine(lab: Lab, tmp: Path, pool_options: PoolOptions | None = None,
+                      **kw) -> Engine:
     path = tmp / "lab.yaml"
     path.write_text(profile_text(lab, **kw))
-    engine = await Engine.open(path)
-    from fleet.access.api import AccessAPI
-
     # keep it quick; IPv6 is irrelevant on loopback
-    engine.__dict__["access"] = AccessAPI(
-        engine, PoolOptions(keepalive_interval=1, backoff_base=0.2, backoff_max=1),
-        OperatorIPv6())
-    return engine
+    return await Engine.open(path, pool_options=pool_options or PoolOptions(
+        keepalive_interval=1, backoff_base=0.2, backoff_max=1), operator6=OperatorIPv6())
 
 
 @pytest.fixture
@@ -378,13 +374,10 @@ async def test_blackholed_opens_give_their_slot_back(lab, tmp_path):
     connect_timeout if each held its slot until timing out; a slot is held for
     open_slot_hold only, so all 40 fail within one connect_timeout (+ margin) and
     the live nodes are not delayed by them."""
-    from fleet.access.api import AccessAPI
-
     extra = "".join(f"  - {{name: bh{i:02d}, site: lo, address: {BLACKHOLE}, port: {2000 + i}}}\n"
                     for i in range(40))
-    engine = await open_engine(lab, tmp_path, connect_timeout=1.0, extra_nodes=extra)
-    engine.__dict__["access"] = AccessAPI(
-        engine, PoolOptions(opens_per_jump=4, open_slot_hold=0.05), OperatorIPv6())
+    engine = await open_engine(lab, tmp_path, PoolOptions(opens_per_jump=4, open_slot_hold=0.05),
+                               connect_timeout=1.0, extra_nodes=extra)
     try:
         names = [f"bh{i:02d}" for i in range(40)]
         nodes = await engine.access.targets(names + NODES)

@@ -23,7 +23,7 @@ from fleet.boot.http import HttpService
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import MachineState
 from fleet.engine import Engine
-from fleet.configure.keys import operator_key
+from fleet.access.keys import operator_key
 from support.profiles import write_profile
 
 MAC = "52:54:00:12:34:56"

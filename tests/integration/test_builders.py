@@ -18,7 +18,7 @@ from fleet.build.cache import sha256_file
 from fleet.build.iso import el_torito
 from fleet.core.model import JobState
 from fleet.engine import Engine
-from fleet.jobs.api import BuildFailed
+from fleet.build.api import BuildFailed
 from support.profiles import isolated_env
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
@@ -48,7 +48,7 @@ def check_manifest(folder: Path) -> dict:
 
 
 async def test_iso_is_hybrid_bios_and_uefi_and_chains_the_distributor(engine, tmp_path):
-    outcome = await engine.jobs.build("iso", label="LAB1", distributor="rack1")
+    outcome = await engine.builds.build("iso", label="LAB1", distributor="rack1")
     a = outcome.artifact
     iso = Path(a.path)
     assert not outcome.cached and outcome.job_id is not None
@@ -94,7 +94,7 @@ async def test_iso_is_hybrid_bios_and_uefi_and_chains_the_distributor(engine, tm
 
 
 async def test_ipxe_stock_binaries_are_verified_with_version(engine):
-    a = (await engine.jobs.build("ipxe")).artifact
+    a = (await engine.builds.build("ipxe")).artifact
     folder = Path(a.path)
     manifest = check_manifest(folder)
     assert set(manifest["files"]) == {"undionly.kpxe", "ipxe.pxe", "snponly.efi", "ipxe.efi",
@@ -111,15 +111,15 @@ async def test_ipxe_from_a_configured_folder(engine, tmp_path):
     folder = tmp_path / "ipxe"
     folder.mkdir()
     (folder / "ipxe.efi").write_bytes(Path("/boot/ipxe.efi").read_bytes())
-    a = (await engine.jobs.build("ipxe", ipxe_dir=str(folder))).artifact
+    a = (await engine.builds.build("ipxe", ipxe_dir=str(folder))).artifact
     assert set(check_manifest(Path(a.path))["files"]) == {"ipxe.efi"}
     (folder / "undionly.kpxe").write_text("not a PXE program")  # wrong magic: refused
     with pytest.raises(BuildFailed, match="is not a PXE network bootstrap program"):
-        await engine.jobs.build("ipxe", ipxe_dir=str(folder))
+        await engine.builds.build("ipxe", ipxe_dir=str(folder))
 
 
 async def test_syslinux_pieces(engine):
-    a = (await engine.jobs.build("syslinux")).artifact
+    a = (await engine.builds.build("syslinux")).artifact
     folder = Path(a.path)
     files = check_manifest(folder)["files"]
     assert set(files) == {"isolinux.bin", "ldlinux.c32", "isohdpfx.bin"}
@@ -130,7 +130,7 @@ async def test_syslinux_pieces(engine):
 
 
 async def test_grub_efi_image_and_custom_config(engine, tmp_path):
-    a = (await engine.jobs.build("grub")).artifact
+    a = (await engine.builds.build("grub")).artifact
     folder = Path(a.path)
     check_manifest(folder)
     assert "EFI application" in file_type(folder / "BOOTX64.EFI")
@@ -139,16 +139,16 @@ async def test_grub_efi_image_and_custom_config(engine, tmp_path):
                                env=env).upper()
     assert "IPXE.EFI" in sh("mdir", "-b", "-i", folder / "efiboot.img", "::/fleet",
                             env=env).upper()
-    custom = (await engine.jobs.build("grub", grub_cfg="set timeout=5\necho custom\n")).artifact
+    custom = (await engine.builds.build("grub", grub_cfg="set timeout=5\necho custom\n")).artifact
     assert custom.id != a.id
     assert (Path(custom.path) / "grub.cfg").read_text() == "set timeout=5\necho custom\n"
 
 
 async def test_a_cache_hit_returns_the_artifact_without_a_job(engine):
-    first = await engine.jobs.build("iso", label="HIT", distributor="rack1")
+    first = await engine.builds.build("iso", label="HIT", distributor="rack1")
     jobs_before = len(await engine.jobs.list())
     started = time.perf_counter()
-    again = await engine.jobs.build("iso", label="HIT", distributor="rack1")
+    again = await engine.builds.build("iso", label="HIT", distributor="rack1")
     took = time.perf_counter() - started
     assert again.cached and again.job_id is None
     assert (again.artifact.id, again.artifact.path, again.artifact.sha256) == \
@@ -156,17 +156,17 @@ async def test_a_cache_hit_returns_the_artifact_without_a_job(engine):
     assert len(await engine.jobs.list()) == jobs_before
     assert took < 0.25, took  # target < 50 ms (see tests/bench/bench_build.py)
     # inputs that differ give other artifacts
-    other_label = await engine.jobs.build("iso", label="HIT2", distributor="rack1")
-    other_script = await engine.jobs.build("iso", label="HIT", script="#!ipxe\nexit\n")
+    other_label = await engine.builds.build("iso", label="HIT2", distributor="rack1")
+    other_script = await engine.builds.build("iso", label="HIT", script="#!ipxe\nexit\n")
     assert len({first.artifact.id, other_label.artifact.id, other_script.artifact.id}) == 3
 
 
 async def test_the_cache_survives_a_lost_store_row(engine):
     """The cache is the truth about files: an artifact found there is recorded again."""
-    a = (await engine.jobs.build("syslinux")).artifact
+    a = (await engine.builds.build("syslinux")).artifact
     async with engine.store.transaction() as tx:
         await tx.execute("DELETE FROM artifacts WHERE id = ?", (a.id,))
-    again = await engine.jobs.build("syslinux")
+    again = await engine.builds.build("syslinux")
     assert again.cached and again.artifact.id == a.id
     assert (await engine.store.artifacts.get(a.id)) is not None
     assert "artifact.cached" in [e.kind for e in await engine.events(10, subject=a.id)]
@@ -179,11 +179,11 @@ async def test_twenty_concurrent_builds_do_not_corrupt_the_cache(engine, profile
     other = await Engine.open(profile_path)
     try:
         def requests(eng, tag):
-            reqs = [eng.jobs.build("iso", label="SAME", distributor="rack1") for _ in range(4)]
-            reqs += [eng.jobs.build("iso", label=f"DIFF{i}", distributor="rack1")
+            reqs = [eng.builds.build("iso", label="SAME", distributor="rack1") for _ in range(4)]
+            reqs += [eng.builds.build("iso", label=f"DIFF{i}", distributor="rack1")
                      for i in range(3)]
-            reqs += [eng.jobs.build("iso", label=f"{tag}{i}") for i in range(2)]
-            reqs += [eng.jobs.build("syslinux")]
+            reqs += [eng.builds.build("iso", label=f"{tag}{i}") for i in range(2)]
+            reqs += [eng.builds.build("syslinux")]
             return reqs
         outcomes = await asyncio.wait_for(asyncio.gather(
             *requests(engine, "A"), *requests(other, "B")), 240)
@@ -239,7 +239,7 @@ def fake_ipxe_tree(root: Path) -> Path:
 
 async def test_compile_mode_runs_make_with_the_script_embedded(engine, tmp_path):
     tree = fake_ipxe_tree(tmp_path)
-    outcome = await engine.jobs.build("ipxe", ipxe_src=str(tree), distributor="rack1")
+    outcome = await engine.builds.build("ipxe", ipxe_src=str(tree), distributor="rack1")
     folder = Path(outcome.artifact.path)
     kpxe = (folder / "undionly.kpxe").read_bytes()
     assert kpxe[:1] == b"\xea"
@@ -251,15 +251,15 @@ async def test_compile_mode_runs_make_with_the_script_embedded(engine, tmp_path)
     assert any(line.startswith("$ ") and " EMBED=" in line for line in logs)
     assert "  [BUILD] bin/virtio.o" in logs
     # same tree, same script: the cache; a touched source: a new build
-    assert (await engine.jobs.build("ipxe", ipxe_src=str(tree), distributor="rack1")).cached
+    assert (await engine.builds.build("ipxe", ipxe_src=str(tree), distributor="rack1")).cached
     (tree / "src" / "core" / "main.c").write_text("int y;\n")
-    rebuilt = await engine.jobs.build("ipxe", ipxe_src=str(tree), distributor="rack1")
+    rebuilt = await engine.builds.build("ipxe", ipxe_src=str(tree), distributor="rack1")
     assert not rebuilt.cached and rebuilt.artifact.id != outcome.artifact.id
 
 
 async def test_compile_progress_comes_from_make_output(engine, tmp_path):
     tree = fake_ipxe_tree(tmp_path)
-    outcome = await engine.jobs.build("ipxe", ipxe_src=str(tree), wait=False,
+    outcome = await engine.builds.build("ipxe", ipxe_src=str(tree), wait=False,
                                       ipxe_targets=["bin/slow.kpxe"],
                                       chain_url="http://10.0.0.1/x")
     seen = []
@@ -283,7 +283,7 @@ async def test_compile_progress_comes_from_make_output(engine, tmp_path):
 async def test_a_failing_compile_fails_the_job_with_makes_words(engine, tmp_path):
     tree = fake_ipxe_tree(tmp_path)
     with pytest.raises(BuildFailed, match=r"make exited with status 2: .*this tree is broken"):
-        await engine.jobs.build("ipxe", ipxe_src=str(tree), ipxe_targets=["bin/broken.kpxe"],
+        await engine.builds.build("ipxe", ipxe_src=str(tree), ipxe_targets=["bin/broken.kpxe"],
                                 chain_url="http://10.0.0.1/x")
     failed = (await engine.jobs.list())[0]
     assert failed.state is JobState.FAILED

@@ -60,7 +60,7 @@ async def test_assigned_artifacts_are_served_over_tftp_and_http(tmp_path, xdg):
                 assert (await http.get(f"{base}/artifacts/{bad}")).status_code == 404
 
             # 1. assigned by a build in this process, while serving
-            ipxe = (await engine.jobs.build("ipxe", distributor="rack1")).artifact
+            ipxe = (await engine.builds.build("ipxe", distributor="rack1")).artifact
             folder = Path(ipxe.path)
             want = (folder / "undionly.kpxe").read_bytes()
             r = await _served(http, f"{base}/artifacts/ipxe/undionly.kpxe")

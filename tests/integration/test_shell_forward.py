@@ -160,13 +160,8 @@ class Lab:
 
 
 async def open_engine(lab: Lab) -> Engine:
-    engine = await Engine.open(lab.profile())
-    from fleet.access.api import AccessAPI
-
-    engine.__dict__["access"] = AccessAPI(
-        engine, PoolOptions(keepalive_interval=1, backoff_base=0.2, backoff_max=1),
-        OperatorIPv6())
-    return engine
+    return await Engine.open(lab.profile(), pool_options=PoolOptions(
+        keepalive_interval=1, backoff_base=0.2, backoff_max=1), operator6=OperatorIPv6())
 
 
 @pytest.fixture

@@ -257,7 +257,7 @@ async def test_wiper_build_holds_kernel_busybox_init_and_modules(kernel_root, tm
     path = write_profile(tmp_path, "wipe", PROFILE)
     engine = await Engine.open(path)
     try:
-        outcome = await engine.jobs.build("wiper", wiper_root=str(kernel_root),
+        outcome = await engine.builds.build("wiper", wiper_root=str(kernel_root),
                                           distributor="lab")
         a = outcome.artifact
         assert a.kind == "wiper" and a.name.startswith("wiper-6.")
@@ -276,7 +276,7 @@ async def test_wiper_build_holds_kernel_busybox_init_and_modules(kernel_root, tm
             data = members[f"lib/modules/{name}"].data
             assert wiper.modinfo(data)["name"] == name[:-3]
         assert "nvme" in a.meta["builtin"]  # built into Debian's cloud kernel
-        assert (await engine.jobs.build("wiper", wiper_root=str(kernel_root))).cached
+        assert (await engine.builds.build("wiper", wiper_root=str(kernel_root))).cached
         assert a.id in await engine.store.distributors.artifacts("lab")
     finally:
         await engine.close()

@@ -119,7 +119,7 @@ async def served(engine):
         pytest.fail("qemu-system-x86_64 missing: apt-get install qemu-system-x86")
     server = ScriptServer("FLEET-MARKER-" + secrets.token_hex(4))
     await server.start()
-    outcome = await engine.jobs.build(
+    outcome = await engine.builds.build(
         "iso", label="QEMUBOOT", chain_url=f"http://10.0.2.2:{server.port}/boot/${{mac}}.ipxe")
     yield server, Path(outcome.artifact.path)
     await server.stop()

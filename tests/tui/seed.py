@@ -79,10 +79,11 @@ async def seed(engine: Engine) -> None:
 
 
 async def open_seeded(folder: Path, *, read_only: bool = False, seeded: bool = True,
-                      name: str = "t") -> Engine:
+                      name: str = "t", **open_options) -> Engine:
+    """`open_options`: more of Engine.open's (e.g. a stand-in `builds` or `access`)."""
     profile = write_profile(folder, name)
     clock = FixedClock(T0 - 3600)
-    engine = await Engine.open(profile, paths=paths_in(folder), clock=clock)
+    engine = await Engine.open(profile, paths=paths_in(folder), clock=clock, **open_options)
     if seeded:
         try:
             await seed(engine)

@@ -350,10 +350,12 @@ async def test_access_verbs_degrade_without_the_access_plane(engine, monkeypatch
         assert sum("arrive with the access plane" in n for n in notes) == 3
 
 
-async def test_build_form_submits_through_the_jobs_facade(engine, monkeypatch):
+async def test_build_form_submits_through_the_builds_facade(tmp_path):
+    from tui.seed import open_seeded
+
     calls = []
 
-    class FakeJobs:
+    class FakeBuilds:
         async def build(self, kind, **options):
             calls.append((kind, options))
 
@@ -361,19 +363,22 @@ async def test_build_form_submits_through_the_jobs_facade(engine, monkeypatch):
                 job_id = 42
             return Outcome()
 
-    monkeypatch.setitem(engine.__dict__, "jobs", FakeJobs())  # over the cached_property
-    app = app_for(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        await goto(pilot, "distributors", "rack1")
-        await pilot.press("b")
-        assert await settle(pilot, lambda: isinstance(app.screen, BuildDialog))
-        app.screen.query_one("#kind", Select).value = "iso"
-        app.screen.query_one("#build").press()
-        assert await settle(pilot, lambda: calls)
-        assert calls == [("iso", {"wait": False, "distributor": "rack1"})]
-        assert await settle(pilot, lambda: any("job 42" in n.message
-                                               for n in app._notifications))
+    engine = await open_seeded(tmp_path, builds=FakeBuilds())
+    try:
+        app = app_for(engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await goto(pilot, "distributors", "rack1")
+            await pilot.press("b")
+            assert await settle(pilot, lambda: isinstance(app.screen, BuildDialog))
+            app.screen.query_one("#kind", Select).value = "iso"
+            app.screen.query_one("#build").press()
+            assert await settle(pilot, lambda: calls)
+            assert calls == [("iso", {"wait": False, "distributor": "rack1"})]
+            assert await settle(pilot, lambda: any("job 42" in n.message
+                                                   for n in app._notifications))
+    finally:
+        await engine.close()
 
 
 async def test_palette_provider_finds_nodes_macs_and_jobs(engine):
@@ -393,8 +398,10 @@ async def test_palette_provider_finds_nodes_macs_and_jobs(engine):
         assert app.screen.title_text == "node edge1"
 
 
-async def test_exec_dialog_streams_lines_through_the_access_facade(engine, monkeypatch):
+async def test_exec_dialog_streams_lines_through_the_access_facade(tmp_path):
     from types import SimpleNamespace
+
+    from tui.seed import open_seeded
 
     ran = []
 
@@ -405,6 +412,9 @@ async def test_exec_dialog_streams_lines_through_the_access_facade(engine, monke
         async def targets(self, names):
             return [await engine.node(n) for n in names]
 
+        async def close(self):
+            pass
+
         async def exec(self, nodes, command, on_line=None, on_result=None):
             ran.append(([n.name for n in nodes], command))
             for n in nodes:
@@ -413,26 +423,29 @@ async def test_exec_dialog_streams_lines_through_the_access_facade(engine, monke
                                           exit_status=0, duration_s=0.1, via="gw1"))
             return SimpleNamespace(results=[1] * len(nodes), failed=[], duration_s=0.2)
 
-    monkeypatch.setitem(engine.__dict__, "access", FakeAccess())
-    app = app_for(engine)
-    async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        assert app.pane("nodes").table._cells(app.pane("nodes").table.rows["web1"].values,
-                                              0)[3] == "via gw1"
-        await goto(pilot, "nodes", "web1")
-        await pilot.press("space")  # mark web1 and db1
-        await goto(pilot, "nodes", "db1")
-        await pilot.press("space")
-        await pilot.press("x")
-        assert await settle(pilot, lambda: isinstance(app.screen, ExecDialog))
-        app.screen.query_one("#command", Input).value = "uptime"
-        app.screen.query_one("#run").press()
-        assert await settle(pilot, lambda: ran)
-        assert ran == [(["db1", "web1"], "uptime")]
-        log = app.screen.query_one("#output")
-        assert await settle(pilot, lambda: len(log.lines) >= 5)
-        text = "\n".join(line.text for line in log.lines)
-        assert "web1: up 3 days on web1" in text and "2 ok, 0 failed" in text
+    engine = await open_seeded(tmp_path, access=FakeAccess())
+    try:
+        app = app_for(engine)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            assert app.pane("nodes").table._cells(app.pane("nodes").table.rows["web1"].values,
+                                                  0)[3] == "via gw1"
+            await goto(pilot, "nodes", "web1")
+            await pilot.press("space")  # mark web1 and db1
+            await goto(pilot, "nodes", "db1")
+            await pilot.press("space")
+            await pilot.press("x")
+            assert await settle(pilot, lambda: isinstance(app.screen, ExecDialog))
+            app.screen.query_one("#command", Input).value = "uptime"
+            app.screen.query_one("#run").press()
+            assert await settle(pilot, lambda: ran)
+            assert ran == [(["db1", "web1"], "uptime")]
+            log = app.screen.query_one("#output")
+            assert await settle(pilot, lambda: len(log.lines) >= 5)
+            text = "\n".join(line.text for line in log.lines)
+            assert "web1: up 3 days on web1" in text and "2 ok, 0 failed" in text
+    finally:
+        await engine.close()
 
 
 async def test_more_tabs_can_join_the_dashboard(engine):

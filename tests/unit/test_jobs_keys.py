@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from fleet.configure.keys import KeyStore, authorized_keys_for, ensure_key, operator_key
+from fleet.access.keys import KeyStore, authorized_keys_for, ensure_key, operator_key
 from fleet.engine import Engine
 from fleet.errors import BadInput, UnknownTarget
 from support.profiles import BASIC, use_isolated_env, write_profile

@@ -65,7 +65,7 @@ class BuildDialog(ModalScreen[int | None]):
         if label:
             options["label"] = label
         try:
-            outcome = await self.engine.jobs.build(kind, wait=False, **options)
+            outcome = await self.engine.builds.build(kind, wait=False, **options)
         except FleetError as err:
             self.query_one("#error", Static).update(str(err))
             return

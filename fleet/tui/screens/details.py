@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from fleet.headless.records import event_line
+from fleet.records import event_line
 
 
 #: Control characters other than newline and tab, drawn as their Unicode pictures

@@ -1,13 +1,35 @@
-"""Domain objects as flat records with stable field names (the JSON contract)."""
+"""Domain objects as flat records with stable field names (the JSON contract),
+and the time formatting they use. Both faces print them: the headless CLI as
+tables and JSON, the console in its panes and details."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from fleet.core.durations import format_duration
 from fleet.core.model import Distributor, Event, Job, Machine, Node
-from fleet.headless.output import ago, iso, local
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC with milliseconds (the JSON form), None for no time."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def ago(ts: float | None, now: float | None = None) -> str:
+    if ts is None:
+        return "-"
+    return format_duration((now or time.time()) - ts) + " ago"
+
+
+def local(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def machine(m: Machine, now: float | None = None) -> dict[str, Any]:
