@@ -40,9 +40,9 @@ from aiohttp import web
 from fleet.boot import callhome, menus, policy, scripts, wipe
 from fleet.boot.assigned import AssignedArtifacts
 from fleet.boot.policy import Action
-from fleet.boot.templates import (MAX_TEMPLATE_BYTES, TemplateError, TemplateValues,
-                                  render_deployment)
+from fleet.boot.templates import TemplateValues, render_deployment
 from fleet.core import lifecycle as lc
+from fleet.core.templates import BUILTIN_SUBSCRIPTS, MAX_TEMPLATE_BYTES, TemplateError
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import Machine, MachineState, Severity
 from fleet.core.values import parse_mac
@@ -199,7 +199,7 @@ class HttpService:
         machine = await self.engine.store.machines.get(mac)
         decision = policy.decide(machine, self.engine.profile)
         menu = self._menu_of(decision)
-        if menu is None or sub not in (*menus.BUILTIN_SUBSCRIPTS, *menu.subscripts):
+        if menu is None or sub not in (*BUILTIN_SUBSCRIPTS, *menu.subscripts):
             raise web.HTTPNotFound(text="no such subscript for this machine now\n")
         try:
             if sub == "install":

@@ -22,24 +22,18 @@ deployment, base_url, script_url (this machine's /boot/<mac>.ipxe), sub_url
 line or a command to the script; `address` may be empty (lease without one).
 No tokens are placed: a menu is fetched before anything proves who asks.
 
-`check` finds, at profile load, what rendering would refuse (unknown
-placeholders, template statements, a missing `#!ipxe`) and chains to subscripts
-nobody declared, each with the template's line.
+The grammar is fleet.core.templates: the names above (MENU_VARIABLES,
+BUILTIN_SUBSCRIPTS) and `check_menu`, which finds, at profile load, what
+rendering would refuse (unknown placeholders, template statements, a missing
+`#!ipxe`) and chains to subscripts nobody declared, each with the template's line.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from fleet.boot.scripts import check_script, ipxe_value
-from fleet.boot.templates import TemplateError, problems, render
-
-BUILTIN_SUBSCRIPTS = ("install", "local")
-VARIABLES = frozenset({"mac", "hostname", "address", "arch", "deployment", "base_url",
-                       "script_url", "sub_url"})
-SUBSCRIPT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_SUB_REF = re.compile(r"\{\{\s*sub_url\s*\}\}/([^\s|;&]*?)\.ipxe")
+from fleet.boot.templates import render
 
 
 def values(*, mac: str, hostname: str, address: str, arch: str, deployment: str,
@@ -61,23 +55,3 @@ def render_script(text: str, machine_values: Mapping[str, str], source: str) -> 
     rendered = render(text, machine_values, check=_place, source=source)
     check_script(rendered, source)
     return rendered
-
-
-def check(text: str, subscripts: Iterable[str]) -> list[tuple[int, str]]:
-    """(line, message) for everything wrong with a menu or subscript template."""
-    out = list(problems(text, VARIABLES))
-    if not text.startswith("#!ipxe"):
-        out.append((1, "an iPXE script must start with '#!ipxe'"))
-    known = set(subscripts) | set(BUILTIN_SUBSCRIPTS)
-    for match in _SUB_REF.finditer(text):
-        name = match.group(1)
-        start = text.rfind("\n", 0, match.start()) + 1
-        if name not in known and not text[start:match.start()].lstrip().startswith("#"):
-            line = text.count("\n", 0, match.start()) + 1
-            out.append((line, f"chains subscript {name!r}, which is not declared (declared: "
-                              f"{', '.join(sorted(known))})"))
-    return sorted(out)
-
-
-__all__ = ["BUILTIN_SUBSCRIPTS", "VARIABLES", "SUBSCRIPT_NAME", "TemplateError", "check",
-           "render_script", "values"]

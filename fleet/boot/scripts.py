@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import re
 
-from fleet.boot.templates import TemplateError, render
+from fleet.boot.templates import render
+from fleet.core.templates import TemplateError
 
 FACT_VARIABLES = (
     ("uuid", "uuid"), ("serial", "serial:uristring"),

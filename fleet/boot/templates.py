@@ -1,5 +1,6 @@
 """Rendering kickstart, preseed, cloud-init and iPXE-script templates.
 
+The grammar (what a placeholder is, what is refused) is fleet.core.templates.
 The renderer is deliberately tiny: `{{ name }}` is replaced by a value and that
 is all. No expressions, filters, loops or evaluation, so a template can never
 run code, and a placeholder fleet does not know is an error (`TemplateError`,
@@ -42,30 +43,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from fleet.core.templates import (BRACES, JINJA_STATEMENT, TemplateError, line_of,
+                                  placeholder_name)
 from fleet.core.values import check_hostname, check_ipv4, parse_mac
 
-MAX_TEMPLATE_BYTES = 1024 * 1024
-
-_BRACES = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
-_JINJA_STATEMENT = re.compile(
-    r"\{%-?\s*(if|elif|else|endif|for|endfor|set|macro|endmacro|block|endblock|include|"
-    r"import|from|extends|raw|endraw|filter|with|call)\b")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOKEN = re.compile(r"[a-z0-9.]{1,100}")
 _DEPLOYMENT = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _URL = re.compile(r"http://\d{1,3}(\.\d{1,3}){3}:\d{1,5}/[A-Za-z0-9./_-]*")
-
-
-class TemplateError(ValueError):
-    """A template could not be rendered: unknown placeholder, bad syntax, unsafe value."""
-
-
-def placeholders(text: str) -> list[str]:
-    """The placeholder names used in `text`, in order (syntax errors raise)."""
-    names = []
-    for match in _BRACES.finditer(text):
-        names.append(_placeholder_name(text, match))
-    return names
 
 
 def render(text: str, values: Mapping[str, str], *,
@@ -76,19 +60,19 @@ def render(text: str, values: Mapping[str, str], *,
     before it is placed. Unknown names and malformed placeholders raise
     TemplateError naming `source` and the line.
     """
-    statement = _JINJA_STATEMENT.search(text)
+    statement = JINJA_STATEMENT.search(text)
     if statement:
         raise TemplateError(
-            f"{source}:{_line(text, statement.start())}: {statement.group(0)!r}: template "
+            f"{source}:{line_of(text, statement.start())}: {statement.group(0)!r}: template "
             f"statements are not supported (only {{{{ name }}}} placeholders)")
     out: list[str] = []
     pos = 0
-    for match in _BRACES.finditer(text):
-        name = _placeholder_name(text, match, source)
+    for match in BRACES.finditer(text):
+        name = placeholder_name(text, match, source)
         if name not in values:
             known = ", ".join(sorted(values)) or "none"
             raise TemplateError(
-                f"{source}:{_line(text, match.start())}: unknown placeholder {{{{ {name} }}}} "
+                f"{source}:{line_of(text, match.start())}: unknown placeholder {{{{ {name} }}}} "
                 f"(known: {known})")
         value = values[name]
         if check is not None:
@@ -96,54 +80,16 @@ def render(text: str, values: Mapping[str, str], *,
                 value = check(name, value)
             except ValueError as err:
                 raise TemplateError(
-                    f"{source}:{_line(text, match.start())}: cannot place {name}: {err}") from None
+                    f"{source}:{line_of(text, match.start())}: cannot place {name}: {err}") from None
         out.append(text[pos:match.start()])
         out.append(value)
         pos = match.end()
     rest = text[pos:]
     if "{{" in rest:
         raise TemplateError(
-            f"{source}:{_line(text, pos + rest.index('{{'))}: '{{{{' without a closing '}}}}'")
+            f"{source}:{line_of(text, pos + rest.index('{{'))}: '{{{{' without a closing '}}}}'")
     out.append(rest)
     return "".join(out)
-
-
-def problems(text: str, known: set[str] | frozenset[str]) -> list[tuple[int, str]]:
-    """Everything `render` would refuse in `text` given the names in `known`, as
-    (line, message) pairs, without values: for checking templates at profile load."""
-    out: list[tuple[int, str]] = []
-    for statement in _JINJA_STATEMENT.finditer(text):
-        out.append((_line(text, statement.start()),
-                    f"{statement.group(0)!r}: template statements are not supported "
-                    f"(only {{{{ name }}}} placeholders)"))
-    pos = 0
-    for match in _BRACES.finditer(text):
-        pos = match.end()
-        name = match.group(1).strip()
-        line = _line(text, match.start())
-        if not _NAME.fullmatch(name):
-            out.append((line, f"not a placeholder: {match.group(0)[:40]!r} (only "
-                              f"{{{{ name }}}} is supported: no expressions or filters)"))
-        elif name not in known:
-            out.append((line, f"unknown placeholder {{{{ {name} }}}} (known: "
-                              f"{', '.join(sorted(known)) or 'none'})"))
-    if "{{" in text[pos:]:
-        out.append((_line(text, pos + text[pos:].index("{{")), "'{{' without a closing '}}'"))
-    return sorted(out)
-
-
-def _placeholder_name(text: str, match: re.Match, source: str = "template") -> str:
-    name = match.group(1).strip()
-    if not _NAME.fullmatch(name):
-        snippet = match.group(0)[:40]
-        raise TemplateError(
-            f"{source}:{_line(text, match.start())}: not a placeholder: {snippet!r} "
-            f"(only {{{{ name }}}} is supported: no expressions or filters)")
-    return name
-
-
-def _line(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
 
 
 # -- the values an installer template gets ----------------------------------------------

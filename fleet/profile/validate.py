@@ -57,6 +57,8 @@ from .spec import (
     suggest,
 )
 from .yamlpos import Y, compose_text
+from fleet.core.templates import (BUILTIN_SUBSCRIPTS, MAX_TEMPLATE_BYTES, SUBSCRIPT_NAME,
+                                  check_menu)
 
 SUPPORTED_VERSIONS = (1,)
 
@@ -135,8 +137,6 @@ def _check_node(ctx: Ctx, node: NodeConfig, y: Y, path: str) -> None:
 
 def _subscripts(ctx: Ctx, y: Y, path: str) -> Any:
     """`name: path` pairs; names as in `{{ sub_url }}/<name>.ipxe`."""
-    from fleet.boot.menus import BUILTIN_SUBSCRIPTS, SUBSCRIPT_NAME
-
     if y.kind != "map":
         raise Invalid(f"expected a mapping of subscript names to template paths, got {describe(y)}")
     out: dict[str, Path] = {}
@@ -161,9 +161,6 @@ def _subscripts(ctx: Ctx, y: Y, path: str) -> Any:
 def _check_ipxe_menu(ctx: Ctx, menu: IpxeMenu, y: Y, path: str) -> None:
     """Read the menu and subscript templates now: a mistake is a FILE:LINE of the
     template at load time, not a failed boot later."""
-    from fleet.boot.menus import check
-    from fleet.boot.templates import MAX_TEMPLATE_BYTES
-
     for key, file in [("menu", menu.menu), *((f"subscripts.{n}", f) for n, f in menu.subscripts.items())]:
         try:
             raw = file.read_bytes()[: MAX_TEMPLATE_BYTES + 1]
@@ -173,7 +170,7 @@ def _check_ipxe_menu(ctx: Ctx, menu: IpxeMenu, y: Y, path: str) -> None:
         except (OSError, ValueError) as err:
             ctx.error(y.at, f"{path}.{key}", f"cannot read {file}: {err}")
             continue
-        for line, message in check(text, menu.subscripts):
+        for line, message in check_menu(text, menu.subscripts):
             ctx.issues.append(ProfileIssue(str(file), line, f"{path}.{key}", message))
 
 

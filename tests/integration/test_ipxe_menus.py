@@ -14,7 +14,7 @@ import pytest
 from fleet.boot import menus
 from fleet.boot.files import BootFiles
 from fleet.boot.http import HttpService
-from fleet.boot.templates import TemplateError
+from fleet.core.templates import TemplateError, check_menu
 from fleet.core.model import MachineState
 from fleet.engine import Engine
 from fleet.profile import load_profile
@@ -114,7 +114,7 @@ def test_a_deployment_name_with_a_newline_cannot_reach_the_script():
 def test_check_reports_template_lines():
     bad = ("#!ipxe\necho {{ hostnme }}\nchain {{ sub_url }}/nothere.ipxe\n"
            "{% if x %}\nchain {{ sub_url }}/rescue.ipxe\necho {{ a | b }}\n")
-    assert menus.check(bad, ["rescue"]) == [
+    assert check_menu(bad, ["rescue"]) == [
         (2, "unknown placeholder {{ hostnme }} (known: address, arch, base_url, deployment, "
             "hostname, mac, script_url, sub_url)"),
         (3, "chains subscript 'nothere', which is not declared (declared: install, local, "
@@ -123,8 +123,8 @@ def test_check_reports_template_lines():
         (6, "not a placeholder: '{{ a | b }}' (only {{ name }} is supported: no expressions "
             "or filters)"),
     ]
-    assert menus.check("echo hi\n", []) == [(1, "an iPXE script must start with '#!ipxe'")]
-    assert menus.check(MENU, ["rescue"]) == []
+    assert check_menu("echo hi\n", []) == [(1, "an iPXE script must start with '#!ipxe'")]
+    assert check_menu(MENU, ["rescue"]) == []
 
 
 # -- profile load --------------------------------------------------------------------------

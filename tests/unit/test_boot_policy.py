@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fleet.boot import scripts
 from fleet.boot.policy import Action, arch_from_ipxe, clean_fact, decide, facts_from_query
 from fleet.boot.scripts import UnsafeValue, ipxe_value
-from fleet.boot.templates import TemplateError
+from fleet.core.templates import TemplateError
 from fleet.core import lifecycle as lc
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import MachineState

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet.boot.templates import (TemplateError, TemplateValues, placeholders, render,
-                                  render_deployment)
+from fleet.boot.templates import TemplateValues, render, render_deployment
+from fleet.core.templates import TemplateError, placeholders
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "fleet" / "bundled" / "profiles" / "templates"
 KEY1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa0 ops@example"
