@@ -26,7 +26,13 @@ def run() -> None:
     """The installed `fleet` command and `python -m fleet`: main(), then exit
     without the interpreter's teardown. By then everything is closed (stores,
     connections, the terminal); tearing down a heap of 200 SSH connections took
-    a cold `fleet --headless exec` another ~0.1 s. Tests call main() instead."""
+    a cold `fleet --headless exec` another ~0.1 s. Tests call main() instead.
+
+    First, before anything imports asyncssh, the library lookup of
+    fleet.libfind: importing fleet itself installs nothing."""
+    from fleet import libfind
+
+    libfind.install()
     code = main()
     import logging
 

@@ -7,8 +7,9 @@ post-quantum module, for "oqs" then "liboqs". On Linux each call runs
 `fleet --headless exec` on an idle box, seven processes competing with the
 fan-out on a busy one, and a surprise in an strace. This looks for the same
 files in the dynamic linker's directories itself; any other name goes to the
-real find_library. It is installed when asyncssh is first imported, so
-importing fleet costs nothing.
+real find_library. The entry point (fleet.cli.run) calls `install()`, which
+patches the lookup when asyncssh is first imported, so importing fleet
+changes nothing and costs nothing.
 """
 
 from __future__ import annotations

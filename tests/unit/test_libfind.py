@@ -12,7 +12,9 @@ from pathlib import Path
 from fleet.libfind import find_lib
 
 PROBE = """
-import subprocess, fleet
+import subprocess
+from fleet import libfind
+libfind.install()  # as fleet.cli.run does first
 spawned = []
 real = subprocess.Popen.__init__
 def watch(self, args, *a, **k):
@@ -95,3 +97,12 @@ def test_find_lib_prefers_the_runtime_file_and_skips_what_cannot_load(tmp_path,
     assert lookup("probed", {".so": True, ".so.2": False}) == "libprobed.so"
     assert lookup("probee", {".so": False}) is None
     assert find_lib("no-such-library-anywhere") is None
+
+
+def test_importing_fleet_installs_no_lookup():
+    code = ("import sys, ctypes.util, fleet, fleet.engine; "
+            "print([type(f).__name__ for f in sys.meta_path if 'fleet' in type(f).__module__], "
+            "getattr(ctypes.util.find_library, 'fleet_lookup', False))")
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == "[] False"
