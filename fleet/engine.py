@@ -13,8 +13,9 @@ ones before it):
     boot    boot services, built on first use (fleet.boot.api)
 
 A site (`start_site`) starts boot services, the demo, the job worker and
-liveness, in that order; `stop_site` and `close` stop in the written order
-CLOSE_ORDER.
+liveness, in that order (START_ORDER); `stop_site` stops them in
+SITE_STOP_ORDER and `close` stops everything in CLOSE_ORDER, which begins
+with SITE_STOP_ORDER: whoever stops a site, the parts stop in one order.
 """
 
 from __future__ import annotations
@@ -57,8 +58,14 @@ Clock = Callable[[], float]
 
 #: the parts of a running site, in the order `start_site` starts them
 START_ORDER = ("boot", "demo", "worker", "liveness")
-#: everything the engine stops at close, in this order (`stop_site`: the site's part)
-CLOSE_ORDER = ("demo", "liveness", "worker", "jobs", "boot", "access")
+#: what `stop_site` stops, in this order: the demo's machines first (they use the
+#: services), liveness, the job worker (no new work), then the boot services
+SITE_STOP_ORDER = ("demo", "liveness", "worker", "boot")
+#: everything `close` stops, in this order: the site, then the job runner (running
+#: jobs interrupted: after the boot services, so a late call-home cannot submit
+#: into a closed runner; before the pool its exec jobs use, so they can still
+#: kill their remote commands), then the access plane; the feed and store last
+CLOSE_ORDER = (*SITE_STOP_ORDER, "jobs", "access")
 
 
 class Demo(Protocol):
@@ -177,9 +184,9 @@ class Engine:
         self._worker.add_done_callback(done)
 
     async def stop_site(self) -> None:
-        """Stop what `start_site` started, in CLOSE_ORDER (idempotent; the
+        """Stop what `start_site` started, in SITE_STOP_ORDER (idempotent; the
         engine stays open). Shielded: a second signal must not leave sockets open."""
-        await asyncio.shield(self._stop(("demo", "liveness", "worker", "boot")))
+        await asyncio.shield(self._stop(SITE_STOP_ORDER))
 
     async def close(self) -> None:
         try:
@@ -218,7 +225,7 @@ class Engine:
             access = getattr(self, "access", None)
             if getattr(access, "liveness", None) is None:
                 return False
-            await access.stop_liveness()
+            return await access.stop_liveness()
         elif part == "worker":
             worker, self._worker = self._worker, None
             if worker is None:
@@ -227,8 +234,6 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await worker
         elif part == "jobs":
-            # before the pools its jobs use: a running exec is cancelled while
-            # its pool is still open, so it can still kill its remote commands
             if getattr(self, "jobs", None) is None:
                 return False
             await self.jobs.close()

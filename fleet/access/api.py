@@ -213,6 +213,10 @@ class AccessAPI:
         live.start()
         return live
 
-    async def stop_liveness(self) -> None:
-        if self.liveness is not None:
-            await self.liveness.stop()
+    async def stop_liveness(self) -> bool:
+        """Stop the loop; False when none was running."""
+        live, self.liveness = self.liveness, None
+        if live is None:
+            return False
+        await live.stop()
+        return True

@@ -24,11 +24,12 @@ class BootAPI:
         self.engine = engine
         self._services = None
         self._files: dict[str, BootFiles] = {}
+        self._started = False
 
     @property
     def started(self) -> bool:
-        """The services were made (and maybe started): the engine stops them at close."""
-        return self._services is not None
+        """start_services was called and stop_services not since."""
+        return self._started
 
     @property
     def services(self):
@@ -47,11 +48,13 @@ class BootAPI:
     async def start_services(self) -> None:
         """Start the boot services of every enabled distributor and follow the
         on/off switch. Raises EnvironmentProblem when a port cannot be bound."""
+        self._started = True  # a half-started set is stopped too
         _raise_fd_limit(4096)  # a socket per TFTP session
         nic_vendor("00:00:00:00:00:00")  # load netaddr's OUI index now, not on a first DISCOVER
         await self.services.start()
 
     async def stop_services(self) -> None:
+        self._started = False
         if self._services is not None:
             await self._services.stop()
 
