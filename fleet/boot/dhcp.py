@@ -13,7 +13,7 @@ in an open pull request (#4950); pydhcplib (0.6.2, 2014) and dhcppython
 whose documentation does not cover PXE/iPXE options, and pulling in a server
 framework to use its parser is a runtime dependency we would still have to
 extend and fuzz ourselves. About 1,000 lines here, in `dhcp_options` (option
-values) and in `dhcp_proxy` (reply builders) is the smaller risk.
+values) and in `dhcp_replies` (reply builders) is the smaller risk.
 
 Model: `DhcpPacket` holds the fixed BOOTP header and `options`, an ordered
 `code -> raw bytes` dict. Decoding option values lives in `dhcp_options`; the
@@ -79,8 +79,6 @@ __all__ = [
     "MAGIC_COOKIE",
     "MessageType",
     "Opt",
-    "build_proxy_ack",
-    "build_proxy_offer",
 ]
 
 BOOTREQUEST = 1
@@ -393,7 +391,3 @@ class DhcpPacket:
 
     def ipxe_supports(self, feature: IpxeFeature | int) -> bool:
         return int(feature) in self.ipxe_features
-
-
-# The proxyDHCP reply builders live in dhcp_proxy; re-exported here.
-from .dhcp_proxy import build_proxy_ack, build_proxy_offer  # noqa: E402

@@ -60,14 +60,8 @@ from ipaddress import IPv4Address
 from types import MappingProxyType
 from typing import Any, Callable
 
-from fleet.boot.dhcp import (
-    BOOTREQUEST,
-    DhcpError,
-    DhcpPacket,
-    MessageType,
-    build_proxy_ack,
-    build_proxy_offer,
-)
+from fleet.boot.dhcp import BOOTREQUEST, DhcpError, DhcpPacket, MessageType
+from fleet.boot.dhcp_replies import build_proxy_ack, build_proxy_offer
 from fleet.boot.dhcp_options import PxeMenuItem, pxe_menu
 from fleet.boot.files import BootFiles
 from fleet.core.arch import FirmwareArch

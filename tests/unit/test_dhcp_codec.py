@@ -22,8 +22,6 @@ from fleet.boot.dhcp import (
     DhcpPacket,
     MessageType,
     Opt,
-    build_proxy_ack,
-    build_proxy_offer,
 )
 from fleet.boot.dhcp_options import (
     ClientNdi,
@@ -41,6 +39,7 @@ from fleet.boot.dhcp_options import (
     pxe_discovery_control,
     pxe_menu,
 )
+from fleet.boot.dhcp_replies import build_proxy_ack, build_proxy_offer
 from fleet.core.arch import FirmwareArch
 
 COOKIE = bytes.fromhex("63825363")

@@ -20,7 +20,8 @@ import pytest
 from test_dhcp_codec import ACCESSORS, GOLDEN  # tests/unit is on sys.path (rootdir-relative import mode)
 
 from fleet.boot import dhcp_options as o
-from fleet.boot.dhcp import DhcpError, DhcpPacket, build_proxy_ack, build_proxy_offer
+from fleet.boot.dhcp import DhcpError, DhcpPacket
+from fleet.boot.dhcp_replies import build_proxy_ack, build_proxy_offer
 from fleet.boot.dhcp_options import IpxeFeature, PxeMenuItem, PxeSub, pxe_menu
 
 SEED = int(os.environ.get("FLEET_DHCP_FUZZ_SEED", "20261101"))

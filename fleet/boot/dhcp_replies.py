@@ -2,8 +2,8 @@
 
 Policy-free: the caller decides which file or URL a client gets and whether to
 send a menu; these functions only put the answer on the wire the way PXE and
-iPXE clients expect it (see ../shared/notes/boot-facts.md). Re-exported by
-`fleet.boot.dhcp`.
+iPXE clients expect it (see ../shared/notes/boot-facts.md). The server that
+uses them is fleet.boot.proxydhcp.
 """
 
 from __future__ import annotations
