@@ -1,6 +1,10 @@
 """Errors that reach the operator, each with the exit code the headless contract
 documents: 2 bad input (usage, profile, unknown MAC/node), 3 environment
-(missing tool, port in use, no permission)."""
+(missing tool, port in use, no permission).
+
+Elsewhere in the family: fleet.profile.ProfileError (BadInput, one FILE:LINE
+line per issue), fleet.access.pool.AccessError and its kinds, JobFailed,
+BuildFailed."""
 
 from __future__ import annotations
 

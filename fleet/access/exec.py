@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import asyncssh
 
-from fleet.access.pool import AccessError
+from fleet.access.pool import AccessError, CommandFailed, Unreachable
 from fleet.core.model import JobState, Reachability, Severity
 from fleet.errors import FleetError
 
@@ -360,10 +360,10 @@ async def _attempt(api, node, route, command, timeout, script, script_args, on_l
             reason = getattr(err, "reason", None) or str(err) or type(err).__name__
             lost = not link.alive()
             where = f" (via {link.via})" if link.via else ""
-            raise AccessError("unreachable", f"connection lost{where}: {reason}",
+            raise Unreachable(f"connection lost{where}: {reason}",
                               lost=lost) from None
         except asyncssh.SFTPError as err:
-            raise AccessError("command-failed", f"script upload failed: {err.reason}") from None
+            raise CommandFailed(f"script upload failed: {err.reason}") from None
 
 
 async def _upload(conn, script: bytes, args: Sequence[str]) -> str:

@@ -62,12 +62,36 @@ log = logging.getLogger(__name__)
 
 
 class AccessError(Exception):
-    """Reaching a node failed. `kind`: unreachable | auth | host-key | timeout."""
+    """Reaching a node failed; the subclass says how, and `kind` is its name in
+    exec results and events (unreachable | auth | host-key | command-failed)."""
 
-    def __init__(self, kind: str, message: str, *, lost: bool = False):
+    kind = "unreachable"
+
+    def __init__(self, message: str, *, lost: bool = False):
         super().__init__(message)
-        self.kind = kind
         self.lost = lost  # a pooled connection died (a retry may go another way)
+
+
+class Unreachable(AccessError):
+    """No connection: refused, timed out, no route, a jump down (may pass: retry)."""
+
+    kind = "unreachable"
+
+
+class AuthFailed(AccessError):
+    kind = "auth"
+
+
+class HostKeyRejected(AccessError):
+    """The host key is not one fleet trusts (never retried into)."""
+
+    kind = "host-key"
+
+
+class CommandFailed(AccessError):
+    """Connected, but the step before the command failed (a script upload)."""
+
+    kind = "command-failed"
 
 
 @dataclass
@@ -368,7 +392,7 @@ class Pool:
                                                   **opts)
                 jump_conn = via.conn
                 if jump_conn is None or jump_conn.is_closed():
-                    raise AccessError("unreachable", f"jump {via.name} connection lost",
+                    raise Unreachable(f"jump {via.name} connection lost",
                                       lost=True)
                 pending = _Pending()
                 await self._open(via, jump_conn, pending, subject, where)
@@ -384,24 +408,24 @@ class Pool:
         except AccessError:
             raise
         except asyncio.TimeoutError:
-            raise AccessError("unreachable", f"no answer from {where} within connect_timeout "
+            raise Unreachable(f"no answer from {where} within connect_timeout "
                                              f"{self.connect_timeout:g}s") from None
         except asyncssh.HostKeyNotVerifiable as err:
-            raise (client.refusal or AccessError("host-key", f"{where}: {err}")) from None
+            raise (client.refusal or HostKeyRejected(f"{where}: {err}")) from None
         except asyncssh.PermissionDenied as err:
-            raise AccessError("auth", f"{where}: authentication failed as {user}: "
+            raise AuthFailed(f"{where}: authentication failed as {user}: "
                                       f"{err.reason}") from None
         except asyncssh.ChannelOpenError as err:
             lost = via is not None and not via.alive()
-            raise AccessError("unreachable", f"{where}: {err.reason}", lost=lost) from None
+            raise Unreachable(f"{where}: {err.reason}", lost=lost) from None
         except (asyncssh.ConnectionLost, asyncssh.DisconnectError) as err:
             if client.refusal is not None:
                 raise client.refusal from None
             lost = via is not None and not via.alive()
-            raise AccessError("unreachable", f"{where}: {err.reason or err}",
+            raise Unreachable(f"{where}: {err.reason or err}",
                               lost=lost) from None
         except OSError as err:
-            raise AccessError("unreachable", f"{where}: {err.strerror or err}") from None
+            raise Unreachable(f"{where}: {err.strerror or err}") from None
         finally:
             if client.verdict is not None:
                 await self.trust.settle(client)
@@ -424,7 +448,7 @@ class Pool:
                                                          self.connect_timeout))
             await asyncio.wait_for(opened, max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
-            raise AccessError("unreachable", f"no answer from {where} within connect_timeout "
+            raise Unreachable(f"no answer from {where} within connect_timeout "
                                              f"{self.connect_timeout:g}s") from None
         except BaseException:
             if opened is not None and not opened.done():
@@ -435,13 +459,13 @@ class Pool:
         """The live connection to jump `name` (connecting its `via` chain first)."""
         link = self._jumps.get(name)
         if link is None:
-            raise AccessError("unreachable", f"no jump named {name!r} in the profile")
+            raise Unreachable(f"no jump named {name!r} in the profile")
         if link.alive():
             return link.conn
         if skip_if_down and link.down and (time.monotonic() < link.next_attempt
                                            or link.lock.locked()):
             # down, and waiting out its backoff or being retried: take the next jump now
-            raise link.last_error or AccessError("unreachable", f"jump {name} is down")
+            raise link.last_error or Unreachable(f"jump {name} is down")
         seen = link.generation
         async with link.lock:
             if link.alive():
@@ -449,7 +473,7 @@ class Pool:
             if link.generation != seen and link.last_error is not None:
                 raise link.last_error  # it failed while we waited: share that answer
             if skip_if_down and link.down and time.monotonic() < link.next_attempt:
-                raise link.last_error or AccessError("unreachable", f"jump {name} is down")
+                raise link.last_error or Unreachable(f"jump {name} is down")
             return await self._connect_jump(link)
 
     async def _connect_jump(self, link: _JumpLink) -> asyncssh.SSHClientConnection:
@@ -468,9 +492,9 @@ class Pool:
             _coalesce_writes(conn)  # it carries every tunnelled node's packets
         except (AccessError, HostKeyRefused) as err:
             if isinstance(err, HostKeyRefused):
-                err = AccessError("host-key", str(err))
+                err = HostKeyRejected(str(err))
             elif not str(err).startswith("jump "):
-                err = AccessError(err.kind, f"jump {link.name}: {err}")
+                err = type(err)(f"jump {link.name}: {err}")
             self._jump_failed(link, err)
             raise err from None
         self.stats["jump_connects"] += 1
@@ -499,8 +523,8 @@ class Pool:
             return
         link.conn = None
         reason = str(exc) if exc else "closed"
-        self._jump_failed(link, AccessError(
-            "unreachable", f"jump {link.name}: connection lost ({reason})", lost=True))
+        self._jump_failed(link, Unreachable(
+            f"jump {link.name}: connection lost ({reason})", lost=True))
 
     def _schedule_retry(self, link: _JumpLink) -> None:
         if self._closing or (link.retry_task and not link.retry_task.done()):
@@ -539,7 +563,7 @@ class Pool:
 
     async def _connect_node(self, node: "Node", route: Route) -> NodeLink:
         if route.kind is RouteKind.UNREACHABLE:
-            raise AccessError("unreachable", f"no route: {route.reason}")
+            raise Unreachable(f"no route: {route.reason}")
         subject = self.trust.subject_for_node(node, route.target, route.port)
         user = node.user or self.user
         holder: dict = {}
@@ -556,7 +580,7 @@ class Pool:
             else:
                 conn, used = await self._through_jumps(subject, user, route, lost)
         except HostKeyRefused as err:
-            raise AccessError("host-key", str(err)) from None
+            raise HostKeyRejected(str(err)) from None
         self.stats["node_connects"] += 1
         link = NodeLink(node.name, conn, route, used,
                         asyncio.Semaphore(self.options.sessions_per_connection))
@@ -583,7 +607,7 @@ class Pool:
                 raise
             self._note_active(route, name)
             return conn, name
-        raise AccessError("unreachable", "; ".join(errors) or "no jump answered", lost=True)
+        raise Unreachable("; ".join(errors) or "no jump answered", lost=True)
 
     def _note_active(self, route: Route, name: str) -> None:
         key = route.chains

@@ -42,7 +42,6 @@ KIND = "post_boot"
 WAIT_SECONDS = 900.0  # for the node's sshd: reboot after the install, POST, boot
 RETRY_SECONDS = 5.0
 SCRIPT_TIMEOUT = 1800.0
-_RETRY_KINDS = frozenset({"unreachable", "timeout"})  # auth and host-key errors are final
 
 
 class PostBootFailed(FleetError):
@@ -113,9 +112,9 @@ def handler(engine):
 
 
 async def _wait_for_ssh(engine, ctx, name: str, wait: float) -> None:
-    """Until a pooled connection to the node opens (AccessError kinds other than
-    unreachable/timeout are final: a wrong host key must not be retried into)."""
-    from fleet.access.pool import AccessError
+    """Until a pooled connection to the node opens (only Unreachable is retried:
+    a wrong host key or a refused login must not be retried into)."""
+    from fleet.access.pool import AccessError, Unreachable
     from fleet.access.routes import RouteKind
 
     route = engine.access.route(await engine.node(name))
@@ -128,7 +127,7 @@ async def _wait_for_ssh(engine, ctx, name: str, wait: float) -> None:
             await engine.access.connection(name)
             return
         except AccessError as err:
-            if err.kind not in _RETRY_KINDS or time.monotonic() + RETRY_SECONDS > deadline:
+            if not isinstance(err, Unreachable) or time.monotonic() + RETRY_SECONDS > deadline:
                 raise FleetError(f"{name} does not accept SSH: {err.kind}: {err}") from None
             ctx.progress(0.0, f"waiting for {name} to accept SSH ({err.kind})")
         await asyncio.sleep(RETRY_SECONDS)

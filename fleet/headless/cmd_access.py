@@ -97,7 +97,7 @@ async def exec_(engine, args, out: Output) -> int:
     return 1 if report.failed else 0
 
 
-# -- shell, forward, check, link (issue 4, second half) ----------------------------------
+# -- shell, forward, check, link ------------------------------------------------------
 
 def _fail(err) -> int:
     """A node we could not reach: one line on stderr, exit 1 (a target failed)."""

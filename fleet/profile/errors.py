@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from fleet.errors import BadInput
+
 
 @dataclass(frozen=True, order=True)
 class ProfileIssue:
@@ -27,8 +29,10 @@ class ProfileIssue:
         return f"{where}: {self.message}"
 
 
-class ProfileError(Exception):
-    """An invalid or missing profile. ``str(err)`` is one line per issue."""
+class ProfileError(BadInput):
+    """An invalid or missing profile (exit code 2, as all bad input). ``str(err)``
+    is one FILE:LINE line per issue: the faces print it as it is, without the
+    `fleet: ` prefix of other errors."""
 
     def __init__(self, issues: Iterable[ProfileIssue]):
         self.issues: list[ProfileIssue] = list(issues)
