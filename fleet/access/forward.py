@@ -21,6 +21,8 @@ when listening, forward.closed at `close()`/`aclose()`; data = `Forward.record()
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import contextlib
 import logging
@@ -28,6 +30,9 @@ import re
 from dataclasses import dataclass
 
 from fleet.errors import BadInput
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 log = logging.getLogger(__name__)
 _PENDING: set = set()  # forward.closed writes in flight (keep a reference)
@@ -81,7 +86,7 @@ def parse_forward(spec: str) -> ForwardSpec:
 class Forward:
     """A running forward: `.address` is the (bind, port) actually listening."""
 
-    def __init__(self, node: str, spec: ForwardSpec, listener, link, engine=None):
+    def __init__(self, node: str, spec: ForwardSpec, listener, link, engine: "Engine | None" = None):
         self.node = node
         self.spec = spec
         self.listener = listener

@@ -13,6 +13,8 @@ The operator key is the profile's `operator.ssh.identity` when that file exists
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +24,9 @@ import asyncssh
 
 from fleet.errors import BadInput, EnvironmentProblem, UnknownTarget
 from fleet.paths import private_dir
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 OPERATOR = "operator"
@@ -95,11 +100,11 @@ def _pair_from(name: str, path: Path) -> KeyPair:
     return KeyPair(name, path, public, pub_key.get_fingerprint("sha256"))
 
 
-def key_store(engine) -> KeyStore:
+def key_store(engine: "Engine") -> KeyStore:
     return KeyStore(engine.paths.keys_dir)
 
 
-async def ensure_key(engine, name: str) -> KeyPair:
+async def ensure_key(engine: "Engine", name: str) -> KeyPair:
     """The fleet-managed pair `name`, generated (with a key.generated event) if absent."""
     pair, generated = key_store(engine).generate(name)
     if generated and not engine.read_only:
@@ -109,7 +114,7 @@ async def ensure_key(engine, name: str) -> KeyPair:
     return pair
 
 
-async def operator_key(engine) -> KeyPair:
+async def operator_key(engine: "Engine") -> KeyPair:
     identity = engine.profile.operator.ssh.identity
     if identity is not None:
         path = Path(identity).expanduser()
@@ -118,7 +123,7 @@ async def operator_key(engine) -> KeyPair:
     return await ensure_key(engine, OPERATOR)
 
 
-async def authorized_keys_for(engine, deployment: str) -> list[str]:
+async def authorized_keys_for(engine: "Engine", deployment: str) -> list[str]:
     """The deployment's `authorized_keys`, then the operator key's public part
     (duplicates dropped, order kept)."""
     try:

@@ -28,6 +28,8 @@ The first failure ends the job (failed); later scripts may depend on it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import logging
 import time
@@ -35,6 +37,9 @@ from pathlib import Path
 
 from fleet.core.model import Node, Severity
 from fleet.errors import FleetError
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ class PostBootFailed(FleetError):
         self.result = result  # kept as the failed job's result
 
 
-async def schedule(engine, node: Node, deployment: str) -> int | None:
+async def schedule(engine: "Engine", node: Node, deployment: str) -> int | None:
     """Submit the deployment's post-boot scripts for `node` (None when it has none)."""
     try:
         scripts = engine.profile.deployment(deployment).post_boot
@@ -68,7 +73,7 @@ async def schedule(engine, node: Node, deployment: str) -> int | None:
     return job_id
 
 
-def handler(engine):
+def handler(engine: "Engine"):
     async def run(ctx, inputs: dict) -> dict:
         name = inputs["node"]
         scripts = [Path(p) for p in inputs["scripts"]]
@@ -111,7 +116,7 @@ def handler(engine):
     return run
 
 
-async def _wait_for_ssh(engine, ctx, name: str, wait: float) -> None:
+async def _wait_for_ssh(engine: "Engine", ctx, name: str, wait: float) -> None:
     """Until a pooled connection to the node opens (only Unreachable is retried:
     a wrong host key or a refused login must not be retried into)."""
     from fleet.access.pool import AccessError, Unreachable

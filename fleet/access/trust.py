@@ -203,7 +203,7 @@ class Trust:
                 new=client.new_fingerprint))
 
 
-async def store_jump_pins(engine, name: str, pins: Iterable[HostKey], event: Event) -> None:
+async def store_jump_pins(engine: "Engine", name: str, pins: Iterable[HostKey], event: Event) -> None:
     """Pin `pins` as jump `name`'s host keys (the store's one place for them), with
     the event that says why, in one transaction."""
     async with engine.store.transaction() as tx:
@@ -212,7 +212,7 @@ async def store_jump_pins(engine, name: str, pins: Iterable[HostKey], event: Eve
         await engine.store.events.append(tx, [event])
 
 
-async def jump_pins(engine, name: str) -> tuple[HostKey, ...]:
+async def jump_pins(engine: "Engine", name: str) -> tuple[HostKey, ...]:
     raw = await engine.store.meta.get(JUMP_META + name)
     return tuple(_parse_pin(line) for line in (raw or "").splitlines() if line.strip())
 

@@ -26,9 +26,12 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from fleet.core.model import Artifact
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def _confined(path: Path, folder: Path) -> Path | None:
 class AssignedArtifacts:
     """The in-memory index of one distributor's assigned artifacts (module doc)."""
 
-    def __init__(self, engine, site: str):
+    def __init__(self, engine: "Engine", site: str):
         self.engine = engine
         self.site = site
         self._files: dict[str, tuple[Path, Path]] = {}

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
@@ -40,6 +40,9 @@ from fleet.core.model import Event, HostKey, Lease, Machine, MachineState, Node,
 from fleet.core.values import check_hostname, check_ipv4
 from fleet.tokens import CALLHOME, TEMPLATE, TokenSigner
 from fleet.access.trust import key_record
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 S = MachineState
 
@@ -185,7 +188,7 @@ class RejectionLimiter:
         return allowed
 
 
-async def record_rejection(engine, kind: str, err: CallhomeError, peer: str,
+async def record_rejection(engine: "Engine", kind: str, err: CallhomeError, peer: str,
                            subject: str | None = None, *, what: str,
                            limiter: RejectionLimiter | None = None) -> None:
     if limiter is not None and not limiter.allow(peer):
@@ -200,7 +203,7 @@ async def record_rejection(engine, kind: str, err: CallhomeError, peer: str,
     await engine.record(event)
 
 
-async def subject_of(engine, lease_id: int | None) -> str | None:
+async def subject_of(engine: "Engine", lease_id: int | None) -> str | None:
     if lease_id is None:
         return None
     lease = await engine.store.leases.get(lease_id)
@@ -209,7 +212,7 @@ async def subject_of(engine, lease_id: int | None) -> str | None:
 
 # -- tokens ----------------------------------------------------------------------------
 
-async def _lease_for(engine, token: str, purpose: str) -> tuple[Lease, Machine]:
+async def _lease_for(engine: "Engine", token: str, purpose: str) -> tuple[Lease, Machine]:
     """The active lease and its machine a token is for, or Rejected."""
     if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
         raise Rejected("malformed token")
@@ -229,7 +232,7 @@ async def _lease_for(engine, token: str, purpose: str) -> tuple[Lease, Machine]:
     return lease, machine
 
 
-async def machine_for_template(engine, token: str) -> Machine:
+async def machine_for_template(engine: "Engine", token: str) -> Machine:
     """The machine whose installer may fetch its template with `token` (else Rejected)."""
     lease, machine = await _lease_for(engine, token, TEMPLATE)
     if machine.state not in INSTALL_STATES:
@@ -237,7 +240,7 @@ async def machine_for_template(engine, token: str) -> Machine:
     return machine
 
 
-def template_token(engine, machine: Machine) -> str:
+def template_token(engine: "Engine", machine: Machine) -> str:
     if machine.lease is None:
         raise ValueError(f"{machine.mac} has no lease")
     return engine.tokens.issue(machine.lease.id, machine.mac, TEMPLATE)
@@ -245,7 +248,7 @@ def template_token(engine, machine: Machine) -> str:
 
 # -- call-home -------------------------------------------------------------------------
 
-async def register_callhome(engine, payload: dict, peer: str, *, site: str | None = None,
+async def register_callhome(engine: "Engine", payload: dict, peer: str, *, site: str | None = None,
                             limiter: RejectionLimiter | None = None) -> Node:
     """Apply a call-home: the machine becomes provisioned and a registered node with
     pinned host keys, in one transaction. Raises InvalidRequest or Rejected (after
@@ -265,7 +268,7 @@ async def register_callhome(engine, payload: dict, peer: str, *, site: str | Non
         raise
 
 
-async def _register(engine, body: Payload, peer: str, site: str | None) -> Node:
+async def _register(engine: "Engine", body: Payload, peer: str, site: str | None) -> Node:
     store = engine.store
     async with store.transaction() as tx:
         now = engine.clock()

@@ -27,6 +27,8 @@ as a boot or a report).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import json
 import logging
@@ -50,6 +52,9 @@ from fleet.errors import BadInput
 from fleet.access import postboot
 from fleet.access.keys import authorized_keys_for
 
+if TYPE_CHECKING:
+    from fleet.engine import Engine
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
@@ -61,7 +66,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 class HttpService:
     """aiohttp in-process beside the DHCP/TFTP servers, for one site's distributor."""
 
-    def __init__(self, engine, site_name: str, files):
+    def __init__(self, engine: "Engine", site_name: str, files):
         site = engine.profile.site(site_name)
         if site.distributor is None:
             raise ValueError(f"site {site_name!r} has no distributor")

@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.boot.files import BootFiles
 from fleet.boot.proxydhcp import ProxyDhcpServer, describe_os_error
@@ -35,6 +35,9 @@ from fleet.boot.tftp import TftpServer
 from fleet.boot.watchdog import StallWatchdog
 from fleet.core.model import Severity
 from fleet.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ TFTP_SESSIONS = 1024
 class DistributorServices:
     """HTTP + TFTP + proxyDHCP of one site's distributor."""
 
-    def __init__(self, engine, site_name: str, *, files: BootFiles | None = None,
+    def __init__(self, engine: "Engine", site_name: str, *, files: BootFiles | None = None,
                  on_tftp_event=None):
         self.engine = engine
         self.site = site_name
@@ -129,7 +132,7 @@ class DistributorServices:
 class BootServices:
     """All distributors' services, following the on/off switch (see module doc)."""
 
-    def __init__(self, engine, *, watchdog_interval: float = 5.0,
+    def __init__(self, engine: "Engine", *, watchdog_interval: float = 5.0,
                  tftp_events_per_second: float = 5.0):
         self.engine = engine
         self.running: dict[str, DistributorServices] = {}

@@ -8,6 +8,8 @@ lifecycle makes repeats no-ops). Off the hot path: it reads the store.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import logging
 
@@ -16,13 +18,16 @@ from fleet.core.durations import format_duration
 from fleet.core.model import MachineState
 from fleet.errors import FleetError
 
+if TYPE_CHECKING:
+    from fleet.engine import Engine
+
 log = logging.getLogger(__name__)
 
 WATCHED = (MachineState.LEASED, MachineState.PROVISIONING, MachineState.WIPING)
 
 
 class StallWatchdog:
-    def __init__(self, engine, interval: float = 5.0):
+    def __init__(self, engine: "Engine", interval: float = 5.0):
         self.engine = engine
         self.interval = interval
 

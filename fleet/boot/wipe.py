@@ -29,13 +29,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.boot.callhome import InvalidRequest, Rejected, record_rejection
 from fleet.core import lifecycle as lc
 from fleet.core.model import Artifact, Machine, MachineState, Severity
 from fleet.errors import BadInput, FleetError
 from fleet.tokens import WIPE, TokenSigner
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 S = MachineState
 
@@ -66,13 +69,13 @@ class Report:
 
 # -- tokens ----------------------------------------------------------------------------
 
-def wipe_token(engine, machine: Machine) -> str:
+def wipe_token(engine: "Engine", machine: Machine) -> str:
     if machine.state is not S.WIPING:
         raise ValueError(f"{machine.mac} is not wiping")
     return engine.tokens.issue(int(machine.state_since), machine.mac, WIPE)
 
 
-async def machine_for_token(engine, token: str) -> Machine:
+async def machine_for_token(engine: "Engine", token: str) -> Machine:
     """The wiping machine `token` was issued to, or WipeRefused (403)."""
     if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
         raise WipeRefused("malformed token")
@@ -139,7 +142,7 @@ def describe(report: Report) -> str:
     return disks or "no disks found"
 
 
-async def report_wiped(engine, payload: Any, peer: str, *, limiter=None) -> Machine:
+async def report_wiped(engine: "Engine", payload: Any, peer: str, *, limiter=None) -> Machine:
     """Apply a wiper's report; WipeRefused (after a `wipe.invalid`/`wipe.rejected`
     event, rate-limited per peer by `limiter`) if refused."""
     try:
@@ -177,7 +180,7 @@ def _usable(a: Artifact) -> bool:
     return a.kind == KIND and all((Path(a.path) / name).is_file() for name in FILES)
 
 
-async def current_wiper(engine, site: str) -> Artifact | None:
+async def current_wiper(engine: "Engine", site: str) -> Artifact | None:
     """The wiper a machine of `site` boots: the newest one assigned to the site's
     distributor, else the newest fleet has; None when there is none."""
     wipers = [a for a in await engine.store.artifacts.list() if _usable(a)]
@@ -188,7 +191,7 @@ async def current_wiper(engine, site: str) -> Artifact | None:
     return max(mine or wipers, key=lambda a: a.created_at)
 
 
-async def wiper_file(engine, id_prefix: str, name: str) -> Path | None:
+async def wiper_file(engine: "Engine", id_prefix: str, name: str) -> Path | None:
     """The file `name` of the wiper artifact whose id starts with `id_prefix`."""
     if name not in FILES or not re.fullmatch(r"[0-9a-f]{%d}" % ID_PREFIX, id_prefix):
         return None
@@ -198,7 +201,7 @@ async def wiper_file(engine, id_prefix: str, name: str) -> Path | None:
     return None
 
 
-async def record_no_image(engine, machine: Machine, site: str) -> None:
+async def record_no_image(engine: "Engine", machine: Machine, site: str) -> None:
     """Once per release (the machine polls every few seconds): start building a
     wiper, so its next poll can boot one, and record a `wipe.no_image` warning
     saying how that went."""
@@ -212,7 +215,7 @@ async def record_no_image(engine, machine: Machine, site: str) -> None:
         severity=Severity.WARNING, site=site))
 
 
-async def _start_build(engine, site: str) -> str:
+async def _start_build(engine: "Engine", site: str) -> str:
     """Build a wiper from this machine's kernel and busybox-static, in the background."""
     try:
         outcome = await engine.builds.build(KIND, wait=False, distributor=site)

@@ -4,6 +4,8 @@ and rename it into the cache, then record the artifact (and its events)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,10 +14,13 @@ from fleet.build import grub, ipxe, iso, syslinux, wiper
 from fleet.build.cache import ArtifactCache, Manifest, artifact_id
 from fleet.build.request import key_fields
 
+if TYPE_CHECKING:
+    from fleet.engine import Engine
+
 BUILDERS = {"ipxe": ipxe, "grub": grub, "syslinux": syslinux, "iso": iso, "wiper": wiper}
 
 
-def plan(engine, req: dict) -> tuple[str, str]:
+def plan(engine: "Engine", req: dict) -> tuple[str, str]:
     """(artifact id, name) of a normalized request; EnvironmentProblem when a
     tool or file it needs is missing."""
     kind = req["kind"]
@@ -23,7 +28,7 @@ def plan(engine, req: dict) -> tuple[str, str]:
     return artifact_id(kind, {"request": key_fields(req), "key": key}), name
 
 
-async def run_build(ctx, engine, cache: ArtifactCache, req: dict) -> tuple[Manifest, bool]:
+async def run_build(ctx, engine: "Engine", cache: ArtifactCache, req: dict) -> tuple[Manifest, bool]:
     """Build (or find) the artifact of `req`; returns (manifest, reused)."""
     kind = req["kind"]
     ctx.progress(0.0, "plan")

@@ -11,6 +11,8 @@ is put beside it for iPXE builds that read a script next to their binary.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 import os
 from pathlib import Path
@@ -19,6 +21,9 @@ from fleet.build import tools
 from fleet.build.ipxe import stock_file
 from fleet.build.request import Built, verify_binary
 from fleet.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 KIND = "grub"
 
@@ -46,7 +51,7 @@ def _tools() -> dict[str, Path]:
     return found
 
 
-def key(engine, req: dict) -> dict:
+def key(engine: "Engine", req: dict) -> dict:
     found = _tools()
     mods = tools.GRUB_EFI_MODULES
     return {"tools": {t: tools.fingerprint(p) for t, p in found.items()},
@@ -56,11 +61,11 @@ def key(engine, req: dict) -> dict:
             "cfg": req.get("grub_cfg", DEFAULT_CFG)}
 
 
-def plan(engine, req: dict) -> tuple[str, dict]:
+def plan(engine: "Engine", req: dict) -> tuple[str, dict]:
     return "grub-efi", key(engine, req)
 
 
-async def make_efi(ctx, engine, req: dict, out: Path, work: Path, *,
+async def make_efi(ctx, engine: "Engine", req: dict, out: Path, work: Path, *,
                    script: str | None = None) -> tuple[Path, Path]:
     """BOOTX64.EFI and efiboot.img in `out`; returns their paths."""
     found = _tools()
@@ -102,7 +107,7 @@ async def make_efi(ctx, engine, req: dict, out: Path, work: Path, *,
     return efi, img
 
 
-async def build(ctx, engine, req: dict, out: Path, work: Path) -> Built:
+async def build(ctx, engine: "Engine", req: dict, out: Path, work: Path) -> Built:
     ctx.progress(0.1, "grub-mkstandalone")
     await make_efi(ctx, engine, req, out, work)
     ctx.progress(0.9, "verify")

@@ -9,6 +9,8 @@ read from make's `[BUILD]`/`[LD]`/`[BIN]` lines.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import os
 import re
@@ -18,6 +20,9 @@ from pathlib import Path
 from fleet.build import tools
 from fleet.build.request import Built, ipxe_dir, resolve_script, verify_binary
 from fleet.errors import BadInput, EnvironmentProblem
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 KIND = "ipxe"
 
@@ -47,7 +52,7 @@ def stock_sources(folder: Path | None) -> dict[str, Path]:
     return found
 
 
-def stock_file(engine, req: dict, name: str) -> Path:
+def stock_file(engine: "Engine", req: dict, name: str) -> Path:
     """One stock binary (ipxe.lkrn, ipxe.efi) for the media builders."""
     sources = stock_sources(ipxe_dir(engine, req))
     if name not in sources:
@@ -84,7 +89,7 @@ def tree_fingerprint(src: Path) -> str:
     return h.hexdigest()
 
 
-def plan(engine, req: dict) -> tuple[str, dict]:
+def plan(engine: "Engine", req: dict) -> tuple[str, dict]:
     if req.get("ipxe_src"):
         src = src_dir(req)
         make = tools.which("make")
@@ -97,7 +102,7 @@ def plan(engine, req: dict) -> tuple[str, dict]:
                     "files": {n: tools.fingerprint(p) for n, p in sorted(sources.items())}}
 
 
-async def build(ctx, engine, req: dict, out: Path, work: Path) -> Built:
+async def build(ctx, engine: "Engine", req: dict, out: Path, work: Path) -> Built:
     if req.get("ipxe_src"):
         return await _compile(ctx, engine, req, out, work)
     folder = ipxe_dir(engine, req)
@@ -116,7 +121,7 @@ async def build(ctx, engine, req: dict, out: Path, work: Path) -> Built:
                        "sources": files})
 
 
-async def _compile(ctx, engine, req: dict, out: Path, work: Path) -> Built:
+async def _compile(ctx, engine: "Engine", req: dict, out: Path, work: Path) -> Built:
     src = src_dir(req)
     make = tools.which("make")
     targets = req.get("ipxe_targets", DEFAULT_TARGETS)

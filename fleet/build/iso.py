@@ -15,6 +15,8 @@ builds that look there).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import shutil
 from pathlib import Path
 
@@ -22,6 +24,9 @@ from fleet.build import grub, syslinux, tools
 from fleet.build.ipxe import stock_file
 from fleet.build.request import Built, resolve_script, verify_binary
 from fleet.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 KIND = "iso"
 
@@ -35,7 +40,7 @@ LABEL fleet
 """
 
 
-def plan(engine, req: dict) -> tuple[str, dict]:
+def plan(engine: "Engine", req: dict) -> tuple[str, dict]:
     xorriso = tools.which("xorriso")
     script = resolve_script(engine, req)
     return f"{req.get('label', 'FLEET')}.iso", {
@@ -59,7 +64,7 @@ def el_torito(report: str) -> list[str]:
     return out
 
 
-async def build(ctx, engine, req: dict, out: Path, work: Path) -> Built:
+async def build(ctx, engine: "Engine", req: dict, out: Path, work: Path) -> Built:
     xorriso = tools.which("xorriso")
     label = req.get("label", "FLEET")
     script = resolve_script(engine, req)

@@ -26,16 +26,19 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.build.script import boot_script, chain_url, check_script, check_url
 from fleet.errors import BadInput, EnvironmentProblem, UnknownTarget
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 KINDS = ("ipxe", "grub", "syslinux", "iso", "wiper")
 _LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 
 
-def normalize(engine, kind: str, **opts: Any) -> dict:
+def normalize(engine: "Engine", kind: str, **opts: Any) -> dict:
     if kind not in KINDS:
         raise BadInput(f"unknown build kind {kind!r}; one of: {', '.join(KINDS)}")
     req: dict[str, Any] = {"kind": kind}
@@ -83,7 +86,7 @@ def key_fields(req: dict) -> dict:
     return {k: v for k, v in req.items() if not k.startswith("_") and k != "distributor"}
 
 
-def _site(engine, name: str):
+def _site(engine: "Engine", name: str):
     try:
         return engine.profile.site(name)
     except KeyError:
@@ -91,7 +94,7 @@ def _site(engine, name: str):
         raise UnknownTarget(f"unknown distributor {name!r}; the profile has: {known}") from None
 
 
-def distributor_config(engine, req: dict):
+def distributor_config(engine: "Engine", req: dict):
     """The distributor the request names, else the profile's first one (or None)."""
     if req.get("distributor"):
         return _site(engine, req["distributor"]).distributor
@@ -101,7 +104,7 @@ def distributor_config(engine, req: dict):
     return None
 
 
-def resolve_script(engine, req: dict) -> str:
+def resolve_script(engine: "Engine", req: dict) -> str:
     """The iPXE script the media runs: given, or chaining the distributor."""
     if req.get("script"):
         return req["script"]
@@ -115,7 +118,7 @@ def resolve_script(engine, req: dict) -> str:
     return boot_script(url, req.get("label", "fleet"))
 
 
-def ipxe_dir(engine, req: dict) -> Path | None:
+def ipxe_dir(engine: "Engine", req: dict) -> Path | None:
     if req.get("ipxe_dir"):
         return Path(req["ipxe_dir"])
     if req.get("distributor"):

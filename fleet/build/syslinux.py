@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import shutil
 from pathlib import Path
 
 from fleet.build import tools
 from fleet.build.request import Built, verify_binary
 from fleet.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 KIND = "syslinux"
 
@@ -24,7 +29,7 @@ def sources() -> dict[str, Path]:
     return {name: tools.data_file(path) for name, path in FILES.items()}
 
 
-def plan(engine, req: dict) -> tuple[str, dict]:
+def plan(engine: "Engine", req: dict) -> tuple[str, dict]:
     return "syslinux", {"files": {n: tools.fingerprint(p) for n, p in sources().items()}}
 
 
@@ -35,7 +40,7 @@ def verify(name: str, path: Path) -> None:
                                  f"isohybrid MBR ({ISOHDPFX_SIZE})")
 
 
-async def build(ctx, engine, req: dict, out: Path, work: Path) -> Built:
+async def build(ctx, engine: "Engine", req: dict, out: Path, work: Path) -> Built:
     files = sources()
     for i, (name, path) in enumerate(files.items()):
         ctx.check_cancelled()

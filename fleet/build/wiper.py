@@ -29,6 +29,8 @@ bytes for the same inputs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import gzip
 import lzma
@@ -42,6 +44,9 @@ from fleet.build import tools
 from fleet.build.cpio import Entry, gzipped
 from fleet.build.request import Built
 from fleet.errors import BadInput, EnvironmentProblem
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 KIND = "wiper"
 #: bump when the initrd's layout or /init changes
@@ -348,7 +353,7 @@ def _sources(req: dict):
     return version, vmlinuz, busybox, mods, order, builtin, absent
 
 
-def plan(engine, req: dict) -> tuple[str, dict]:
+def plan(engine: "Engine", req: dict) -> tuple[str, dict]:
     version, vmlinuz, busybox, mods, order, _, _ = _sources(req)
     return f"wiper-{version}", {
         "wiper": WIPER_VERSION, "init": INIT, "udhcpc": UDHCPC_SCRIPT,
@@ -397,7 +402,7 @@ def _write_initrd(busybox: Path, mods: ModuleSet, order: list[str], dest: Path) 
     return image
 
 
-async def build(ctx, engine, req: dict, out: Path, work: Path) -> Built:
+async def build(ctx, engine: "Engine", req: dict, out: Path, work: Path) -> Built:
     ctx.progress(0.05, "find the kernel, busybox and modules")
     # file reads and gzip take a second or two: off the event loop, which may be
     # serving DHCP in the same process

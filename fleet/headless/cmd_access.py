@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.access.routes import Route
 from fleet import records as rec
 from fleet.headless.output import Output
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 ROUTE_COLUMNS = [("node", "node"), ("kind", "route"), ("target", "target"),
                  ("_via", "via"), ("reason", "reason")]
@@ -27,13 +30,13 @@ def route_record(r: Route) -> dict[str, Any]:
             "reason": r.reason, "_via": r.via}
 
 
-async def routes(engine, args, out: Output) -> int:
+async def routes(engine: "Engine", args, out: Output) -> int:
     pairs = await engine.access.routes(args.nodes or None)
     out.records([route_record(r) for _, r in pairs], ROUTE_COLUMNS, empty="no nodes")
     return 0
 
 
-async def nodes(engine, args, out: Output) -> int:
+async def nodes(engine: "Engine", args, out: Output) -> int:
     api = engine.access
     rows = []
     for n in await engine.nodes(args.select):
@@ -46,7 +49,7 @@ async def nodes(engine, args, out: Output) -> int:
     return 0
 
 
-async def exec_(engine, args, out: Output) -> int:
+async def exec_(engine: "Engine", args, out: Output) -> int:
     api = engine.access
     argv = list(getattr(args, "argv", []) or [])
     script = Path(args.script) if args.script else None
@@ -108,7 +111,7 @@ def _fail(err) -> int:
     return 1
 
 
-async def shell(engine, args, out: Output) -> int:
+async def shell(engine: "Engine", args, out: Output) -> int:
     """The remote shell's exit status; 1 if the node could not be reached; 255 if the
     connection was lost mid-session."""
     from fleet.access.pool import AccessError
@@ -122,7 +125,7 @@ async def shell(engine, args, out: Output) -> int:
         return _fail(err)
 
 
-async def forward(engine, args, out: Output) -> int:
+async def forward(engine: "Engine", args, out: Output) -> int:
     import asyncio
 
     from fleet.access.forward import wait_lost
@@ -151,7 +154,7 @@ async def forward(engine, args, out: Output) -> int:
     return code
 
 
-async def check(engine, args, out: Output) -> int:
+async def check(engine: "Engine", args, out: Output) -> int:
     api = engine.access
     if args.http:
         r = await api.http_check(args.node, args.http, host=args.http_host,
@@ -170,7 +173,7 @@ async def check(engine, args, out: Output) -> int:
     return 0 if rec["ok"] else 1
 
 
-async def link(engine, args, out: Output) -> int:
+async def link(engine: "Engine", args, out: Output) -> int:
     import asyncssh
 
     from fleet.access.linkcheck import _summary

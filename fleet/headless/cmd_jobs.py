@@ -16,6 +16,8 @@ Debian package ("xorriso not found: apt-get install xorriso").
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import os
 import subprocess
@@ -28,6 +30,9 @@ from fleet.errors import BadInput
 from fleet import records as rec
 from fleet.headless.output import Output
 from fleet.records import iso
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 ARTIFACT_COLUMNS = [("id", "id"), ("kind", "kind"), ("name", "name"), ("size", "size"),
                     ("version", "version"), ("sha256", "sha256"), ("path", "path")]
@@ -52,7 +57,7 @@ def _artifact_text(a: Artifact, how: str) -> str:
             f"id      {a.id}\npath    {a.path}\nsha256  {a.sha256}")
 
 
-async def build(engine, args, out: Output) -> int:
+async def build(engine: "Engine", args, out: Output) -> int:
     options = dict(label=args.label, distributor=args.distributor,
                    script=_read(args.script, "--script"), chain_url=args.chain_url,
                    ipxe_dir=args.ipxe_dir, ipxe_src=args.ipxe_src,
@@ -75,7 +80,7 @@ async def build(engine, args, out: Output) -> int:
     return 0
 
 
-def _spawn_worker(engine, job_id: int) -> None:
+def _spawn_worker(engine: "Engine", job_id: int) -> None:
     """A detached `fleet --headless job run ID` that claims and runs the job."""
     argv = [sys.executable, "-m", "fleet", "--headless", "--profile",
             str(engine.profile.path), "job", "run", str(job_id)]
@@ -83,7 +88,7 @@ def _spawn_worker(engine, job_id: int) -> None:
                      stderr=subprocess.DEVNULL, start_new_session=True, env=dict(os.environ))
 
 
-async def artifacts(engine, args, out: Output) -> int:
+async def artifacts(engine: "Engine", args, out: Output) -> int:
     assigned: dict[str, list[str]] = {}
     for d in await engine.distributors():
         for aid in d.artifacts:
@@ -101,7 +106,7 @@ def _job_row(j: Job, now: float | None = None) -> dict:
     return row
 
 
-async def jobs(engine, args, out: Output) -> int:
+async def jobs(engine: "Engine", args, out: Output) -> int:
     if args.limit < 1:
         raise BadInput("--limit must be 1 or more")
     try:
@@ -138,7 +143,7 @@ async def jobs(engine, args, out: Output) -> int:
                 show(j)
 
 
-async def job(engine, args, out: Output) -> int:
+async def job(engine: "Engine", args, out: Output) -> int:
     action = args.job_command
     if action == "cancel":
         before = await engine.jobs.get(args.id)
@@ -167,7 +172,7 @@ async def job(engine, args, out: Output) -> int:
     raise BadInput(f"unknown job action {action!r}")
 
 
-async def _report(engine, out: Output, job_id: int, what: str) -> int:
+async def _report(engine: "Engine", out: Output, job_id: int, what: str) -> int:
     j = await engine.jobs.wait(job_id)
     row = _job_row(j)
     if j.state is JobState.SUCCEEDED:
@@ -183,7 +188,7 @@ async def _report(engine, out: Output, job_id: int, what: str) -> int:
     return 1
 
 
-async def _log(engine, args, out: Output) -> int:
+async def _log(engine: "Engine", args, out: Output) -> int:
     after = 0
 
     def show(lines) -> None:

@@ -32,6 +32,8 @@ default 65536), `retry_seconds` (wait after "no bootable device", 10),
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import contextlib
 import hashlib
@@ -51,6 +53,9 @@ from fleet.sim.jump import JumpServer
 from fleet.sim.machine import QUIRKS, SimMachine
 from fleet.sim.vendors import make_hardware
 
+if TYPE_CHECKING:
+    from fleet.engine import Engine
+
 log = logging.getLogger(__name__)
 
 STAND_IN_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi")
@@ -58,7 +63,7 @@ JUMP_KEY_NAME = "demo-jump-host"
 
 
 class DemoSite:
-    def __init__(self, engine, site_name: str | None = None):
+    def __init__(self, engine: "Engine", site_name: str | None = None):
         profile = engine.profile
         cfg = profile.demo
         if cfg is None:
