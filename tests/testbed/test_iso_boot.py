@@ -31,6 +31,7 @@ from aiohttp import web
 from fleet.engine import Engine
 from fleet.jobs.procs import pid_alive
 from support.profiles import use_isolated_env, write_profile
+from support.qemu_lab import ADDR, QemuLab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -176,12 +177,10 @@ async def test_iso_under_ovmf_reaches_fleets_http_through_the_proxy_offer(
     only, and the ISO fleet built booted by OVMF from `-cdrom` (no NIC ROM):
     GRUB -> ipxe.efi -> DHCP -> fleet's proxy offer names the HTTP script ->
     fleet's HTTP serves this machine its hold script."""
-    from test_pxe_qemu import ADDR, Lab
-
     if not OVMF_CODE.exists():
         pytest.fail("OVMF missing: apt-get install ovmf")
     use_isolated_env(monkeypatch, tmp_path)
-    lab = Lab(site_topology, tmp_path, "port4011")
+    lab = QemuLab(site_topology, tmp_path, "port4011")
     site_topology.add_tap("tap0")
     lab.start_serve()
     try:
