@@ -28,9 +28,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from fleet.engine import Engine
 from fleet.jobs.procs import pid_alive
-from support.profiles import use_isolated_env, write_profile
+from support.profiles import use_isolated_env
 from support.qemu_lab import ADDR, QemuLab
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -104,14 +103,6 @@ async def boot(argv: list[str], serial: Path, until: str, timeout: float) -> tup
     text = serial_text(serial)
     assert took is not None, f"no {until!r} within {timeout}s; serial tail:\n{text[-2000:]}"
     return text, took
-
-
-@pytest.fixture
-async def engine(tmp_path, monkeypatch):
-    use_isolated_env(monkeypatch, tmp_path)
-    eng = await Engine.open(write_profile(tmp_path))
-    yield eng
-    await eng.close()
 
 
 @pytest.fixture

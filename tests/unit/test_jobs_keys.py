@@ -13,22 +13,9 @@ import pytest
 from fleet.configure.keys import KeyStore, authorized_keys_for, ensure_key, operator_key
 from fleet.engine import Engine
 from fleet.errors import BadInput, UnknownTarget
-from support.profiles import use_isolated_env, write_profile
+from support.profiles import write_profile
 
 PROFILE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxXcm2YQ2aXb5XH9wNvQ2t0b3p0Y3V0dGVyc2tleTE= ops@lab"
-
-
-@pytest.fixture
-def xdg(tmp_path, monkeypatch):
-    env = use_isolated_env(monkeypatch, tmp_path)
-    return env
-
-
-@pytest.fixture
-async def engine(tmp_path, xdg):
-    eng = await Engine.open(write_profile(tmp_path))
-    yield eng
-    await eng.close()
 
 
 def mode(path: Path) -> int:
