@@ -1,6 +1,6 @@
 """The access plane against asyncssh servers in this process (no root).
 
-A little lab on loopback: jumps j1 127.0.0.2 and j2 127.0.0.3 (they forward
+A little lab on loopback (support/ssh_lab.py): jumps j1 127.0.0.2 and j2 127.0.0.3 (they forward
 direct-tcpip from their own address), nodes n01.. on 127.0.0.1x that accept
 connections only from a jump's address, and a `bh` node that accepts anyone
 (reached through a beachhead). The jumps can "blackhole" a destination (the
@@ -12,251 +12,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 import asyncssh
 import pytest
-from asyncssh.forward import SSHForwarder
 
 from fleet.access.pool import PoolOptions
 from fleet.access.routes import OperatorIPv6
 from fleet.core.model import HostKey, JobState, Reachability
 from fleet.engine import Engine
-
-JUMP_ADDRS = {"j1": "127.0.0.2", "j2": "127.0.0.3"}
-BLACKHOLE = "127.0.0.66"
+from support.ssh_lab import BLACKHOLE, SshLab
 
 
-def write_key(path: Path, key: asyncssh.SSHKey) -> Path:
-    path.write_bytes(key.export_private_key())
-    os.chmod(path, 0o600)
-    return path
+def write_lab_profile(lab: SshLab, *, jumps=("j1", "j2"), host_keys="strict",
+                      connect_timeout=1.0, known_hosts="./known_hosts",
+                      beachheads=("127.0.0.20",), extra_nodes=()) -> Path:
+    """The lab as these tests see it: site `lo` behind `jumps`, a beachhead, a node
+    its jumps blackhole, and one in a site that declares no jumps."""
+    return lab.write_profile({
+        "operator": {"ssh": {"known_hosts": [known_hosts], "host_keys": host_keys,
+                             "connect_timeout": connect_timeout},
+                     "beachheads": list(beachheads)},
+        "sites": [{"name": "lo", "jumps": list(jumps)},
+                  {"name": "nojump", "subnets": ["127.0.1.0/24"]}],
+        "nodes": [{"name": "blackholed", "site": "lo", "address": BLACKHOLE, "port": 22},
+                  {"name": "island", "site": "nojump", "address": "127.0.1.5"},
+                  *extra_nodes]})
 
 
-class Server:
-    def __init__(self, name, address, port, host_key, listener, conns):
-        self.name, self.address, self.port = name, address, port
-        self.host_key, self.listener, self.conns = host_key, listener, conns
-
-    def known_hosts_line(self) -> str:
-        pub = self.host_key.export_public_key().decode().split()[:2]
-        return f"[{self.address}]:{self.port} {' '.join(pub)}"
-
-    async def kill(self) -> None:
-        """Stop listening and drop every connection, as a dying host would."""
-        self.listener.close()
-        for c in list(self.conns):
-            c.abort()
-        await self.listener.wait_closed()
-
-
-class Lab:
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.client_key = asyncssh.generate_private_key("ssh-ed25519")
-        self.client_key_path = write_key(tmp / "id_ed25519", self.client_key)
-        self.authorized = asyncssh.import_authorized_keys(
-            self.client_key.export_public_key().decode())
-        self.servers: dict[str, Server] = {}
-        self.host_keys: dict[str, asyncssh.SSHKey] = {}
-        self.preauth: dict[str, dict] = {}
-        self.auth_now = 0
-        self.auth_max = 0
-        self.procs: list = []
-        self.sessions_max: dict[str, int] = {}
-        self.login_noise = ""  # stderr a login script writes before the command runs
-
-    def host_key(self, name):
-        return self.host_keys.setdefault(name, asyncssh.generate_private_key("ssh-ed25519"))
-
-    async def start_jump(self, name: str, port: int = 0) -> Server:
-        addr = JUMP_ADDRS[name]
-        conns: list = []
-        loop = asyncio.get_running_loop()
-
-        async def forward(host, dport):
-            if host == BLACKHOLE:
-                await asyncio.sleep(3600)  # a dropped SYN: the jump never hears back
-            try:
-                _, peer = await loop.create_connection(SSHForwarder, host, dport,
-                                                       local_addr=(addr, 0))
-            except OSError as exc:
-                raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc))
-            return SSHForwarder(peer)
-
-        class JumpServer(asyncssh.SSHServer):
-            def connection_made(self, conn):
-                conns.append(conn)
-
-            def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-                return forward(dest_host, dest_port)
-
-        listener = await asyncssh.listen(addr, port, server_host_keys=[self.host_key(name)],
-                                         authorized_client_keys=self.authorized,
-                                         server_factory=JumpServer)
-        port = listener.sockets[0].getsockname()[1]
-        s = self.servers[name] = Server(name, addr, port, self.host_key(name), listener, conns)
-        return s
-
-    async def start_node(self, name: str, address: str, *, from_anyone: bool = False,
-                         authorized=None, host_key=None) -> Server:
-        lab = self
-        conns: list = []
-        allowed = None if from_anyone else set(JUMP_ADDRS.values())
-        sessions = {"now": 0}
-
-        counts = self.preauth.setdefault(name, {"now": 0, "max": 0})
-
-        class NodeServer(asyncssh.SSHServer):
-            """Counts connections not yet authenticated (what MaxStartups counts) per
-            server, and authentications in progress across the lab."""
-
-            def connection_made(self, conn):
-                self.conn = conn
-                self.preauth = self.authing = False
-                conns.append(conn)
-                peer = conn.get_extra_info("peername")[0]
-                if allowed is not None and peer not in allowed:
-                    asyncio.get_running_loop().call_soon(conn.abort)
-                    return
-                counts["now"] += 1
-                counts["max"] = max(counts["max"], counts["now"])
-                self.preauth = True
-
-            def begin_auth(self, username):
-                lab.auth_now += 1
-                lab.auth_max = max(lab.auth_max, lab.auth_now)
-                self.authing = True
-                return True
-
-            def _done(self):
-                if self.preauth:
-                    counts["now"] -= 1
-                    self.preauth = False
-                if self.authing:
-                    lab.auth_now -= 1
-                    self.authing = False
-
-            def connection_lost(self, exc):
-                self._done()
-
-            def auth_completed(self):
-                self._done()
-
-        async def process(p: asyncssh.SSHServerProcess):
-            sessions["now"] += 1
-            lab.sessions_max[name] = max(lab.sessions_max.get(name, 0), sessions["now"])
-            try:
-                cmd = p.command or ""
-                if cmd.strip().splitlines()[-1:] == ["hostname"]:  # guarded or not
-                    p.stdout.write(name + "\n")
-                    p.exit(0)
-                    return
-                if lab.login_noise:  # like a ~/.bashrc that writes to stderr
-                    p.stderr.write(lab.login_noise)
-                # like sshd: the session is its own process group (led by the
-                # shell: fleet's guard reports its pid) and the channel's stdin is
-                # the command's stdin
-                proc = await asyncio.create_subprocess_shell(
-                    cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE, env=dict(os.environ, NODE=name),
-                    start_new_session=True)
-                lab.procs.append(proc)
-
-                async def feed():
-                    try:
-                        while data := await p.stdin.read(4096):
-                            proc.stdin.write(data.encode())
-                    except Exception:  # the channel went away
-                        pass
-                    finally:
-                        with contextlib.suppress(Exception):
-                            proc.stdin.close()
-
-                async def relay(source, sink):  # as it comes, like sshd
-                    while data := await source.read(4096):
-                        sink.write(data.decode())
-
-                feeder = asyncio.ensure_future(feed())
-                try:
-                    await asyncio.gather(relay(proc.stdout, p.stdout),
-                                         relay(proc.stderr, p.stderr))
-                    await proc.wait()
-                except asyncio.CancelledError:
-                    proc.kill()
-                    raise
-                finally:
-                    feeder.cancel()
-                p.exit(proc.returncode)
-            finally:
-                sessions["now"] -= 1
-
-        key = host_key or self.host_key(name)
-        listener = await asyncssh.listen(
-            address, 0, server_host_keys=[key],
-            authorized_client_keys=authorized or self.authorized,
-            server_factory=NodeServer, process_factory=process, sftp_factory=True,
-            encoding="utf-8")
-        port = listener.sockets[0].getsockname()[1]
-        s = self.servers[name] = Server(name, address, port, key, listener, conns)
-        return s
-
-    def write_known_hosts(self, path: Path, skip=()) -> Path:
-        path.write_text("".join(s.known_hosts_line() + "\n"
-                                for n, s in self.servers.items() if n not in skip))
-        return path
-
-    async def close(self):
-        for proc in self.procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        for s in self.servers.values():
-            s.listener.close()
-            for c in s.conns:
-                c.abort()
-
-
-def profile_text(lab: Lab, *, jumps=("j1", "j2"), host_keys="strict", connect_timeout=1.0,
-                 known_hosts="./known_hosts", beachheads=("127.0.0.20",), extra_nodes="") -> str:
-    lines = [
-        "version: 1", "name: lab", "store: ./lab.db", "operator:", "  ssh:",
-        "    user: root", f"    identity: {lab.client_key_path}",
-        f"    known_hosts: [{known_hosts}]", f"    host_keys: {host_keys}",
-        f"    connect_timeout: {connect_timeout}",
-        f"  beachheads: [{', '.join(beachheads)}]", "jumps:"]
-    for j in ("j1", "j2"):
-        if j in lab.servers:
-            s = lab.servers[j]
-            lines.append(f"  - {{name: {j}, address: {s.address}, port: {s.port}}}")
-    lines += ["sites:", f"  - {{name: lo, subnets: [127.0.0.0/24], jumps: [{', '.join(jumps)}]}}",
-              "  - {name: nojump, subnets: [127.0.1.0/24]}", "nodes:"]
-    for n, s in lab.servers.items():
-        if n.startswith("j"):
-            continue
-        lines.append(f"  - {{name: {n}, site: lo, address: {s.address}, port: {s.port}}}")
-    lines.append(f"  - {{name: {'blackholed'}, site: lo, address: {BLACKHOLE}, port: 22}}")
-    lines.append("  - {name: island, site: nojump, address: 127.0.1.5}")
-    return "\n".join(lines) + "\n" + extra_nodes
-
-
-async def open_engine(lab: Lab, tmp: Path, pool_options: PoolOptions | None = None,
+async def open_engine(lab: SshLab, tmp: Path, pool_options: PoolOptions | None = None,
                       **kw) -> Engine:
-    path = tmp / "lab.yaml"
-    path.write_text(profile_text(lab, **kw))
     # keep it quick; IPv6 is irrelevant on loopback
-    return await Engine.open(path, pool_options=pool_options or PoolOptions(
+    return await Engine.open(write_lab_profile(lab, **kw), pool_options=pool_options or PoolOptions(
         keepalive_interval=1, backoff_base=0.2, backoff_max=1), operator6=OperatorIPv6())
 
 
 @pytest.fixture
 async def lab(tmp_path, xdg):
-    lab = Lab(tmp_path)
+    lab = SshLab(tmp_path)
     await lab.start_jump("j1")
     await lab.start_jump("j2")
     for i in range(1, 6):
@@ -353,8 +148,8 @@ async def test_error_kinds(lab, tmp_path):
 
 
 async def test_twenty_blackholed_fail_together_within_connect_timeout(lab, tmp_path):
-    extra = "".join(f"  - {{name: bh{i:02d}, site: lo, address: {BLACKHOLE}, port: {2000 + i}}}\n"
-                    for i in range(20))
+    extra = [{"name": f"bh{i:02d}", "site": "lo", "address": BLACKHOLE, "port": 2000 + i}
+             for i in range(20)]
     engine = await open_engine(lab, tmp_path, connect_timeout=1.0, extra_nodes=extra)
     try:
         nodes = await engine.access.targets([f"bh{i:02d}" for i in range(20)] + NODES)
@@ -374,8 +169,8 @@ async def test_blackholed_opens_give_their_slot_back(lab, tmp_path):
     connect_timeout if each held its slot until timing out; a slot is held for
     open_slot_hold only, so all 40 fail within one connect_timeout (+ margin) and
     the live nodes are not delayed by them."""
-    extra = "".join(f"  - {{name: bh{i:02d}, site: lo, address: {BLACKHOLE}, port: {2000 + i}}}\n"
-                    for i in range(40))
+    extra = [{"name": f"bh{i:02d}", "site": "lo", "address": BLACKHOLE, "port": 2000 + i}
+             for i in range(40)]
     engine = await open_engine(lab, tmp_path, PoolOptions(opens_per_jump=4, open_slot_hold=0.05),
                                connect_timeout=1.0, extra_nodes=extra)
     try:
@@ -401,8 +196,8 @@ async def test_handshakes_per_jump_and_per_target_are_capped(lab, tmp_path):
     lab.write_known_hosts(tmp_path / "known_hosts")
     n01 = lab.servers["n01"]
     # 30 names for one sshd: 30 concurrent connects to the same target
-    aliases = "".join(f"  - {{name: a{i:02d}, site: lo, address: {n01.address}, "
-                      f"port: {n01.port}}}\n" for i in range(30))
+    aliases = [{"name": f"a{i:02d}", "site": "lo", "address": n01.address, "port": n01.port}
+               for i in range(30)]
     (tmp_path / "known_hosts").open("a").write("".join(
         f"a{i:02d} {' '.join(n01.host_key.export_public_key().decode().split()[:2])}\n"
         for i in range(30)))
@@ -639,8 +434,7 @@ async def test_cert_authority_known_hosts(lab, tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 async def test_cli_routes_and_exec_jsonl(lab, tmp_path, xdg):
-    path = tmp_path / "lab.yaml"
-    path.write_text(profile_text(lab))
+    path = write_lab_profile(lab)
 
     async def fleet(*argv):
         proc = await asyncio.create_subprocess_exec(

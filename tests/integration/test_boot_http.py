@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-import asyncssh
 import httpx
 import pytest
 
@@ -24,116 +21,8 @@ from fleet.core.arch import FirmwareArch
 from fleet.core.model import MachineState
 from fleet.engine import Engine
 from fleet.access.keys import operator_key
-from support.profiles import write_profile
-
-MAC = "52:54:00:12:34:56"
-MAC2 = "52:54:00:65:43:21"
-ROOT_KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip() \
-    + " ops@example"
-REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "fleet" / "bundled" / "profiles" / "templates"
-
-# write_profile() runs str.format: braces are doubled.
-LAB = """\
-version: 1
-name: {name}
-store: ./{name}.db
-sites:
-  - name: lab
-    subnets: [10.91.0.0/24]
-    distributor:
-      address: 127.0.0.1
-      ports: {{dhcp: 6767, pxe: 14011, tftp: 6969, http: 8067}}
-      poll_seconds: 7
-      tftp_root: ./tftp
-      ipxe_dir: ./ipxe
-deployments:
-  - name: debian12
-    kind: preseed
-    kernel: http://127.0.0.1:8067/files/debian12/linux
-    initrd: http://127.0.0.1:8067/files/debian12/initrd.gz
-    cmdline: "auto=true priority=critical url={{{{ template_url }}}}"
-    template: templates/debian12.preseed
-    authorized_keys: ["{key}", "{key}"]
-  - name: rocky9
-    kind: kickstart
-    kernel: http://127.0.0.1:8067/files/rocky9/vmlinuz
-    initrd: http://127.0.0.1:8067/files/rocky9/initrd.img
-    cmdline: "inst.ks={{{{ template_url }}}} inst.text"
-    template: templates/rocky9.ks
-    authorized_keys: ["{key}"]
-  - name: shell
-    kind: script
-    template: templates/shell.ipxe
-  - name: broken
-    kind: kickstart
-    kernel: http://127.0.0.1:8067/files/rocky9/vmlinuz
-    template: templates/broken.ks
-  - name: nokernel
-    kind: preseed
-"""
-
-
-@dataclass
-class Lab:
-    engine: Engine
-    http: HttpService
-    client: httpx.AsyncClient
-    root: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.http.port}"
-
-    async def boot(self, mac: str = MAC, **params) -> httpx.Response:
-        return await self.client.get(f"/boot/{mac}.ipxe", params=params or None)
-
-    async def seen(self, mac: str = MAC) -> None:
-        r = await self.boot(mac)
-        assert r.status_code == 200
-        await self.engine.flush_sightings()
-
-    async def leased(self, mac: str = MAC, deployment: str = "debian12",
-                     hostname: str = "web7", address: str | None = "10.91.0.50"):
-        await self.seen(mac)
-        return await self.engine.lease(mac, deployment, hostname, address)
-
-    async def kinds(self, subject: str) -> list[str]:
-        return [e.kind for e in await self.engine.events(200, subject=subject)]
-
-    async def events_of(self, kind: str):
-        return [e for e in await self.engine.events(500) if e.kind == kind]
-
-
-def make_lab_files(root: Path) -> None:
-    templates = root / "templates"
-    templates.mkdir(parents=True)
-    shutil.copy(REPO_TEMPLATES / "debian12.preseed", templates)
-    shutil.copy(REPO_TEMPLATES / "rocky9.ks", templates)
-    (templates / "shell.ipxe").write_text(
-        "#!ipxe\necho fleet script for {{ hostname }} ({{ mac }})\n"
-        "chain {{ template_url }}\n")
-    (templates / "broken.ks").write_text("network --hostname={{ hostname }}\n{{ nonsense }}\n")
-    (root / "tftp" / "debian12").mkdir(parents=True)
-    (root / "tftp" / "debian12" / "linux").write_bytes(random.Random(1).randbytes(300_000))
-    (root / "tftp" / "hello.txt").write_text("hello\n")
-    (root / "ipxe").mkdir()
-    (root / "ipxe" / "ipxe.efi").write_bytes(b"MZ" + bytes(range(256)) * 40)
-
-
-async def open_lab(root: Path, text: str = LAB):
-    make_lab_files(root)
-    path = write_profile(root, "lab", text.replace("{key}", ROOT_KEY.replace("{", "{{")))
-    engine = await Engine.open(path)
-    http = HttpService(engine, "lab", BootFiles(engine.profile, "lab", system_dirs=()))
-    await http.start("127.0.0.1", 0)
-    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http.port}", timeout=10)
-    return Lab(engine, http, client, root)
-
-
-async def close_lab(lab: Lab) -> None:
-    await lab.client.aclose()
-    await lab.http.stop()
-    await lab.engine.close()
+from support.boot_lab import (MAC, MAC2, ROOT_KEY, close_lab, make_lab_files, open_lab,
+                              write_lab_profile)
 
 
 @pytest.fixture
@@ -469,11 +358,16 @@ async def test_real_ipxe_in_qemu_follows_hold_install_local_and_wipe(tmp_path, x
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    text = (LAB.replace("address: 127.0.0.1", "address: 10.0.2.2")
-            .replace("poll_seconds: 7", "poll_seconds: 1")
-            .replace("http://127.0.0.1:8067/", f"http://10.0.2.2:{port}/"))
+    files = f"http://10.0.2.2:{port}/files"
     make_lab_files(tmp_path)
-    path = write_profile(tmp_path, "lab", text.replace("{key}", ROOT_KEY))
+    path = write_lab_profile(tmp_path, {
+        "sites": [{"name": "lab", "distributor": {"address": "10.0.2.2", "poll_seconds": 1}}],
+        "deployments": [
+            {"name": "debian12", "kernel": f"{files}/debian12/linux",
+             "initrd": f"{files}/debian12/initrd.gz"},
+            {"name": "rocky9", "kernel": f"{files}/rocky9/vmlinuz",
+             "initrd": f"{files}/rocky9/initrd.img"},
+            {"name": "broken", "kernel": f"{files}/rocky9/vmlinuz"}]})
     engine = await Engine.open(path)
     http = HttpService(engine, "lab", BootFiles(engine.profile, "lab", system_dirs=()))
     await http.start("127.0.0.1", port)
@@ -553,8 +447,8 @@ def _contains_now(path: Path, text: str) -> bool:
 
 
 async def test_hold_reboot_variant_reports_once_then_reboots(tmp_path, xdg):
-    lab = await open_lab(tmp_path, LAB.replace("poll_seconds: 7",
-                                               "poll_seconds: 7\n      hold: reboot"))
+    lab = await open_lab(tmp_path, {"sites": [{"name": "lab",
+                                               "distributor": {"hold": "reboot"}}]})
     try:
         first = (await lab.boot()).text
         assert first.splitlines()[2].startswith(f"chain --autofree --replace {lab.base}/boot/")

@@ -13,7 +13,7 @@ import pytest
 from fleet.boot import callhome
 from fleet.core import lifecycle as lc
 from fleet.core.model import MachineState
-from test_boot_http import MAC, MAC2, close_lab, open_lab
+from support.boot_lab import MAC, MAC2, close_lab, open_lab
 
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
 

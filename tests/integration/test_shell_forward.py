@@ -1,19 +1,16 @@
 """Shell bridge, recording, forwards, HTTP checks and liveness against asyncssh
-servers in this process (fast, no root): a jump on 127.0.0.2 and nodes on
-127.0.0.1x that accept connections only from the jump's address, with a PTY
-shell of their own and direct-tcpip allowed."""
+servers in this process (fast, no root; support/ssh_lab.py): a jump on
+127.0.0.2 and nodes on 127.0.0.1x that accept connections only from the jump's
+address, with a PTY shell of their own and direct-tcpip allowed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
-import asyncssh
 import httpx
 import pytest
-from asyncssh.forward import SSHForwarder
 
 from fleet.access.forward import ForwardSpec, parse_forward
 from fleet.access.http_check import parse_http
@@ -23,150 +20,23 @@ from fleet.access.routes import OperatorIPv6
 from fleet.access.shell import bridge
 from fleet.engine import Engine
 from fleet.errors import BadInput
-
-JUMP = "127.0.0.2"
-
-
-class Lab:
-    def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.client_key = asyncssh.generate_private_key("ssh-ed25519")
-        self.key_path = tmp / "id_ed25519"
-        self.key_path.write_bytes(self.client_key.export_private_key())
-        os.chmod(self.key_path, 0o600)
-        self.authorized = asyncssh.import_authorized_keys(
-            self.client_key.export_public_key().decode())
-        self.servers: dict[str, dict] = {}
-        self.sizes: dict[str, list] = {}
-        self.typed: dict[str, bytes] = {}
-
-    def _known(self, name, address, port, key) -> None:
-        self.servers[name] = {"address": address, "port": port, "key": key}
-
-    async def start_jump(self):
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        loop = asyncio.get_running_loop()
-
-        async def forward(host, port):
-            try:
-                _, peer = await loop.create_connection(SSHForwarder, host, port,
-                                                       local_addr=(JUMP, 0))
-            except OSError as exc:
-                raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc))
-            return SSHForwarder(peer)
-
-        class JumpServer(asyncssh.SSHServer):
-            def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-                return forward(dest_host, dest_port)
-
-        listener = await asyncssh.listen(JUMP, 0, server_host_keys=[key],
-                                         authorized_client_keys=self.authorized,
-                                         server_factory=JumpServer)
-        self.jump = listener
-        self._known("j1", JUMP, listener.sockets[0].getsockname()[1], key)
-
-    async def start_node(self, name: str, address: str, port: int = 0, key=None):
-        key = key or asyncssh.generate_private_key("ssh-ed25519")
-        lab = self
-        conns: list = []
-
-        class NodeServer(asyncssh.SSHServer):
-            def connection_made(self, conn):
-                conns.append(conn)
-                if conn.get_extra_info("peername")[0] != JUMP:
-                    asyncio.get_running_loop().call_soon(conn.abort)
-
-            def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-                return True  # asyncssh connects to dest itself (like AllowTcpForwarding)
-
-        async def shell(p: asyncssh.SSHServerProcess):
-            """A tiny line shell on a PTY: `size`, `term`, `exit N`, else echo."""
-            lab.sizes[name] = [p.get_terminal_size()[:2]]
-            p.stdout.write(f"welcome to {name}\r\n$ ")
-            line = ""
-            while True:
-                try:
-                    data = await p.stdin.read(1)
-                except asyncssh.TerminalSizeChanged as ch:
-                    lab.sizes[name].append((ch.width, ch.height))
-                    continue
-                if not data:
-                    p.exit(0)
-                    return
-                lab.typed[name] = lab.typed.get(name, b"") + data.encode()
-                if data not in "\r\n":
-                    line += data
-                    p.stdout.write(data)  # the pty echoes
-                    continue
-                cmd, line = line.strip(), ""
-                p.stdout.write("\r\n")
-                if cmd.startswith("exit"):
-                    p.exit(int(cmd.split()[1]) if " " in cmd else 0)
-                    return
-                if cmd == "size":
-                    w, h = p.get_terminal_size()[:2]
-                    p.stdout.write(f"{h} {w}\r\n")
-                elif cmd == "term":
-                    p.stdout.write(f"{p.get_terminal_type()}\r\n")
-                elif cmd == "secret":
-                    p.stdout.write("Password: ")
-                    continue
-                else:
-                    p.stdout.write(f"{cmd}\r\n")
-                p.stdout.write("$ ")
-
-        listener = await asyncssh.listen(address, port, server_host_keys=[key],
-                                         authorized_client_keys=self.authorized,
-                                         server_factory=NodeServer, process_factory=shell,
-                                         encoding="utf-8", line_editor=False)
-        self._known(name, address, listener.sockets[0].getsockname()[1], key)
-        self.servers[name].update(listener=listener, conns=conns)
-        return self.servers[name]
-
-    async def kill(self, name: str) -> None:
-        s = self.servers[name]
-        s["listener"].close()
-        for c in s["conns"]:
-            c.abort()
-        await s["listener"].wait_closed()
-
-    def profile(self) -> Path:
-        kh = self.tmp / "known_hosts"
-        kh.write_text("".join(
-            f"[{s['address']}]:{s['port']} "
-            f"{' '.join(s['key'].export_public_key().decode().split()[:2])}\n"
-            for s in self.servers.values()))
-        j = self.servers["j1"]
-        lines = ["version: 1", "name: lab", "store: ./lab.db", "operator:", "  ssh:",
-                 "    user: root", f"    identity: {self.key_path}",
-                 f"    known_hosts: [{kh}]", "    host_keys: strict",
-                 "    connect_timeout: 1", "jumps:",
-                 f"  - {{name: j1, address: {j['address']}, port: {j['port']}}}",
-                 "sites:", "  - {name: lo, subnets: [127.0.0.0/24], jumps: [j1]}", "nodes:"]
-        for n, s in self.servers.items():
-            if n != "j1":
-                lines.append(f"  - {{name: {n}, address: {s['address']}, port: {s['port']}}}")
-        path = self.tmp / "lab.yaml"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    async def close(self):
-        for s in self.servers.values():
-            if "listener" in s:
-                s["listener"].close()
-                for c in s["conns"]:
-                    c.abort()
-        self.jump.close()
+from support.ssh_lab import SshLab
 
 
-async def open_engine(lab: Lab) -> Engine:
-    return await Engine.open(lab.profile(), pool_options=PoolOptions(
+def write_lab_profile(lab: SshLab) -> Path:
+    """The lab's profile (site `lo` behind j1) with every server's key known."""
+    lab.write_known_hosts(lab.tmp / "known_hosts")
+    return lab.write_profile()
+
+
+async def open_engine(lab: SshLab) -> Engine:
+    return await Engine.open(write_lab_profile(lab), pool_options=PoolOptions(
         keepalive_interval=1, backoff_base=0.2, backoff_max=1), operator6=OperatorIPv6())
 
 
 @pytest.fixture
 async def lab(tmp_path, xdg):
-    lab = Lab(tmp_path)
+    lab = SshLab(tmp_path)
     await lab.start_jump()
     await lab.start_node("n1", "127.0.0.11")
     await lab.start_node("n2", "127.0.0.12")
@@ -273,7 +143,7 @@ async def test_bridge_is_reusable_with_any_process(lab, tmp_path):
 
 
 async def test_read_only_engine_refuses_shells(lab, tmp_path):
-    path = lab.profile()
+    path = write_lab_profile(lab)
     await (await Engine.open(path)).close()  # create the store first
     engine = await Engine.open(path, read_only=True)
     try:
@@ -411,7 +281,7 @@ async def test_liveness_events_only_on_change(lab, tmp_path):
         await lab.kill("n2")
         assert await live.check_once() == {"n1": True, "n2": False}
         assert await live.check_once() == {"n1": True, "n2": False}
-        await lab.start_node("n2", n2["address"], n2["port"], key=n2["key"])
+        await lab.start_node("n2", n2.address, port=n2.port, host_key=n2.host_key)
         assert await live.check_once() == {"n1": True, "n2": True}
         kinds = [(e.kind, e.subject) for e in await engine.events(50)
                  if e.kind.startswith("node.")]
@@ -430,11 +300,11 @@ async def test_liveness_events_only_on_change(lab, tmp_path):
 
 # ----------------------------------------------------------------------------- the CLI
 
-async def _fleet(lab: Lab, xdg, *args, stdin: bytes | None = None):
+async def _fleet(lab: SshLab, xdg, *args, stdin: bytes | None = None):
     import sys
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleet", "--headless", "--profile", str(lab.profile()), *args,
+        sys.executable, "-m", "fleet", "--headless", "--profile", str(write_lab_profile(lab)), *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=dict(xdg, TERM="dumb-fleet"))
     return proc

@@ -28,29 +28,6 @@ from support.wiper_root import WHY_MISSING, wiper_root
 MAC = "52:54:00:12:34:56"
 MAC2 = "52:54:00:65:43:21"
 
-PROFILE = """\
-version: 1
-name: {name}
-store: ./{name}.db
-sites:
-  - name: lab
-    subnets: [10.91.0.0/24]
-    distributor:
-      address: 127.0.0.1
-      ports: {{dhcp: 6767, pxe: 14011, tftp: 6969, http: 8067}}
-      poll_seconds: 4
-  - name: other
-    subnets: [10.92.0.0/24]
-    distributor:
-      address: 127.0.0.2
-      enabled: false
-deployments:
-  - name: debian12
-    kind: preseed
-    kernel: http://127.0.0.1:8067/files/linux
-"""
-
-
 class Lab:
     def __init__(self, engine: Engine, http: HttpService, client: httpx.AsyncClient,
                  root: Path):
@@ -91,7 +68,7 @@ class Lab:
 
 @pytest.fixture
 async def lab(tmp_path, xdg):
-    path = write_profile(tmp_path, "wipe", PROFILE)
+    path = write_profile(tmp_path, "wipe", "wipe")
     engine = await Engine.open(path)
     http = HttpService(engine, "lab", BootFiles(engine.profile, "lab", system_dirs=()))
     await http.start("127.0.0.1", 0)
@@ -254,7 +231,7 @@ def kernel_root():
 
 
 async def test_wiper_build_holds_kernel_busybox_init_and_modules(kernel_root, tmp_path, xdg):
-    path = write_profile(tmp_path, "wipe", PROFILE)
+    path = write_profile(tmp_path, "wipe", "wipe")
     engine = await Engine.open(path)
     try:
         outcome = await engine.builds.build("wiper", wiper_root=str(kernel_root),

@@ -7,36 +7,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from support.profiles import write_profile
+
 FAKE_BINARIES = {
     "undionly.kpxe": b"BIOS-IPXE" * 3000,  # ~27 KB: a few TFTP blocks
     "ipxe.efi": b"EFI-IPXE" * 5000,
     "snponly.efi": b"SNP" * 100,
 }
-
-PROFILE = """\
-version: 1
-name: {name}
-store: ./{name}.db
-stall_after: {stall_after}
-sites:
-  - name: rack1
-    subnets: [10.91.0.0/24]
-    distributor:
-      address: {address}
-{interface_line}      ports: {{dhcp: {dhcp}, pxe: {pxe}, tftp: {tftp}, http: {http}}}
-      proxy_mode: {mode}
-      reply_delay_ms: {delay}
-      poll_seconds: {poll}
-      ipxe_dir: {ipxe_dir}
-      tftp_root: {tftp_root}
-      enabled: {enabled}
-deployments:
-  - name: debian12
-    kind: preseed
-    kernel: http://{address}:{http}/files/linux
-    initrd: http://{address}:{http}/files/initrd.gz
-    cmdline: "auto=true priority=critical"
-"""
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -91,11 +68,13 @@ def write_boot_site(folder: Path, *, name: str = "boot", mode: str = "port4011",
         (ipxe_dir / fname).write_bytes(data)
     (tftp_root / "hello.txt").write_text("hello from the tftp root\n")
     dhcp, pxe, tftp, http = ports or free_ports(4)
-    text = PROFILE.format(
-        name=name, address=address, dhcp=dhcp, pxe=pxe, tftp=tftp, http=http, mode=mode,
-        delay=delay, poll=poll, ipxe_dir=ipxe_dir, tftp_root=tftp_root,
-        stall_after=stall_after, enabled="true" if enabled else "false",
-        interface_line=f"      interface: {interface}\n" if interface else "")
-    path = folder / f"{name}.yaml"
-    path.write_text(text)
+    distributor = {"address": address, **({"interface": interface} if interface else {}),
+                   "ports": {"dhcp": dhcp, "pxe": pxe, "tftp": tftp, "http": http},
+                   "proxy_mode": mode, "reply_delay_ms": delay, "poll_seconds": poll,
+                   "ipxe_dir": str(ipxe_dir), "tftp_root": str(tftp_root), "enabled": enabled}
+    path = write_profile(folder, name, "boot_site", {
+        "stall_after": stall_after,
+        "sites": [{"name": "rack1", "distributor": distributor}],
+        "deployments": [{"name": "debian12", "kernel": f"http://{address}:{http}/files/linux",
+                         "initrd": f"http://{address}:{http}/files/initrd.gz"}]})
     return BootSite(path, folder, address, dhcp, pxe, tftp, http, ipxe_dir, tftp_root)

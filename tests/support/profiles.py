@@ -1,55 +1,59 @@
-"""Small profiles written into a test's tmp dir, and an environment that keeps
-fleet's XDG files inside it."""
+"""Profiles written into a test's tmp dir from the YAML files in
+tests/support/profiles/ (with overrides merged in), and an environment that
+keeps fleet's XDG files inside it."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
-BASIC = """\
-version: 1
-name: {name}
-store: ./{name}.db
-sites:
-  - name: rack1
-    subnets: [10.91.0.0/24]
-    distributor:
-      interface: br0
-      address: 10.77.0.1
-      ports: {{dhcp: 6767, pxe: 14011, tftp: 6969, http: 8067}}
-  - name: rack2
-    subnets: [10.92.0.0/24]
-    distributor:
-      address: 10.77.1.1
-      enabled: false
-deployments:
-  - name: debian12
-    kind: preseed
-    kernel: http://10.77.0.1:8080/files/debian12/linux
-    initrd: http://10.77.0.1:8080/files/debian12/initrd.gz
-    cmdline: "auto=true priority=critical"
-  - name: rocky9
-    kind: kickstart
-nodes:
-  - name: web1
-    site: rack1
-    address: 10.91.0.11
-    labels: {{role: web}}
-  - name: db1
-    site: rack1
-    address: 10.91.0.12
-    labels: {{role: db}}
-  - name: edge1
-    site: rack2
-    address: 10.92.0.5
-    public_ipv4: 203.0.113.10
-    labels: {{role: web}}
-"""
+import yaml
+
+PROFILES = Path(__file__).with_name("profiles")
 
 
-def write_profile(folder: Path, name: str = "t", text: str = BASIC) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(text.format(name=name))
+def profile_data(base: str = "basic") -> dict:
+    """A fresh copy of tests/support/profiles/<base>.yaml as plain data."""
+    return yaml.safe_load((PROFILES / f"{base}.yaml").read_text())
+
+
+def merged(base, override):
+    """`override` laid over `base`: mappings merge key by key, lists of mappings
+    with a `name` merge item by item on that name (new names are appended), and
+    anything else in `override` replaces what `base` had. Neither is changed."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = merged(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    if _named_list(base) and _named_list(override):
+        out = [copy.deepcopy(item) for item in base]
+        where = {item["name"]: i for i, item in enumerate(out)}
+        for item in override:
+            if item["name"] in where:
+                out[where[item["name"]]] = merged(out[where[item["name"]]], item)
+            else:
+                out.append(copy.deepcopy(item))
+        return out
+    return copy.deepcopy(override)
+
+
+def _named_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(item, dict) and "name" in item for item in value)
+
+
+def write_profile(folder: Path, name: str = "t", base: str = "basic",
+                  overrides: dict | None = None) -> Path:
+    """Write <folder>/<name>.yaml: the `base` profile named `name` (with store
+    ./<name>.db), `overrides` merged over it; returns its path."""
+    data = merged(profile_data(base), {"name": name, "store": f"./{name}.db"})
+    return dump_profile(folder / f"{name}.yaml", merged(data, overrides or {}))
+
+
+def dump_profile(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

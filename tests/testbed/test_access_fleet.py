@@ -19,6 +19,7 @@ import pytest
 from fleet.core.model import HostKey
 from fleet.engine import Engine
 from support.fixtures import SshFleet
+from support import profiles as support_profiles
 from support.profiles import use_isolated_env
 
 pytestmark = pytest.mark.root
@@ -36,24 +37,17 @@ def write_profile(tmp: Path, fleet: SshFleet, nodes, *, site_jumps=("gw1", "gw2"
                   host_keys="strict", connect_timeout=2, beachheads=(),
                   known_hosts: Path | None = None) -> Path:
     """nodes: Sshd objects or (name, address) pairs."""
-    lines = [
-        "version: 1", "name: tb", "store: ./tb.db", "operator:", "  ssh:", "    user: root",
-        f"    identity: {fleet.client_key}",
-        f"    known_hosts: [{known_hosts or fleet.known_hosts}]",
-        f"    host_keys: {host_keys}", f"    connect_timeout: {connect_timeout}",
-        f"  beachheads: [{', '.join(beachheads)}]",
-        "jumps:", "  - {name: gw1, address: 10.90.0.2}", "  - {name: gw2, address: 10.90.0.3}",
-        "  - {name: inner, address: 10.91.0.2, via: gw1}",
-        "sites:",
-        f"  - {{name: rack1, subnets: [10.91.0.0/24], jumps: [{', '.join(site_jumps)}]}}",
-        "  - {name: rack2, subnets: [10.92.0.0/24], jumps: [inner]}",
-        "nodes:"]
-    for n in nodes:
-        name, address = (n.name, n.address) if hasattr(n, "address") else n
-        lines.append(f"  - {{name: {name}, address: {address}}}")
-    path = tmp / "tb.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    pairs = [(n.name, n.address) if hasattr(n, "address") else n for n in nodes]
+    return support_profiles.write_profile(tmp, "tb", "ssh_testbed", {
+        "operator": {"ssh": {"identity": str(fleet.client_key),
+                             "known_hosts": [str(known_hosts or fleet.known_hosts)],
+                             "host_keys": host_keys, "connect_timeout": connect_timeout},
+                     "beachheads": list(beachheads)},
+        "jumps": [{"name": "gw2", "address": "10.90.0.3"},
+                  {"name": "inner", "address": "10.91.0.2", "via": "gw1"}],
+        "sites": [{"name": "rack1", "jumps": list(site_jumps)},
+                  {"name": "rack2", "subnets": ["10.92.0.0/24"], "jumps": ["inner"]}],
+        "nodes": [{"name": name, "address": address} for name, address in pairs]})
 
 
 def jump_known_hosts(tmp: Path, fleet: SshFleet) -> Path:

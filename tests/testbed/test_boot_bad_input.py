@@ -15,17 +15,10 @@ from fleet.boot.tftp_packets import encode_ack, encode_data, encode_rrq, encode_
 from fleet.engine import Engine
 
 from support.boot_site import FAKE_BINARIES, write_boot_site
-from support.profiles import use_isolated_env
 from support.pxe_client import ClientSpec, boot, discover_packet, random_mac
 from support.tftp_client import RawClient
 
 SECRET = b"TOP-SECRET-DO-NOT-SERVE"
-
-
-@pytest.fixture
-def xdg(tmp_path, monkeypatch):
-    env = use_isolated_env(monkeypatch, tmp_path)
-    return env
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from fleet.engine import Engine
 from fleet.tui.app import FleetApp
 from support.fixtures import SshFleet
+from support import profiles as support_profiles
 from support.profiles import use_isolated_env
 from tui.conftest import ready, settle
 
@@ -25,16 +26,10 @@ def env(tmp_path, monkeypatch):
 
 
 def write_profile(tmp: Path, fleet: SshFleet, node) -> Path:
-    lines = [
-        "version: 1", "name: tb", "store: ./tb.db", "operator:", "  ssh:", "    user: root",
-        f"    identity: {fleet.client_key}", f"    known_hosts: [{fleet.known_hosts}]",
-        "    host_keys: strict", "    connect_timeout: 5",
-        "jumps:", "  - {name: gw1, address: 10.90.0.2}",
-        "sites:", "  - {name: rack1, subnets: [10.91.0.0/24], jumps: [gw1]}", "nodes:",
-        f"  - {{name: {node.name}, address: {node.address}}}"]
-    path = tmp / "tb.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return support_profiles.write_profile(tmp, "tb", "ssh_testbed", {
+        "operator": {"ssh": {"identity": str(fleet.client_key),
+                             "known_hosts": [str(fleet.known_hosts)], "connect_timeout": 5}},
+        "nodes": [{"name": node.name, "address": node.address}]})
 
 
 async def test_vim_and_less_run_in_the_console_terminal(ssh_fleet, tmp_path, env):

@@ -13,7 +13,8 @@ import subprocess
 
 import pytest
 
-from test_pxe_qemu import ADDR, BIOS_MAC, PROFILE, Lab, _bios
+from support.profiles import use_isolated_env
+from support.qemu_lab import ADDR, BIOS_MAC, QemuLab, bios_args
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -34,16 +35,12 @@ HELLO = "#!ipxe\necho FLEET-SUBSCRIPT {{ hostname }} {{ deployment }} {{ arch }}
 
 @pytest.fixture
 def menu_lab(site_topology, tmp_path, monkeypatch):
-    from support.profiles import use_isolated_env
-
     use_isolated_env(monkeypatch, tmp_path)
-    lab = Lab(site_topology, tmp_path, "port4011")
     (tmp_path / "menu.ipxe").write_text(MENU)
     (tmp_path / "hello.ipxe").write_text(HELLO)
-    # the deployment `tiny` (last in PROFILE) gets the menu
-    text = PROFILE.format(addr=ADDR, mode="port4011") + (
-        "    ipxe:\n      menu: menu.ipxe\n      subscripts: {hello: hello.ipxe}\n")
-    lab.profile.write_text(text)
+    # the deployment `tiny` gets the menu
+    lab = QemuLab(site_topology, tmp_path, "port4011", {"deployments": [
+        {"name": "tiny", "ipxe": {"menu": "menu.ipxe", "subscripts": {"hello": "hello.ipxe"}}}]})
     site_topology.add_tap("tap0")
     lab.start_serve()
     yield lab
@@ -61,7 +58,7 @@ async def test_ipxe_runs_the_menu_and_chains_the_default_subscript(menu_lab):
     lab.wait_event("machine.discovered", 10, BIOS_MAC)
     lab.fleet("lease", BIOS_MAC, "--deployment", "tiny", "--hostname", "qmenu")
 
-    took, serial = lab.qemu("bios-menu", _bios(BIOS_MAC), "FLEET-SUBSCRIPT qmenu tiny bios")
+    took, serial = lab.qemu("bios-menu", bios_args(BIOS_MAC), "FLEET-SUBSCRIPT qmenu tiny bios")
     event = lab.wait_event("boot.subscript", 10, BIOS_MAC)
     assert event["data"]["subscript"] == "hello"
     assert "fleet menu for qmenu" in serial  # iPXE drew the operator's menu

@@ -1,6 +1,6 @@
 """The ISO fleet builds boots under QEMU (TCG) and fetches its script.
 
-Loopback only: QEMU's user-mode network (`-netdev user`) reaches the host's
+Loopback only (no root): QEMU's user-mode network (`-netdev user`) reaches the host's
 127.0.0.1 as 10.0.2.2, so a real aiohttp server on a 127.0.0.1 port plays the
 distributor's HTTP service and the ISO chains `http://10.0.2.2:<port>/boot/${mac}.ipxe`.
 
@@ -10,7 +10,7 @@ distributor's HTTP service and the ISO chains `http://10.0.2.2:<port>/boot/${mac
 - OVMF: El Torito EFI image -> GRUB -> chainloader ipxe.efi: iPXE starts (serial).
   GRUB cannot hand the script to ipxe.efi; the script comes from the DHCP offer,
   here slirp's `bootfile=` standing in for the distributor's proxy offer.
-- OVMF on the PXE site (last test): the same ISO against `fleet serve`'s real
+- OVMF on the PXE site (last test; root: namespaces): the same ISO against `fleet serve`'s real
   proxy offer beside a dnsmasq that hands out addresses only.
 """
 
@@ -28,11 +28,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from fleet.engine import Engine
 from fleet.jobs.procs import pid_alive
-from support.profiles import use_isolated_env, write_profile
+from support.profiles import use_isolated_env
+from support.qemu_lab import ADDR, QemuLab
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = pytest.mark.slow  # the first two need no root: QEMU's user-mode network
 
 QEMU = "/usr/bin/qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -106,14 +106,6 @@ async def boot(argv: list[str], serial: Path, until: str, timeout: float) -> tup
 
 
 @pytest.fixture
-async def engine(tmp_path, monkeypatch):
-    use_isolated_env(monkeypatch, tmp_path)
-    eng = await Engine.open(write_profile(tmp_path))
-    yield eng
-    await eng.close()
-
-
-@pytest.fixture
 async def served(engine):
     if not os.access(QEMU, os.X_OK):
         pytest.fail("qemu-system-x86_64 missing: apt-get install qemu-system-x86")
@@ -169,6 +161,7 @@ async def test_iso_boots_under_ovmf_to_grub_and_ipxe(served, tmp_path):
 
 # -- OVMF on the PXE site: the ISO's iPXE gets fleet's proxy offer ------------------------
 
+@pytest.mark.root
 async def test_iso_under_ovmf_reaches_fleets_http_through_the_proxy_offer(
         site_topology, tmp_path, monkeypatch):
     """The real path the slirp test above stands in for: `fleet --headless serve` on
@@ -176,12 +169,10 @@ async def test_iso_under_ovmf_reaches_fleets_http_through_the_proxy_offer(
     only, and the ISO fleet built booted by OVMF from `-cdrom` (no NIC ROM):
     GRUB -> ipxe.efi -> DHCP -> fleet's proxy offer names the HTTP script ->
     fleet's HTTP serves this machine its hold script."""
-    from test_pxe_qemu import ADDR, Lab
-
     if not OVMF_CODE.exists():
         pytest.fail("OVMF missing: apt-get install ovmf")
     use_isolated_env(monkeypatch, tmp_path)
-    lab = Lab(site_topology, tmp_path, "port4011")
+    lab = QemuLab(site_topology, tmp_path, "port4011")
     site_topology.add_tap("tap0")
     lab.start_serve()
     try:

@@ -22,7 +22,7 @@ from fleet.boot.files import BootFiles
 from fleet.boot.http import HttpService
 from fleet.core.model import JobState
 from fleet.engine import Engine
-from support.profiles import use_isolated_env
+from support.profiles import use_isolated_env, write_profile
 
 pytestmark = [pytest.mark.root]
 
@@ -32,29 +32,9 @@ MAC = "52:54:00:77:00:40"
 def _profile(tmp: Path, fleet, scripts: list[Path]) -> Path:
     known = tmp / "jumps_known_hosts"  # the jumps only: the node's key comes by call-home
     known.write_text("".join(j.known_hosts_line() + "\n" for j in fleet.jumps.values()))
-    text = f"""\
-version: 1
-name: pb
-store: ./pb.db
-operator:
-  ssh: {{user: root, identity: {fleet.client_key}, known_hosts: [{known}], host_keys: strict,
-        connect_timeout: 3}}
-jumps:
-  - {{name: gw1, address: 10.90.0.2}}
-sites:
-  - name: rack1
-    subnets: [10.91.0.0/24]
-    jumps: [gw1]
-    distributor: {{address: 127.0.0.1, ports: {{dhcp: 6768, pxe: 14012, tftp: 6970, http: 8068}}}}
-deployments:
-  - name: tiny
-    kind: preseed
-    kernel: http://127.0.0.1:8068/files/linux
-    post_boot: [{", ".join(str(s) for s in scripts)}]
-"""
-    path = tmp / "pb.yaml"
-    path.write_text(text)
-    return path
+    return write_profile(tmp, "pb", "post_boot", {
+        "operator": {"ssh": {"identity": str(fleet.client_key), "known_hosts": [str(known)]}},
+        "deployments": [{"name": "tiny", "post_boot": [str(s) for s in scripts]}]})
 
 
 async def test_post_boot_scripts_run_through_the_access_plane_after_callhome(

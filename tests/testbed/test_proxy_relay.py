@@ -24,28 +24,13 @@ import pytest
 from support.boot_site import FAKE_BINARIES
 from support.dnsmasq import Dnsmasq
 from support.netns import SITE, Topology
-from support.profiles import isolated_env
+from support.profiles import isolated_env, write_profile
 
 pytestmark = pytest.mark.root
 
 SUBNET_A = "10.78.0.0/24"  # the relayed client subnet (guarded unreachable in the root ns)
 FLEET, ROUTER_B, ROUTER_A, CLIENT = "10.77.0.1", "10.77.0.254", "10.78.0.1", "10.78.0.50"
 MAC = "52:54:00:78:00:50"
-
-PROFILE = """\
-version: 1
-name: relay
-store: ./relay.db
-sites:
-  - name: lab
-    subnets: [10.77.0.0/24, 10.78.0.0/24]
-    distributor:
-      interface: eth0
-      address: {addr}
-      ports: {{dhcp: 67, pxe: 4011, tftp: 69, http: 8080}}
-      proxy_mode: port4011
-      ipxe_dir: {ipxe_dir}
-"""
 
 # Runs in the client namespace: one firmware boot (DISCOVER broadcast on A ->
 # relayed proxy offer -> 4011 REQUEST to fleet -> TFTP of the file).
@@ -98,8 +83,8 @@ def _serve(t: Topology, folder: Path):
     ipxe_dir.mkdir()
     for name, data in FAKE_BINARIES.items():
         (ipxe_dir / name).write_bytes(data)
-    profile = folder / "relay.yaml"
-    profile.write_text(PROFILE.format(addr=FLEET, ipxe_dir=ipxe_dir))
+    profile = write_profile(folder, "relay", "proxy_relay", {
+        "sites": [{"name": "lab", "distributor": {"address": FLEET, "ipxe_dir": str(ipxe_dir)}}]})
     env = isolated_env(folder)
     out, err = folder / "serve.jsonl", folder / "serve.err"
     proc = t.popen("site", [sys.executable, "-m", "fleet", "--headless", "--profile",

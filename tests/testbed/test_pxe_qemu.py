@@ -14,174 +14,17 @@ in the `dhcp` namespace, and QEMU on a tap in br0.
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from support.profiles import isolated_env, use_isolated_env
+from support.profiles import use_isolated_env
+from support.qemu_lab import (ADDR, BIOS_MAC, HOLD_MARKER, TIMINGS, UEFI_MAC, QemuLab, bios_args,
+                              callhome_token, host_key_line, uefi_args)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-
-QEMU = "/usr/bin/qemu-system-x86_64"
-OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-BIOS_MAC = "52:54:00:77:00:10"
-UEFI_MAC = "52:54:00:77:00:20"
-ADDR = "10.77.0.1"
-HOLD_MARKER = "fleet: waiting to be leased"
-
-PROFILE = """\
-version: 1
-name: qemu
-store: ./qemu.db
-sites:
-  - name: lab
-    subnets: [10.77.0.0/24]
-    distributor:
-      interface: br0
-      address: {addr}
-      ports: {{dhcp: 67, pxe: 4011, tftp: 69, http: 8080}}
-      proxy_mode: {mode}
-      poll_seconds: 2
-      tftp_root: ./files
-deployments:
-  - name: tiny
-    kind: preseed
-    kernel: http://{addr}:8080/files/linux
-    initrd: http://{addr}:8080/files/initrd.gz
-    cmdline: "console=ttyS0 auto=true url={{{{ template_url }}}}"
-"""
-
-TIMINGS: dict[str, float] = {}
-
-
-class Lab:
-    def __init__(self, site, folder: Path, mode: str):
-        self.site = site
-        self.folder = folder
-        self.env = isolated_env(folder)
-        self.env["FLEET_LOG_LEVEL"] = "DEBUG"
-        (folder / "files").mkdir()
-        (folder / "files" / "linux").write_bytes(b"not a kernel\n" * 64)
-        (folder / "files" / "initrd.gz").write_bytes(b"not an initrd\n" * 64)
-        self.profile = folder / "qemu.yaml"
-        self.profile.write_text(PROFILE.format(addr=ADDR, mode=mode))
-        self.serve_out = folder / "serve.jsonl"
-        self.serve_err = folder / "serve.err"
-        self.serve = None
-
-    def fleet(self, *args: str, ns: str | None = None, check: bool = True):
-        argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(self.profile),
-                *args]
-        if ns:
-            argv = ["ip", "netns", "exec", ns, *argv]
-        cp = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=60)
-        if check:
-            assert cp.returncode == 0, f"{args}: {cp.stderr}"
-        return cp
-
-    def start_serve(self) -> None:
-        argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(self.profile),
-                "serve"]
-        self.serve = self.site.popen(self.site.site_ns, argv, env=self.env,
-                                     stdout=self.serve_out.open("w"),
-                                     stderr=self.serve_err.open("w"))
-        self.wait_event("distributor.started", 20)
-
-    def stop_serve(self) -> int:
-        self.serve.send_signal(signal.SIGTERM)
-        rc = self.serve.wait(10)
-        return rc
-
-    def events(self) -> list[dict]:
-        return [json.loads(line) for line in self.serve_out.read_text().splitlines() if line]
-
-    def wait_event(self, kind: str, timeout: float, subject: str | None = None) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.events():
-                if e["kind"] == kind and (subject is None or e["subject"] == subject):
-                    return e
-            if self.serve.poll() is not None:
-                raise AssertionError(f"serve exited {self.serve.returncode}: "
-                                     f"{self.serve_err.read_text()}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {kind} event in {timeout}s; saw "
-                             f"{[e['kind'] for e in self.events()]}\n"
-                             f"{self.serve_err.read_text()[-3000:]}")
-
-    def machine(self, mac: str) -> dict:
-        rows = json.loads(self.fleet("machines", "--format", "json").stdout)
-        found = [r for r in rows if r["mac"] == mac]
-        assert found, f"{mac} not among {[r['mac'] for r in rows]}"
-        return found[0]
-
-    def qemu(self, name: str, argv_tail: list[str], marker: str, timeout: float = 90,
-             tap: str = "tap0") -> tuple[float, str]:
-        """Run QEMU until `marker` shows on its serial console; kill it; return
-        (seconds to the marker, serial log)."""
-        log = self.folder / f"{name}.serial"
-        log.write_text("")
-        argv = [QEMU, "-machine", "q35,accel=tcg", "-m", "256", "-nographic",
-                "-monitor", "none", "-serial", f"file:{log}", "-no-reboot",
-                "-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no", *argv_tail]
-        started = time.monotonic()
-        proc = self.site.popen(self.site.site_ns, argv, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-        try:
-            while True:
-                text = log.read_text(errors="replace")
-                if marker in text:
-                    took = time.monotonic() - started
-                    TIMINGS[name] = took
-                    return took, text
-                if proc.poll() is not None:
-                    err = proc.stderr.read().decode(errors="replace")
-                    raise AssertionError(f"QEMU {name} exited {proc.returncode} before "
-                                         f"{marker!r}: {err}\nserial:\n{text[-3000:]}")
-                if time.monotonic() - started > timeout:
-                    raise AssertionError(f"QEMU {name}: no {marker!r} in {timeout}s\n"
-                                         f"serial:\n{text[-3000:]}\nserve:\n"
-                                         f"{self.serve_err.read_text()[-3000:]}")
-                time.sleep(0.2)
-        finally:
-            self.site.topo.stop(proc, grace=0.5)
-            proc.stderr.close()
-
-
-def _bios(mac: str) -> list[str]:
-    return ["-boot", "order=n,reboot-timeout=0",
-            "-device", f"virtio-net-pci,netdev=n0,mac={mac}"]
-
-
-def _uefi(folder: Path, mac: str) -> list[str]:
-    vars_copy = folder / "OVMF_VARS.fd"
-    shutil.copy(OVMF_VARS, vars_copy)
-    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-            "-device", f"virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"]
-
-
-def _host_key(folder: Path) -> str:
-    key = folder / "hostkey"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
-                   check=True)
-    return (folder / "hostkey.pub").read_text().strip()
-
-
-async def _token(profile: Path, mac: str) -> str:
-    from fleet.engine import Engine
-
-    engine = await Engine.open(profile)
-    try:
-        return engine.callhome_token(await engine.machine(mac))
-    finally:
-        await engine.close()
 
 
 @pytest.fixture
@@ -189,8 +32,8 @@ def lab(site_topology, tmp_path, monkeypatch):
     use_isolated_env(monkeypatch, tmp_path)
     labs = []
 
-    def make(mode: str) -> Lab:
-        lab = Lab(site_topology, tmp_path, mode)
+    def make(mode: str) -> QemuLab:
+        lab = QemuLab(site_topology, tmp_path, mode)
         site_topology.add_tap("tap0")
         lab.start_serve()
         labs.append(lab)
@@ -205,7 +48,7 @@ def lab(site_topology, tmp_path, monkeypatch):
 async def test_bios_ipxe_rom_full_lifecycle(lab):
     lab = lab("port4011")
     # 1. First boot: unknown machine -> hold script.
-    took, serial = lab.qemu("bios-hold", _bios(BIOS_MAC), HOLD_MARKER)
+    took, serial = lab.qemu("bios-hold", bios_args(BIOS_MAC), HOLD_MARKER)
     lab.wait_event("machine.discovered", 10, BIOS_MAC)
     m = lab.machine(BIOS_MAC)
     assert m["state"] == "discovered" and m["arch"] == "bios", m
@@ -213,16 +56,16 @@ async def test_bios_ipxe_rom_full_lifecycle(lab):
 
     # 2. Leased: the next boot fetches the install script and its kernel.
     lab.fleet("lease", BIOS_MAC, "--deployment", "tiny", "--hostname", "qbios")
-    took, serial = lab.qemu("bios-install", _bios(BIOS_MAC), "fleet: installing tiny as qbios")
+    took, serial = lab.qemu("bios-install", bios_args(BIOS_MAC), "fleet: installing tiny as qbios")
     lab.wait_event("machine.provisioning", 10, BIOS_MAC)
     assert lab.machine(BIOS_MAC)["state"] == "provisioning"
     # iPXE fetched the (dummy) kernel from fleet's HTTP: it then fails to boot it
     assert f"http://{ADDR}:8080/files/linux" in serial
 
     # 3. The installed system calls home with its token -> a registered node.
-    token = await _token(lab.profile, BIOS_MAC)
+    token = await callhome_token(lab.profile, BIOS_MAC)
     body = json.dumps({"token": token, "hostname": "qbios",
-                       "host_keys": [_host_key(lab.folder)]})
+                       "host_keys": [host_key_line(lab.folder)]})
     cp = subprocess.run(["ip", "netns", "exec", lab.site.site_ns, "curl", "-sS", "-f",
                          "-H", "Content-Type: application/json", "--data", body,
                          f"http://{ADDR}:8080/api/callhome"],
@@ -237,7 +80,7 @@ async def test_bios_ipxe_rom_full_lifecycle(lab):
     # nothing is reported wiped (the wiper itself: tests/testbed/test_wipe_qemu.py).
     lab.fleet("release", BIOS_MAC, "--wipe")
     assert lab.machine(BIOS_MAC)["state"] == "wiping"
-    took, serial = lab.qemu("bios-wipe", _bios(BIOS_MAC), "waiting to be wiped: no wiper image")
+    took, serial = lab.qemu("bios-wipe", bios_args(BIOS_MAC), "waiting to be wiped: no wiper image")
     lab.wait_event("wipe.no_image", 10, BIOS_MAC)
     assert lab.machine(BIOS_MAC)["state"] == "wiping"
 
@@ -248,7 +91,7 @@ async def test_bios_ipxe_rom_full_lifecycle(lab):
 async def test_bios_ipxe_rom_in_direct_mode(lab):
     """The same iPXE ROM against smee-style offers (option 43 {6: 8} + file)."""
     lab = lab("direct")
-    took, serial = lab.qemu("bios-direct", _bios(BIOS_MAC), HOLD_MARKER)
+    took, serial = lab.qemu("bios-direct", bios_args(BIOS_MAC), HOLD_MARKER)
     lab.wait_event("machine.discovered", 10, BIOS_MAC)
     assert lab.machine(BIOS_MAC)["arch"] == "bios"
     log = lab.serve_err.read_text()
@@ -262,7 +105,7 @@ async def test_uefi_pxe_tftp_ipxe_then_http(lab, mode):
     direct: option 43 {6: 8} + the file in the offer, no 4011."""
     lab = lab(mode)
     name = f"uefi-{mode}"
-    took, serial = lab.qemu(name, _uefi(lab.folder, UEFI_MAC), HOLD_MARKER, timeout=120)
+    took, serial = lab.qemu(name, uefi_args(lab.folder, UEFI_MAC), HOLD_MARKER, timeout=120)
     lab.wait_event("machine.discovered", 10, UEFI_MAC)
     m = lab.machine(UEFI_MAC)
     assert m["arch"] == "uefi-x64" and m["state"] == "discovered", m

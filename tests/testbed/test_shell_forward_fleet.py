@@ -23,6 +23,7 @@ import pytest
 
 from fleet.engine import Engine
 from support.fixtures import SshFleet
+from support import profiles as support_profiles
 from support.profiles import use_isolated_env
 
 pytestmark = pytest.mark.root
@@ -35,17 +36,11 @@ def env(tmp_path, monkeypatch):
 
 
 def write_profile(tmp: Path, fleet: SshFleet, nodes, *, connect_timeout=2) -> Path:
-    lines = [
-        "version: 1", "name: tb", "store: ./tb.db", "operator:", "  ssh:", "    user: root",
-        f"    identity: {fleet.client_key}", f"    known_hosts: [{fleet.known_hosts}]",
-        "    host_keys: strict", f"    connect_timeout: {connect_timeout}",
-        "jumps:", "  - {name: gw1, address: 10.90.0.2}",
-        "sites:", "  - {name: rack1, subnets: [10.91.0.0/24], jumps: [gw1]}", "nodes:"]
-    for n in nodes:
-        lines.append(f"  - {{name: {n.name}, address: {n.address}}}")
-    path = tmp / "tb.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return support_profiles.write_profile(tmp, "tb", "ssh_testbed", {
+        "operator": {"ssh": {"identity": str(fleet.client_key),
+                             "known_hosts": [str(fleet.known_hosts)],
+                             "connect_timeout": connect_timeout}},
+        "nodes": [{"name": n.name, "address": n.address} for n in nodes]})
 
 
 def fleet_argv(path: Path, *args: str) -> list[str]:

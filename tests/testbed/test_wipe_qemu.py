@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from support.wiper_root import WHY_MISSING, wiper_root
-from test_pxe_qemu import ADDR, BIOS_MAC, HOLD_MARKER, QEMU, Lab, _host_key, _token
+from support.qemu_lab import (ADDR, BIOS_MAC, HOLD_MARKER, QEMU, QemuLab, callhome_token,
+                              host_key_line)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -50,7 +51,7 @@ def wipe_lab(site_topology, tmp_path, monkeypatch):
     if root is None:
         pytest.fail(f"the wiper needs a kernel: {WHY_MISSING}")
     use_isolated_env(monkeypatch, tmp_path)
-    lab = Lab(site_topology, tmp_path, "port4011")
+    lab = QemuLab(site_topology, tmp_path, "port4011")
     lab.wiper_root = root
     site_topology.add_tap("tap0")
     lab.start_serve()
@@ -59,7 +60,7 @@ def wipe_lab(site_topology, tmp_path, monkeypatch):
         lab.stop_serve()
 
 
-def _run_vm(lab: Lab, disk: Path, until: list[str], timeout: float) -> str:
+def _run_vm(lab: QemuLab, disk: Path, until: list[str], timeout: float) -> str:
     """Boot the VM; return its serial log once every marker in `until` showed, in order."""
     log = lab.folder / "wipe.serial"
     log.write_text("")
@@ -111,8 +112,8 @@ async def test_release_wipe_boots_the_wiper_which_clears_the_disk(wipe_lab):
     assert cp.returncode == 0 and "waiting to be leased" in cp.stdout, cp.stderr
     lab.wait_event("machine.discovered", 10, BIOS_MAC)
     lab.fleet("lease", BIOS_MAC, "--deployment", "tiny", "--hostname", "qwipe")
-    body = json.dumps({"token": await _token(lab.profile, BIOS_MAC), "hostname": "qwipe",
-                       "host_keys": [_host_key(lab.folder)]})
+    body = json.dumps({"token": await callhome_token(lab.profile, BIOS_MAC), "hostname": "qwipe",
+                       "host_keys": [host_key_line(lab.folder)]})
     cp = subprocess.run(["ip", "netns", "exec", lab.site.site_ns, "curl", "-sSf",
                          "-H", "Content-Type: application/json", "--data", body,
                          f"http://{ADDR}:8080/api/callhome"],

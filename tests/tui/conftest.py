@@ -21,7 +21,7 @@ def _utc(monkeypatch):
 
 
 @pytest.fixture
-async def engine(tmp_path):
+async def seeded_engine(tmp_path):
     eng = await open_seeded(tmp_path)
     yield eng
     await eng.close()

@@ -32,8 +32,8 @@ async def goto(pilot, kind: str, key) -> None:
     await pilot.pause()
 
 
-async def test_dashboard_loads_every_pane(engine):
-    app = app_for(engine)
+async def test_dashboard_loads_every_pane(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert len(app.pane("machines").table.rows) == 6
@@ -43,19 +43,19 @@ async def test_dashboard_loads_every_pane(engine):
         assert len(app.pane("events").table.rows) >= 10
         header = str(app.query_one("#header").render())
         assert "6 machines (3 unleased" in header and "3 nodes" in header
-        assert f"profile {engine.profile.name}" in header and "READ-ONLY" not in header
+        assert f"profile {seeded_engine.profile.name}" in header and "READ-ONLY" not in header
         assert "1 jobs running" in header and "1/2 distributors on" in header
         assert "updated" in app.pane("machines").border_subtitle
         # machines seen per distributor, counted from the machines pane
         assert app.pane("distributors").table.rows["rack1"].values[-1] == 4
 
 
-async def test_feed_updates_panes_and_marks_changed_cells(engine):
-    app = app_for(engine)
+async def test_feed_updates_panes_and_marks_changed_cells(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         before = app.refresh_count
-        await engine.lease(FREE, "debian12", "api1")  # a change from "elsewhere"
+        await seeded_engine.lease(FREE, "debian12", "api1")  # a change from "elsewhere"
         table = app.pane("machines").table
         assert await settle(pilot, lambda: table.rows[FREE].fields["state"] == "leased")
         assert await settle(pilot, lambda: app.refresh_count > before)
@@ -64,23 +64,23 @@ async def test_feed_updates_panes_and_marks_changed_cells(engine):
                    for r in app.pane("events").table.rows.values())
 
 
-async def test_burst_of_changes_is_coalesced(engine):
-    app = app_for(engine)
+async def test_burst_of_changes_is_coalesced(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         before = app.refresh_count
         for mac in (FREE, FREE2):
-            await engine.lease(mac, "rocky9")
-            await engine.release(mac)
-            await engine.lease(mac, "debian12")
+            await seeded_engine.lease(mac, "rocky9")
+            await seeded_engine.release(mac)
+            await seeded_engine.lease(mac, "debian12")
         table = app.pane("machines").table
         assert await settle(pilot, lambda: table.rows[FREE2].values[7] == "debian12")
         await pilot.pause(0.3)
         assert app.refresh_count - before <= 3  # six events, at most a few refreshes
 
 
-async def test_lease_form_leases_in_the_store(engine):
-    app = app_for(engine)
+async def test_lease_form_leases_in_the_store(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "machines", FREE)
@@ -92,14 +92,14 @@ async def test_lease_form_leases_in_the_store(engine):
         dialog.query_one("#address", Input).value = "10.91.0.99"
         await pilot.click("#lease")
         assert await settle(pilot, lambda: not isinstance(app.screen, LeaseDialog))
-        machine = await engine.machine(FREE)
+        machine = await seeded_engine.machine(FREE)
         assert machine.state is MachineState.LEASED
         assert (machine.lease.deployment, machine.lease.hostname,
                 machine.lease.address) == ("rocky9", "db9", "10.91.0.99")
 
 
-async def test_lease_form_shows_engine_errors_inline(engine):
-    app = app_for(engine)
+async def test_lease_form_shows_engine_errors_inline(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "machines", FREE)
@@ -110,11 +110,11 @@ async def test_lease_form_shows_engine_errors_inline(engine):
         error = app.screen.query_one("#error")
         assert await settle(pilot, lambda: "10.91.0.999" in str(error.render()))
         assert isinstance(app.screen, LeaseDialog)  # stays open to fix it
-        assert (await engine.machine(FREE)).state is MachineState.DISCOVERED
+        assert (await seeded_engine.machine(FREE)).state is MachineState.DISCOVERED
 
 
-async def test_release_confirm_names_macs_and_wipes(engine):
-    app = app_for(engine)
+async def test_release_confirm_names_macs_and_wipes(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "machines", LEASED)
@@ -125,11 +125,11 @@ async def test_release_confirm_names_macs_and_wipes(engine):
         await pilot.click("#confirm")
         assert await settle(pilot, lambda: app.pane("machines").table.rows[LEASED]
                             .fields["state"] == "wiping")
-        assert (await engine.machine(LEASED)).state is MachineState.WIPING
+        assert (await seeded_engine.machine(LEASED)).state is MachineState.WIPING
 
 
-async def test_release_cancel_changes_nothing(engine):
-    app = app_for(engine)
+async def test_release_cancel_changes_nothing(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "machines", LEASED)
@@ -137,7 +137,7 @@ async def test_release_cancel_changes_nothing(engine):
         assert await settle(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("escape")
         assert await settle(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
-        assert (await engine.machine(LEASED)).state is MachineState.LEASED
+        assert (await seeded_engine.machine(LEASED)).state is MachineState.LEASED
 
 
 async def test_read_only_refuses_every_change(tmp_path):
@@ -167,9 +167,9 @@ async def test_read_only_refuses_every_change(tmp_path):
         await engine.close()
 
 
-async def test_marks_select_targets_for_release(engine):
-    await engine.lease(FREE, "debian12")
-    app = app_for(engine)
+async def test_marks_select_targets_for_release(seeded_engine):
+    await seeded_engine.lease(FREE, "debian12")
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "machines", FREE)
@@ -185,15 +185,15 @@ async def test_marks_select_targets_for_release(engine):
         assert FREE in targets and LEASED in targets
         await pilot.click("#confirm")
         assert await settle(pilot, lambda: table.rows[FREE].fields["state"] == "discovered")
-        assert (await engine.machine(LEASED)).state is MachineState.DISCOVERED
+        assert (await seeded_engine.machine(LEASED)).state is MachineState.DISCOVERED
         assert not table.marks  # marks clear after the verb
         await pilot.press("space")
         await pilot.press("escape")  # esc clears marks
         assert not table.marks
 
 
-async def test_filter_regex_inverse_and_labels(engine):
-    app = app_for(engine)
+async def test_filter_regex_inverse_and_labels(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "machines", FREE)
@@ -212,8 +212,8 @@ async def test_filter_regex_inverse_and_labels(engine):
         assert set(app.pane("nodes").table.visible_keys()) == {"web1", "edge1"}
 
 
-async def test_command_aliases(engine):
-    app = app_for(engine)
+async def test_command_aliases(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         for command, kind in ((":no", "nodes"), (":jobs", "jobs"), (":dist", "distributors"),
@@ -236,8 +236,8 @@ async def test_command_aliases(engine):
     assert app.return_code == 0
 
 
-async def test_focus_numbers_tab_and_zoom(engine):
-    app = app_for(engine)
+async def test_focus_numbers_tab_and_zoom(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("2")
@@ -252,8 +252,8 @@ async def test_focus_numbers_tab_and_zoom(engine):
         assert app.screen.maximized is None
 
 
-async def test_details_and_raw_views(engine):
-    app = app_for(engine)
+async def test_details_and_raw_views(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "machines", LEASED)
@@ -273,8 +273,8 @@ async def test_details_and_raw_views(engine):
         assert app.screen is app.screen_stack[0]
 
 
-async def test_distributor_switch_confirm(engine):
-    app = app_for(engine)
+async def test_distributor_switch_confirm(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "distributors", "rack1")
@@ -284,11 +284,11 @@ async def test_distributor_switch_confirm(engine):
         await pilot.click("#confirm")
         table = app.pane("distributors").table
         assert await settle(pilot, lambda: table.rows["rack1"].fields["on"] == "off")
-        assert not {d.name: d for d in await engine.distributors()}["rack1"].enabled
+        assert not {d.name: d for d in await seeded_engine.distributors()}["rack1"].enabled
 
 
-async def test_copy_uses_the_clipboard(engine):
-    app = app_for(engine)
+async def test_copy_uses_the_clipboard(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto(pilot, "nodes", "db1")
@@ -296,8 +296,8 @@ async def test_copy_uses_the_clipboard(engine):
         assert app.clipboard == "db1"
 
 
-async def test_help_lists_bindings_with_ids(engine):
-    app = app_for(engine)
+async def test_help_lists_bindings_with_ids(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("question_mark")
@@ -307,8 +307,8 @@ async def test_help_lists_bindings_with_ids(engine):
             assert bid in text
 
 
-async def test_access_verbs(engine, monkeypatch):
-    app = app_for(engine)
+async def test_access_verbs(seeded_engine, monkeypatch):
+    app = app_for(seeded_engine)
     shells = []
     app.shell_runner = lambda node: shells.append(node) or 0
     async with app.run_test(size=SIZE) as pilot:
@@ -324,9 +324,9 @@ async def test_access_verbs(engine, monkeypatch):
         assert any("port forwards" in n.message for n in app._notifications)
 
 
-async def test_build_degrades_without_the_jobs_facade(engine, monkeypatch):
+async def test_build_degrades_without_the_jobs_facade(seeded_engine, monkeypatch):
     monkeypatch.setattr(FleetApp, "jobs", property(lambda self: None))
-    app = app_for(engine)
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("b")
@@ -336,8 +336,8 @@ async def test_build_degrades_without_the_jobs_facade(engine, monkeypatch):
                    for n in app._notifications)
 
 
-async def test_access_verbs_degrade_without_the_access_plane(engine, monkeypatch):
-    app = app_for(engine)
+async def test_access_verbs_degrade_without_the_access_plane(seeded_engine, monkeypatch):
+    app = app_for(seeded_engine)
     monkeypatch.setattr(FleetApp, "access", property(lambda self: None))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -381,10 +381,10 @@ async def test_build_form_submits_through_the_builds_facade(tmp_path):
         await engine.close()
 
 
-async def test_palette_provider_finds_nodes_macs_and_jobs(engine):
+async def test_palette_provider_finds_nodes_macs_and_jobs(seeded_engine):
     from fleet.tui.commands import FleetCommands
 
-    app = app_for(engine)
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         texts = [t for t, _, _ in FleetCommands(app.screen)._entries()]
@@ -448,11 +448,11 @@ async def test_exec_dialog_streams_lines_through_the_access_facade(tmp_path):
         await engine.close()
 
 
-async def test_more_tabs_can_join_the_dashboard(engine):
+async def test_more_tabs_can_join_the_dashboard(seeded_engine):
     """Node shells, broadcast and recordings arrive later as tabs next to the dashboard."""
     from textual.widgets import Static, TabbedContent
 
-    app = app_for(engine)
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await app.add_tab("web1", Static("shell placeholder", id="shell-web1"), "tab-web1")

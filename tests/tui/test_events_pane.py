@@ -22,12 +22,13 @@ async def _events(engine, *events) -> list[int]:
     return [e.id for e in await engine.events(len(events))]
 
 
-async def test_ssh_commands_show_verbatim_and_stand_out(engine):
-    app = app_for(engine)
+async def test_ssh_commands_show_verbatim_and_stand_out(seeded_engine):
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await engine.record(engine.event("ssh.command", "web1", "web1 (via gw1): short",
-                                         node="web1", command=COMMAND, via="gw1", job=None))
+        await seeded_engine.record(seeded_engine.event(
+            "ssh.command", "web1", "web1 (via gw1): short",
+            node="web1", command=COMMAND, via="gw1", job=None))
         pane = app.pane("events")
         table = pane.table
         assert await settle(pilot, lambda: any(r.fields["kind"] == "ssh.command"
@@ -75,13 +76,13 @@ async def test_ssh_commands_show_verbatim_and_stand_out(engine):
         assert any(n.message.startswith("copied printf '[bold]") for n in app._notifications)
 
 
-async def test_details_show_the_chosen_older_event_not_the_newest(engine):
+async def test_details_show_the_chosen_older_event_not_the_newest(seeded_engine):
     """Regression: enter on an older event showed the newest event's record."""
-    app = app_for(engine)
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await engine.record(engine.event("audit.note", "web1", "the older one", n=1))
-        await engine.record(engine.event("audit.note", "db1", "the newest one", n=2))
+        await seeded_engine.record(seeded_engine.event("audit.note", "web1", "the older one", n=1))
+        await seeded_engine.record(seeded_engine.event("audit.note", "db1", "the newest one", n=2))
         table = app.pane("events").table
         assert await settle(pilot, lambda: sum(r.fields["kind"] == "audit.note"
                                                for r in table.rows.values()) == 2)
@@ -106,9 +107,9 @@ async def test_details_show_the_chosen_older_event_not_the_newest(engine):
             assert await settle(pilot, lambda: app.screen is app.screen_stack[0])
 
 
-async def test_a_click_moves_the_cursor_to_that_row(engine):
+async def test_a_click_moves_the_cursor_to_that_row(seeded_engine):
     """Enter after a click opens the clicked event, not the one under the old cursor."""
-    app = app_for(engine)
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("5", "z")  # the events pane, zoomed
@@ -122,12 +123,12 @@ async def test_a_click_moves_the_cursor_to_that_row(engine):
         assert app.screen.title_text == f"event {third}"
 
 
-async def test_keys_typed_right_after_slash_go_to_the_filter(engine):
+async def test_keys_typed_right_after_slash_go_to_the_filter(seeded_engine):
     """Keys queued behind `/` (a paste, tmux send-keys) reach the filter line, not
     the table's verbs and keys (`x` would open the exec dialog, `j` move, `2` focus)."""
     from textual import events
 
-    app = app_for(engine)
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press("1")  # from the machines pane, `2` then `/` at once
@@ -140,18 +141,18 @@ async def test_keys_typed_right_after_slash_go_to_the_filter(engine):
         assert not app.pane("machines").table.filter
 
 
-async def test_events_pane_keeps_showing_the_newest(engine):
+async def test_events_pane_keeps_showing_the_newest(seeded_engine):
     """A cursor on the top row stays on top as events arrive (the newest stay in
     view); a cursor moved down stays on its event."""
-    app = app_for(engine)
+    app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         table = app.pane("events").table
         assert table.cursor == 0
         before = len(table.rows)
         for i in range(12):  # more than the pane's height
-            engine.clock.now += 1
-            await engine.record(engine.event("audit.note", "x", f"note {i}"))
+            seeded_engine.clock.now += 1
+            await seeded_engine.record(seeded_engine.event("audit.note", "x", f"note {i}"))
         assert await settle(pilot, lambda: len(table.rows) == before + 12)
         table._scroll_cursor_into_view()  # what a re-layout (on_resize) does
         await pilot.pause()
@@ -161,6 +162,6 @@ async def test_events_pane_keeps_showing_the_newest(engine):
         table.focus()
         await pilot.press("down", "down")
         held = table.cursor_key
-        await engine.record(engine.event("audit.note", "x", "one more"))
+        await seeded_engine.record(seeded_engine.event("audit.note", "x", "one more"))
         assert await settle(pilot, lambda: len(table.rows) == before + 13)
         assert table.cursor_key == held and table.cursor == 3

@@ -13,9 +13,9 @@ from tui.seed import MACS
 SIZE = (160, 50)
 
 
-async def test_first_screen_then_the_whole_lists(engine, monkeypatch):
+async def test_first_screen_then_the_whole_lists(seeded_engine, monkeypatch):
     monkeypatch.setattr(app_module, "FIRST_PAGE", 4)  # 6 machines: more than a page
-    app = FleetApp(engine.profile, engine=engine, blink=False)
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, blink=False)
     gate = asyncio.Event()
     full_load = app._refresh_body
 

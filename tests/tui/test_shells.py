@@ -213,9 +213,9 @@ async def test_broadcast_writes_to_every_marked_node(demo_engine):
         assert len(app.shells.tabs) == 2
 
 
-async def test_read_only_refuses_shells_and_broadcast(engine):
+async def test_read_only_refuses_shells_and_broadcast(seeded_engine):
     """The seeded store (no demo), opened read-only."""
-    app = FleetApp(engine.profile, engine=engine, blink=False, read_only=True)
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, blink=False, read_only=True)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await goto_node(pilot, "web1")

@@ -43,8 +43,8 @@ def test_broken_theme_file_is_reported(tmp_path):
     assert found.themes == {} and len(found.errors) == 2
 
 
-async def test_theme_switch_live_with_command(engine):
-    app = FleetApp(engine.profile, engine=engine, blink=False)
+async def test_theme_switch_live_with_command(seeded_engine):
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, blink=False)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert app.theme == "fleet-dark"
@@ -58,16 +58,16 @@ async def test_theme_switch_live_with_command(engine):
         assert any("no theme 'nosuch'" in n.message for n in app._notifications)
 
 
-async def test_theme_from_config_and_overrides(engine, monkeypatch):
-    write_config(engine, "theme: k9s\n")
-    app = FleetApp(engine.profile, engine=engine)
+async def test_theme_from_config_and_overrides(seeded_engine, monkeypatch):
+    write_config(seeded_engine, "theme: k9s\n")
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine)
     async with app.run_test(size=SIZE):
         assert app.theme == "k9s"
     monkeypatch.setenv("FLEET_THEME", "high-contrast")
-    app = FleetApp(engine.profile, engine=engine)
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine)
     async with app.run_test(size=SIZE):
         assert app.theme == "high-contrast"
-    app = FleetApp(engine.profile, engine=engine, theme_name="fleet-light")
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, theme_name="fleet-light")
     async with app.run_test(size=SIZE):
         assert app.theme == "fleet-light"
 
@@ -78,12 +78,12 @@ def test_cli_theme_option_and_env(monkeypatch):
     assert build_parser().parse_args(["--theme", "fleet-light"]).theme == "fleet-light"
 
 
-async def test_broken_user_theme_falls_back_with_one_notification(engine):
-    themes = engine.paths.user_themes_dir
+async def test_broken_user_theme_falls_back_with_one_notification(seeded_engine):
+    themes = seeded_engine.paths.user_themes_dir
     themes.mkdir(parents=True)
     (themes / "mine.yaml").write_text("name: mine\nprimary: '#12'\n")
-    write_config(engine, "theme: mine\n")
-    app = FleetApp(engine.profile, engine=engine)
+    write_config(seeded_engine, "theme: mine\n")
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert app.theme == "fleet-dark"
@@ -92,12 +92,12 @@ async def test_broken_user_theme_falls_back_with_one_notification(engine):
         assert "mine.yaml" in notes[0] and "using fleet-dark" in notes[0]
 
 
-async def test_user_theme_file_is_offered(engine):
-    themes = engine.paths.user_themes_dir
+async def test_user_theme_file_is_offered(seeded_engine):
+    themes = seeded_engine.paths.user_themes_dir
     themes.mkdir(parents=True)
     (themes / "ops.yaml").write_text("name: ops\nprimary: '#AA3300'\nvariables:\n"
                                      "  state-failed: '#FF0000'\n")
-    app = FleetApp(engine.profile, engine=engine, theme_name="ops")
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, theme_name="ops")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert app.theme == "ops"
@@ -106,9 +106,9 @@ async def test_user_theme_file_is_offered(engine):
         assert "state-stalled" in app.get_css_variables()
 
 
-async def test_keymap_remap_from_config(engine):
-    write_config(engine, "keymap:\n  verb.lease: ctrl+l\n  pane.maximize: m\n")
-    app = FleetApp(engine.profile, engine=engine, blink=False)
+async def test_keymap_remap_from_config(seeded_engine):
+    write_config(seeded_engine, "keymap:\n  verb.lease: ctrl+l\n  pane.maximize: m\n")
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, blink=False)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         table = app.pane("machines").table

@@ -1,6 +1,6 @@
 """Fuzz the DHCP codec: only DhcpError may escape parse and the accessors.
 
-120,000 packets by default: the golden packets of test_dhcp_codec.py and
+120,000 packets by default: the golden packets of support/dhcp_golden.py and
 encoded proxy replies, mutated (bit flips, truncations, inserted and removed
 bytes, option length fields set to extremes, overload injected, splices) and
 plain random bytes. A seeded `random.Random` keeps it fast and repeatable;
@@ -17,12 +17,12 @@ import re
 import time
 
 import pytest
-from test_dhcp_codec import ACCESSORS, GOLDEN  # tests/unit is on sys.path (rootdir-relative import mode)
 
 from fleet.boot import dhcp_options as o
 from fleet.boot.dhcp import DhcpError, DhcpPacket
 from fleet.boot.dhcp_replies import build_proxy_ack, build_proxy_offer
 from fleet.boot.dhcp_options import IpxeFeature, PxeMenuItem, PxeSub, pxe_menu
+from support.dhcp_golden import ACCESSORS, GOLDEN
 
 SEED = int(os.environ.get("FLEET_DHCP_FUZZ_SEED", "20261101"))
 N = int(os.environ.get("FLEET_DHCP_FUZZ_N", "120000"))

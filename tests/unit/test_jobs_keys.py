@@ -13,22 +13,9 @@ import pytest
 from fleet.access.keys import KeyStore, authorized_keys_for, ensure_key, operator_key
 from fleet.engine import Engine
 from fleet.errors import BadInput, UnknownTarget
-from support.profiles import BASIC, use_isolated_env, write_profile
+from support.profiles import write_profile
 
 PROFILE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxXcm2YQ2aXb5XH9wNvQ2t0b3p0Y3V0dGVyc2tleTE= ops@lab"
-
-
-@pytest.fixture
-def xdg(tmp_path, monkeypatch):
-    env = use_isolated_env(monkeypatch, tmp_path)
-    return env
-
-
-@pytest.fixture
-async def engine(tmp_path, xdg):
-    eng = await Engine.open(write_profile(tmp_path))
-    yield eng
-    await eng.close()
 
 
 def mode(path: Path) -> int:
@@ -72,10 +59,8 @@ async def test_ensure_key_records_an_event_without_the_private_key(engine):
 
 
 async def test_authorized_keys_for_a_deployment(tmp_path, xdg):
-    text = BASIC.replace("    cmdline: \"auto=true priority=critical\"\n",
-                         "    cmdline: \"auto=true priority=critical\"\n"
-                         f"    authorized_keys: [\"{PROFILE_KEY}\"]\n", 1)
-    eng = await Engine.open(write_profile(tmp_path, text=text))
+    eng = await Engine.open(write_profile(tmp_path, overrides={
+        "deployments": [{"name": "debian12", "authorized_keys": [PROFILE_KEY]}]}))
     try:
         keys = await authorized_keys_for(eng, "debian12")
         operator = await operator_key(eng)
@@ -91,9 +76,8 @@ async def test_the_profiles_operator_identity_is_used(tmp_path, xdg):
     own = KeyStore(tmp_path / "own")
     pair, _ = own.generate("id_ed25519")
     os.remove(pair.private_path.with_name("id_ed25519.pub"))  # derived from the private key
-    text = BASIC.replace("sites:\n", f"operator:\n  ssh:\n    identity: {pair.private_path}\n"
-                                     "sites:\n", 1)
-    eng = await Engine.open(write_profile(tmp_path, text=text))
+    eng = await Engine.open(write_profile(tmp_path, overrides={
+        "operator": {"ssh": {"identity": str(pair.private_path)}}}))
     try:
         op = await operator_key(eng)
         assert op.public.split()[:2] == pair.public.split()[:2]
