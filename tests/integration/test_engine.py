@@ -183,10 +183,10 @@ async def test_a_close_that_fails_part_way_still_closes_the_store(profile_path):
     worker = eng.store.conn._thread  # aiosqlite's worker (not a public attribute)
     assert worker.is_alive()
 
-    async def broken() -> None:
+    async def broken(parts) -> None:
         raise AttributeError("a part that cannot close")
 
-    eng._close_parts = broken
+    eng._stop = broken
     with pytest.raises(AttributeError):
         await eng.close()
     worker.join(5)

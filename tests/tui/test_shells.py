@@ -228,7 +228,7 @@ async def test_read_only_refuses_shells_and_broadcast(seeded_engine):
 
 
 async def test_unreachable_node_is_a_notification(demo_engine):
-    for m in demo_engine._demo.machines:
+    for m in demo_engine.demo.machines:
         if m.node.os.hostname == "bravo":
             await m.node.stop()  # its sshd is gone (before anything connected to it)
     app = app_for(demo_engine)
