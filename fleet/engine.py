@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from dataclasses import replace
 from functools import cached_property
@@ -34,7 +35,7 @@ from fleet.core.model import (LEASED_STATES, Artifact, Distributor, Event, Job, 
                               MachineState, Node, Severity)
 from fleet.core.select import SelectError, parse_selector
 from fleet.core.values import check_hostname, check_ipv4, parse_mac
-from fleet.errors import BadInput, ReadOnly, UnknownTarget
+from fleet.errors import BadInput, EnvironmentProblem, ReadOnly, UnknownTarget
 from fleet.oui import nic_vendor
 from fleet.paths import Paths
 from fleet.profile import Profile, load_profile
@@ -159,17 +160,38 @@ class Engine:
         (`demo` makes it; none without a `demo:` section), the job worker (runs
         jobs other processes queued), the liveness loop. Both faces call this."""
         self._writable("serve a site")
-        prepared = demo(self) if demo is not None and self.profile.demo is not None else None
-        await self.boot.start_services()
-        site_log.info("started boot")
-        if prepared is not None:
-            await prepared.start()
-            self.demo = prepared
-            site_log.info("started demo")
+        self._check_site_files()
+        try:
+            prepared = (demo(self) if demo is not None and self.profile.demo is not None
+                        else None)
+            await self.boot.start_services()
+            site_log.info("started boot")
+            if prepared is not None:
+                await prepared.start()
+                self.demo = prepared
+                site_log.info("started demo")
+        except OSError as err:  # a file the site writes: permissions, a full disk
+            where = f"{err.filename}: " if err.filename else ""
+            raise EnvironmentProblem(
+                f"cannot start the site: {where}{err.strerror or err}") from err
         self._start_worker()
         site_log.info("started worker")
         self.access.start_liveness(interval=liveness_interval)
         site_log.info("started liveness")
+
+    def _check_site_files(self) -> None:
+        """Before serving: the data folder takes files and the token secret is
+        usable, so a broken setup stops here with one line instead of failing
+        every install later."""
+        folder = self.paths.data_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise EnvironmentProblem(
+                f"cannot write in the data folder {folder}: {err.strerror or err}") from err
+        self.tokens.check()
 
     def _start_worker(self) -> None:
         if self._worker is not None and not self._worker.done():

@@ -56,7 +56,7 @@ class Store:
                 f"cannot create the store's folder {path.parent}: {_reason(err)}") from err
         # Creating, switching to WAL and migrating take locks SQLite does not wait
         # for (a second process gets "database is locked" at once), so processes
-        # opening the same store take turns through a lock file beside it.
+        # opening a store take turns, holding a lock on its folder.
         async with _OpenLock(path):
             fresh = not path.exists()
             try:
@@ -122,15 +122,25 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """All statements inside commit together or not at all."""
+        """All statements inside commit together or not at all. A full disk or an
+        unwritable file is an EnvironmentProblem; the store keeps what it had."""
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self.conn
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.conn
+                    await self.conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite may have rolled back already (a full disk does)
+                    with contextlib.suppress(sqlite3.Error):
+                        await self.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as err:
+                if not _environmental(err):
+                    raise
+                raise EnvironmentProblem(
+                    f"cannot write the store {self.path}: {_why(self.path, err)}; "
+                    "nothing was changed") from err
         for callback in list(self._after_commit):
             callback()
 
@@ -151,21 +161,21 @@ class Store:
 
 
 class _OpenLock:
-    """An exclusive flock on `<store>.lock` while a process opens the store. The
-    store file itself cannot carry it: closing any descriptor of the database
-    file drops SQLite's own POSIX locks on it in this process."""
+    """An exclusive flock on the store's folder while a process opens the store:
+    nothing is left behind (a lock file would be), and the store file itself
+    cannot carry it: closing any descriptor of the database file drops SQLite's
+    own POSIX locks on it in this process."""
 
     def __init__(self, path: Path):
-        self.path = path.with_name(path.name + ".lock")
+        self.folder = path.parent
         self._fd: int | None = None
 
     async def __aenter__(self) -> "_OpenLock":
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as err:
             raise EnvironmentProblem(
-                f"cannot open the store {self.path.with_suffix('')}: cannot create its "
-                f"lock file {self.path}: {_reason(err)}") from err
+                f"cannot open the store's folder {self.folder}: {_reason(err)}") from err
         try:
             # waiting happens in a thread: the event loop keeps serving meanwhile
             await asyncio.to_thread(fcntl.flock, self._fd, fcntl.LOCK_EX)
@@ -180,6 +190,16 @@ class _OpenLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+#: SQLite result codes that mean the disk or the file, not the statement
+_ENVIRONMENT_CODES = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+                      sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM}
+
+
+def _environmental(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _ENVIRONMENT_CODES
 
 
 def _sidecars(path: Path) -> tuple[Path, ...]:
