@@ -30,7 +30,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -39,7 +38,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from fleet.boot import callhome, menus, policy, scripts, wipe
+from fleet.boot import callhome, jsonbody, menus, policy, scripts, wipe
 from fleet.boot.assigned import AssignedArtifacts
 from fleet.boot.policy import Action
 from fleet.boot.templates import TemplateValues, render_deployment
@@ -341,9 +340,9 @@ class HttpService:
             raise web.HTTPUnsupportedMediaType(text=f"{err.reason}\n")
         body = await request.read()  # HTTPRequestEntityTooLarge past client_max_size
         try:
-            payload = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            err = callhome.InvalidRequest("the body is not valid JSON")
+            payload = jsonbody.parse_body(body)
+        except jsonbody.BadJson as bad:
+            err = callhome.InvalidRequest(str(bad))
             await callhome.record_rejection(self.engine, "callhome.invalid", err, peer,
                                             what="call-home", limiter=self.limiter)
             raise web.HTTPBadRequest(text=f"{err.reason}\n")
@@ -397,8 +396,8 @@ class HttpService:
             raise web.HTTPUnsupportedMediaType(text="Content-Type must be application/json\n")
         body = await request.read()  # HTTPRequestEntityTooLarge past client_max_size
         try:
-            payload = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            payload = jsonbody.parse_body(body)
+        except jsonbody.BadJson:
             payload = None  # parse_report refuses it (400, with an event)
         try:
             machine = await wipe.report_wiped(self.engine, payload, peer, limiter=self.limiter)
