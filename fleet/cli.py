@@ -33,6 +33,19 @@ def _silence_warnings() -> None:
     warnings.simplefilter("ignore")
 
 
+def _log_to_file() -> None:
+    """Library log lines go to the log file, fleet's warnings also to stderr;
+    the console's terminal gets none (fleet.logsetup)."""
+    import logging
+
+    from fleet import logsetup
+    from fleet.paths import Paths
+
+    headless = "--headless" in sys.argv[1:]
+    logsetup.configure(Paths.default().log_file,
+                       stderr_level=logging.WARNING if headless else None)
+
+
 def run() -> None:
     """The installed `fleet` command and `python -m fleet`: main(), then exit
     without the interpreter's teardown. By then everything is closed (stores,
@@ -46,6 +59,7 @@ def run() -> None:
     from fleet import libfind
 
     libfind.install()
+    _log_to_file()
     code = main()
     import logging
 
