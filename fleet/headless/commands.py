@@ -12,7 +12,7 @@ from fleet.headless.output import Output
 
 
 async def info(engine: Engine, args, out: Output) -> int:
-    data = engine.info()
+    data = _with_log_file(engine.info(), str(engine.paths.log_file))
     if out.format == "table":
         width = max(len(k) for k in data)
         for key, value in data.items():
@@ -20,6 +20,17 @@ async def info(engine: Engine, args, out: Output) -> int:
     else:
         out.record(data, "")
     return 0
+
+
+def _with_log_file(data: dict, log_file: str) -> dict:
+    """`log_file` listed right after `logs_dir`."""
+    out: dict = {}
+    for key, value in data.items():
+        out[key] = value
+        if key == "logs_dir":
+            out["log_file"] = log_file
+    out.setdefault("log_file", log_file)
+    return out
 
 
 async def machines(engine: Engine, args, out: Output) -> int:

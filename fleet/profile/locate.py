@@ -14,8 +14,10 @@ SUFFIXES = (".yaml", ".yml")
 
 
 def bundled_dir() -> Path:
-    """The profiles shipped with fleet (demo.yaml, lab.example.yaml)."""
-    return Path(fleet.__file__).resolve().parent / "bundled" / "profiles"
+    """The profiles shipped with fleet (demo.yaml, lab.example.yaml, their
+    templates/): the repository's top-level profiles/, which the package reaches
+    as fleet/bundled/profiles (a symlink in a checkout, copied into a wheel)."""
+    return (Path(fleet.__file__).parent / "bundled" / "profiles").resolve()
 
 
 def user_dir() -> Path:

@@ -42,7 +42,7 @@ def seeded(profile_path, xdg):
 
 
 def test_demo_profile_machines_as_json_array(xdg):
-    r = fleet("--headless", "--profile", str(REPO / "fleet/bundled/profiles/demo.yaml"), "--format", "json",
+    r = fleet("--headless", "--profile", str(REPO / "profiles/demo.yaml"), "--format", "json",
               "machines", env=xdg, check=0)
     assert isinstance(json.loads(r.stdout), list)
 
@@ -112,7 +112,7 @@ def test_invalid_profile_exits_2_with_file_and_line(tmp_path, xdg):
 
 
 def test_profile_check_ok(xdg):
-    r = fleet("--headless", "profile", "check", str(REPO / "fleet/bundled/profiles/lab.example.yaml"),
+    r = fleet("--headless", "profile", "check", str(REPO / "profiles/lab.example.yaml"),
               env=xdg, check=0)
     assert "ok" in r.stdout
 

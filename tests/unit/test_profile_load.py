@@ -26,7 +26,7 @@ from fleet.profile import (
 )
 
 REPO = Path(fleet.__file__).resolve().parent.parent
-PROFILES = REPO / "fleet" / "bundled" / "profiles"
+PROFILES = REPO / "profiles"
 
 
 def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
