@@ -33,7 +33,7 @@ class BuildDialog(ModalScreen[int | None]):
             yield Label("Kind")
             yield Select([(k, k) for k in KINDS], id="kind", allow_blank=False, value="ipxe")
             yield Label("Serve from distributor (optional)")
-            yield Select(sites, id="distributor", value=self.distributor or Select.BLANK)
+            yield Select(sites, id="distributor", value=self.distributor or Select.NULL)
             yield Label("Label (ISO volume label, optional)")
             yield Input(id="label", placeholder="FLEET")
             yield Static("", classes="error", id="error")
@@ -60,7 +60,7 @@ class BuildDialog(ModalScreen[int | None]):
         dist = self.query_one("#distributor", Select).value
         label = self.query_one("#label", Input).value.strip() or None
         options = {}
-        if dist not in (None, Select.BLANK):
+        if dist not in (None, Select.NULL):
             options["distributor"] = str(dist)
         if label:
             options["label"] = label

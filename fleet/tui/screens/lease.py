@@ -32,8 +32,9 @@ class LeaseDialog(ModalScreen[list | None]):
             yield Label(f"Lease {len(self.macs)} machine{'s' if many else ''}", classes="title")
             yield Static(name_targets(self.macs), classes="targets")
             yield Label("Deployment")
-            yield Select(deployments, id="deployment", allow_blank=False,
-                         value=deployments[0][1] if deployments else Select.BLANK)
+            # blank only when the profile declares no deployment (submit says so)
+            yield Select(deployments, id="deployment", allow_blank=not deployments,
+                         value=deployments[0][1] if deployments else Select.NULL)
             yield Label("Hostname" + (" (one per machine: leave empty for defaults)"
                                       if many else ""))
             yield Input(placeholder="node-<last 6 of MAC>", id="hostname", disabled=many)
@@ -64,7 +65,7 @@ class LeaseDialog(ModalScreen[list | None]):
     @work(exclusive=True, group="lease", exit_on_error=False)
     async def submit(self) -> None:
         deployment = self.query_one("#deployment", Select).value
-        if deployment is Select.BLANK or deployment is None:
+        if deployment is Select.NULL or deployment is None:
             self.query_one("#error", Static).update("choose a deployment")
             return
         hostname = self.query_one("#hostname", Input).value.strip() or None
