@@ -26,8 +26,9 @@ def user_dir() -> Path:
 
 
 def search_dirs() -> tuple[Path, ...]:
-    """Folders searched for a profile given by name, in order."""
-    return (bundled_dir(), user_dir())
+    """Folders searched for a profile given by name, in order: the user's copy
+    of a bundled profile (an edited demo.yaml) wins over the bundled one."""
+    return (user_dir(), bundled_dir())
 
 
 def _candidates(directory: Path, name: str) -> list[Path]:
@@ -40,8 +41,8 @@ def resolve_profile(name_or_path: str | Path) -> Path:
     """Find a profile file.
 
     An existing file is itself. A name (``demo``, ``lab.example``) is looked
-    up as ``<name>.yaml`` (or ``.yml``) in the bundled profiles, then in the
-    user's config folder. Anything else raises ProfileError naming every place
+    up as ``<name>.yaml`` (or ``.yml``) in the user's config folder, then in
+    the bundled profiles. Anything else raises ProfileError naming every place
     looked at.
     """
     given = str(name_or_path)
