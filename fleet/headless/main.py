@@ -12,6 +12,7 @@ import signal
 import sys
 
 from fleet.errors import FleetError
+from fleet.headless import cmd_profile
 from fleet.headless.commands import HANDLERS
 from fleet.headless.output import Output
 from fleet.headless.parser import build_parser
@@ -30,6 +31,8 @@ def main(argv: list[str]) -> int:
     out = Output(args.format or "table")
     try:
         if args.command == "profile":
+            if args.profile_command == "new":
+                return cmd_profile.new(args, out)
             return _profile_check(args, out)
         return asyncio.run(_run(args, out))
     except KeyboardInterrupt:

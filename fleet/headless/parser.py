@@ -61,7 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     check = psub.add_parser("check", help="validate a profile; errors as FILE:LINE: key: message",
                             description="validate a profile; errors as FILE:LINE: key: message")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE|NAME",
+                       help="a profile file, or a name looked up as --profile does")
+    new = psub.add_parser(
+        "new", help="write a starter profile NAME into the config dir's profiles/",
+        description="write a starter profile into ~/.config/fleet/profiles/NAME.yaml, with "
+                    "the templates it uses in profiles/templates/ (existing templates are "
+                    "kept); refuses to overwrite a profile (exit 2)",
+        epilog="then: edit it, `fleet --headless profile check NAME`, `fleet --profile NAME`")
+    new.add_argument("name", metavar="NAME")
+    new.add_argument("--from", dest="source", choices=["lab", "demo"], default="lab",
+                     help="lab: the documented real-site example (default); demo: a copy "
+                          "of the demo to edit (as NAME demo it replaces the bundled one)")
+    for action in (check, new):
+        _globals(action, top=False)
 
     p = command("machines", "the machines seen: MAC, vendor, arch, state, first/last seen")
     p.add_argument("--state", metavar="S",

@@ -46,3 +46,64 @@ def test_without_a_user_copy_the_bundled_demo_is_used(xdg):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["profile_file"] == str(bundled_dir() / "demo.yaml")
     assert yaml.safe_load((bundled_dir() / "demo.yaml").read_text())["name"] == "demo"
+
+
+def test_profile_new_writes_a_starter_that_checks_as_the_lab_example_says(xdg):
+    """The steps in profiles/lab.example.yaml's header, as written there."""
+    header = (bundled_dir() / "lab.example.yaml").read_text().split("\nversion:")[0]
+    assert "fleet --headless profile new lab" in header
+    assert "fleet --headless profile check lab" in header
+
+    r = fleet("--headless", "profile", "new", "lab", env=xdg)
+    assert r.returncode == 0, r.stderr
+    mine = user_dir() / "lab.yaml"
+    assert str(mine) in r.stdout and r.stderr == ""
+    text = mine.read_text()
+    assert "\nname: lab " in text and "# An example profile" in text  # comments kept
+    for template in ("debian12.preseed", "rocky9.ks", "menu.ipxe", "rescue.ipxe"):
+        assert (user_dir() / "templates" / template).is_file(), template
+    r = fleet("--headless", "profile", "check", "lab", env=xdg)
+    assert r.returncode == 0, r.stderr
+    assert "ok: profile 'lab'" in r.stdout
+    r = fleet("--headless", "profile", "check", str(mine), env=xdg)
+    assert r.returncode == 0, r.stderr
+
+    # its store goes to the data dir, not into ~/.config
+    r = fleet("--headless", "--profile", "lab", "--format", "json", "info", env=xdg)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["profile_file"] == str(mine)
+    assert info["store"] == str(Path(info["data_dir"]) / "lab.db")
+
+    # never over an existing profile (the user's edits survive)
+    mine.write_text(text + "# my edit\n")
+    r = fleet("--headless", "profile", "new", "lab", env=xdg)
+    assert r.returncode == 2
+    assert r.stderr.startswith("fleet: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "exists" in r.stderr
+    assert mine.read_text().endswith("# my edit\n")
+
+
+def test_profile_new_from_demo_makes_the_demo_editable(xdg):
+    (user_dir() / "templates").mkdir(parents=True)
+    edited = user_dir() / "templates" / "debian12.preseed"
+    edited.write_text("# my preseed\n")
+    r = fleet("--headless", "--format", "json", "profile", "new", "demo", "--from", "demo",
+              env=xdg)
+    assert r.returncode == 0, r.stderr
+    record = json.loads(r.stdout)
+    assert record["file"] == str(user_dir() / "demo.yaml")
+    assert str(edited) in record["kept"] and edited.read_text() == "# my preseed\n"
+    assert str(user_dir() / "templates" / "rocky9.ks") in record["templates"]
+    # the copy is the one in use from now on
+    r = fleet("--headless", "--format", "json", "info", env=xdg)
+    assert json.loads(r.stdout)["profile_file"] == str(user_dir() / "demo.yaml")
+    assert load_profile("demo").demo is not None
+
+
+def test_profile_new_refuses_bad_names(xdg):
+    r = fleet("--headless", "profile", "new", "../x", env=xdg)
+    assert r.returncode == 2 and r.stderr.startswith("fleet: ") and "profile name" in r.stderr
+    r = fleet("--headless", "profile", "new", "x", "--from", "nosuch", env=xdg)
+    assert r.returncode == 2
+    assert not user_dir().exists()

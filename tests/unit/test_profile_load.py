@@ -62,7 +62,7 @@ def test_demo_profile_loads() -> None:
 def test_lab_example_loads() -> None:
     p = load_profile(PROFILES / "lab.example.yaml")
     assert p.name == "lab"
-    assert p.store == PROFILES / "lab.db"
+    assert p.store is None  # the default: <data dir>/lab.db, not beside the profile
     assert [j.name for j in p.jumps] == ["gw1", "gw2", "inner"]
     assert p.jump("gw2") == JumpConfig("gw2", "10.90.0.3", 22, "root", None)
     assert p.jump_chain("inner") == (p.jump("gw1"), p.jump("inner"))
