@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         return 130
     except ProfileError as err:
         print(str(err), file=sys.stderr)
-        return 2
+        return err.exit_code
     except FleetError as err:
         print(f"fleet: {err}", file=sys.stderr)
         return err.exit_code

@@ -112,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "  per node, then {type: summary, ...}\n"
                      "error_kind: ok | command-failed | timeout | unreachable | auth | "
                      "host-key | cancelled\n"
-                     "exit 1 if any node failed. Recorded as a job (`fleet jobs`) with "
-                     "exec.started/exec.finished and one ssh.command event per node;\n"
+                     "exit 1 if any node failed. Recorded as a job (`fleet --headless jobs`),\n"
+                     "with exec.started/exec.finished and one ssh.command event per node;\n"
                      "`fleet --headless job cancel ID` from anywhere stops it (the remote "
                      "commands too).\n"
                      "example: exec --select role=web -- uptime")
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "The terminal is raw while the shell runs and restored after; window "
                      "size changes follow;\n$TERM is passed. The session's output (never "
                      "its input) is recorded as asciicast v2\nunder the recordings dir "
-                     "(`fleet info`); events shell.opened/shell.closed.\n"
+                     "(`fleet --headless info`); events shell.opened/shell.closed.\n"
                      "exit status: the remote shell's (255 if the connection was lost)")
     p.add_argument("node", metavar="NODE")
 

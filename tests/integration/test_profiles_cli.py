@@ -4,13 +4,20 @@ bundled one), `info` names the file in use, and the errors say what happened."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from fleet.headless.parser import build_parser
 
 from fleet.profile import load_profile, resolve_profile
 from fleet.profile.locate import bundled_dir, user_dir
@@ -107,3 +114,56 @@ def test_profile_new_refuses_bad_names(xdg):
     r = fleet("--headless", "profile", "new", "x", "--from", "nosuch", env=xdg)
     assert r.returncode == 2
     assert not user_dir().exists()
+
+
+# Root reads any file: drop the capabilities that let it, for the child only.
+AS_OWNER_ONLY = (["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                  "--inh-caps=-dac_override,-dac_read_search"] if os.geteuid() == 0 else [])
+
+
+def test_an_unreadable_profile_is_an_environment_problem_exit_3(xdg, tmp_path):
+    path = tmp_path / "locked.yaml"
+    path.write_text("version: 1\nname: locked\n")
+    path.chmod(0)
+    r = subprocess.run([*AS_OWNER_ONLY, str(INSTALLED), "--headless", "--profile", str(path),
+                        "machines"], capture_output=True, text=True, env=xdg, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert r.stderr == f"fleet: cannot read profile {path}: Permission denied\n"
+    r = subprocess.run([*AS_OWNER_ONLY, str(INSTALLED), "--headless", "profile", "check",
+                        str(path)], capture_output=True, text=True, env=xdg, timeout=60)
+    assert r.returncode == 3, r.stderr
+
+
+@pytest.mark.parametrize("face", [["--headless"], []])
+def test_a_missing_profile_is_one_fleet_line(xdg, face):
+    r = fleet(*face, "--profile", "nosuch", *(["machines"] if face else []), env=xdg)
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: no such profile 'nosuch' ("), lines
+    assert str(user_dir() / "nosuch.yaml") in lines[0]
+    assert "profile new nosuch" in lines[0]
+
+
+def _helps(parser: argparse.ArgumentParser, prefix: str = ""):
+    yield prefix or "fleet --headless", parser.format_help()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _helps(sub, f"{prefix} {name}".strip())
+
+
+def test_every_command_named_in_the_help_is_runnable_as_written():
+    """Help that says `fleet jobs` sends the reader into a usage error: the
+    scripting commands need --headless."""
+    seen = 0
+    for where, text in _helps(build_parser()):
+        for quoted in re.findall(r"`(fleet\b[^`]*)`", " ".join(text.split())):
+            seen += 1
+            argv = shlex.split(quoted)[1:]
+            if argv and argv[0] == "--profile":  # the console: its options only
+                assert argv[2:] in ([], ["--read-only"]), f"{where} --help: `{quoted}`"
+                continue
+            assert argv and argv[0] == "--headless", f"{where} --help: `{quoted}`"
+            # the subcommand parses (placeholders like ID stand for a value)
+            assert argv[1] in build_parser()._subparsers._group_actions[0].choices, quoted
+    assert seen >= 3

@@ -322,7 +322,8 @@ def test_resolve_unknown_lists_where_it_looked(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ProfileError) as info:
         resolve_profile("nosuch")
     text = str(info.value)
-    assert text.startswith("nosuch: no such profile (looked for ")
+    assert text.startswith("fleet: no such profile 'nosuch' (looked for ")
+    assert text.endswith("`fleet --headless profile new nosuch` writes a starter there")
     assert str(PROFILES / "nosuch.yaml") in text
     assert str(tmp_path / "cfg" / "fleet" / "profiles" / "nosuch.yaml") in text
 
@@ -330,7 +331,7 @@ def test_resolve_unknown_lists_where_it_looked(tmp_path: Path, monkeypatch: pyte
 def test_missing_path_is_profile_error(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as info:
         load_profile(tmp_path / "missing.yaml")
-    assert str(info.value).startswith(f"{tmp_path / 'missing.yaml'}: no such profile")
+    assert str(info.value).startswith(f"fleet: no such profile '{tmp_path / 'missing.yaml'}'")
 
 
 def test_directory_is_profile_error(tmp_path: Path) -> None:
