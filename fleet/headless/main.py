@@ -79,7 +79,7 @@ async def _run(args, out: Output) -> int:
     try:
         return await handler(engine, args, out)
     except asyncio.CancelledError:
-        return 0 if args.command in ("events", "serve") else 130
+        return 0 if args.command == "serve" else 130
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("events", "the event log: every state change")
     p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing new events (from any process) until interrupted")
+                   help="keep printing new events (from any process) as JSON lines, "
+                        "whatever --format says, until SIGINT/SIGTERM (exit 130)")
     p.add_argument("--limit", "-n", type=int, default=50, metavar="N",
                    help="how many past events to show first (default 50)")
     p.add_argument("--subject", metavar="S", help="only events about this MAC/node/job")
