@@ -12,7 +12,6 @@ import signal
 import sys
 
 from fleet.errors import FleetError
-from fleet.headless import cmd_profile
 from fleet.headless.commands import HANDLERS
 from fleet.headless.output import Output
 from fleet.headless.parser import build_parser
@@ -32,7 +31,9 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "profile":
             if args.profile_command == "new":
-                return cmd_profile.new(args, out)
+                from fleet.headless.cmd_profile import new
+
+                return new(args, out)
             return _profile_check(args, out)
         return asyncio.run(_run(args, out))
     except KeyboardInterrupt:
@@ -59,10 +60,10 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _profile_check(args, out: Output) -> int:
     profile = load_profile(args.file)
-    summary = (f"{args.file}: ok: profile {profile.name!r}, {len(profile.sites)} site(s), "
+    summary = (f"{profile.path}: ok: profile {profile.name!r}, {len(profile.sites)} site(s), "
                f"{len(profile.jumps)} jump(s), {len(profile.deployments)} deployment(s), "
                f"{len(profile.nodes)} node(s)")
-    out.record({"file": str(args.file), "ok": True, "name": profile.name}, summary)
+    out.record({"file": str(profile.path), "ok": True, "name": profile.name}, summary)
     return 0
 
 

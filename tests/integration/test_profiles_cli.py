@@ -71,7 +71,7 @@ def test_profile_new_writes_a_starter_that_checks_as_the_lab_example_says(xdg):
         assert (user_dir() / "templates" / template).is_file(), template
     r = fleet("--headless", "profile", "check", "lab", env=xdg)
     assert r.returncode == 0, r.stderr
-    assert "ok: profile 'lab'" in r.stdout
+    assert r.stdout.startswith(f"{mine}: ok: profile 'lab'")  # which file it checked
     r = fleet("--headless", "profile", "check", str(mine), env=xdg)
     assert r.returncode == 0, r.stderr
 
