@@ -30,13 +30,17 @@ def main(argv: list[str]) -> int:
     out = Output(args.format or "table")
     try:
         if args.command == "profile":
+            if args.profile_command == "new":
+                from fleet.headless.cmd_profile import new
+
+                return new(args, out)
             return _profile_check(args, out)
         return asyncio.run(_run(args, out))
     except KeyboardInterrupt:
         return 130
     except ProfileError as err:
         print(str(err), file=sys.stderr)
-        return 2
+        return err.exit_code
     except FleetError as err:
         print(f"fleet: {err}", file=sys.stderr)
         return err.exit_code
@@ -56,10 +60,10 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _profile_check(args, out: Output) -> int:
     profile = load_profile(args.file)
-    summary = (f"{args.file}: ok: profile {profile.name!r}, {len(profile.sites)} site(s), "
+    summary = (f"{profile.path}: ok: profile {profile.name!r}, {len(profile.sites)} site(s), "
                f"{len(profile.jumps)} jump(s), {len(profile.deployments)} deployment(s), "
                f"{len(profile.nodes)} node(s)")
-    out.record({"file": str(args.file), "ok": True, "name": profile.name}, summary)
+    out.record({"file": str(profile.path), "ok": True, "name": profile.name}, summary)
     return 0
 
 
@@ -76,7 +80,7 @@ async def _run(args, out: Output) -> int:
     try:
         return await handler(engine, args, out)
     except asyncio.CancelledError:
-        return 0 if args.command in ("events", "serve") else 130
+        return 0 if args.command == "serve" else 130
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

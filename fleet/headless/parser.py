@@ -61,7 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     check = psub.add_parser("check", help="validate a profile; errors as FILE:LINE: key: message",
                             description="validate a profile; errors as FILE:LINE: key: message")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE|NAME",
+                       help="a profile file, or a name looked up as --profile does")
+    new = psub.add_parser(
+        "new", help="write a starter profile NAME into the config dir's profiles/",
+        description="write a starter profile into ~/.config/fleet/profiles/NAME.yaml, with "
+                    "the templates it uses in profiles/templates/ (existing templates are "
+                    "kept); refuses to overwrite a profile (exit 2)",
+        epilog="then: edit it, `fleet --headless profile check NAME`, `fleet --profile NAME`")
+    new.add_argument("name", metavar="NAME")
+    new.add_argument("--from", dest="source", choices=["lab", "demo"], default="lab",
+                     help="lab: the documented real-site example (default); demo: a copy "
+                          "of the demo to edit (as NAME demo it replaces the bundled one)")
+    for action in (check, new):
+        _globals(action, top=False)
 
     p = command("machines", "the machines seen: MAC, vendor, arch, state, first/last seen")
     p.add_argument("--state", metavar="S",
@@ -99,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "  per node, then {type: summary, ...}\n"
                      "error_kind: ok | command-failed | timeout | unreachable | auth | "
                      "host-key | cancelled\n"
-                     "exit 1 if any node failed. Recorded as a job (`fleet jobs`) with "
-                     "exec.started/exec.finished and one ssh.command event per node;\n"
+                     "exit 1 if any node failed. Recorded as a job (`fleet --headless jobs`),\n"
+                     "with exec.started/exec.finished and one ssh.command event per node;\n"
                      "`fleet --headless job cancel ID` from anywhere stops it (the remote "
                      "commands too).\n"
                      "example: exec --select role=web -- uptime")
@@ -125,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "The terminal is raw while the shell runs and restored after; window "
                      "size changes follow;\n$TERM is passed. The session's output (never "
                      "its input) is recorded as asciicast v2\nunder the recordings dir "
-                     "(`fleet info`); events shell.opened/shell.closed.\n"
+                     "(`fleet --headless info`); events shell.opened/shell.closed.\n"
                      "exit status: the remote shell's (255 if the connection was lost)")
     p.add_argument("node", metavar="NODE")
 
@@ -230,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("events", "the event log: every state change")
     p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing new events (from any process) until interrupted")
+                   help="keep printing new events (from any process) as JSON lines, "
+                        "whatever --format says, until SIGINT/SIGTERM (exit 130)")
     p.add_argument("--limit", "-n", type=int, default=50, metavar="N",
                    help="how many past events to show first (default 50)")
     p.add_argument("--subject", metavar="S", help="only events about this MAC/node/job")
