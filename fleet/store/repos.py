@@ -157,6 +157,14 @@ class LeaseRepo(_Repo):
         await tx.execute("UPDATE leases SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
                          (ended_at, lease_id))
 
+    async def holder(self, tx: "aiosqlite.Connection", hostname: str,
+                     other_than: str) -> tuple[str, str] | None:
+        """(mac, deployment) of another machine whose current lease uses `hostname`."""
+        rows = await tx.execute_fetchall(
+            "SELECT m.mac, l.deployment FROM machines m JOIN leases l ON l.id = m.lease_id "
+            "WHERE l.hostname = ? AND m.mac != ? ORDER BY m.mac LIMIT 1", (hostname, other_than))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     async def get(self, lease_id: int) -> Lease | None:
         row = await self.store.fetchone("SELECT * FROM leases WHERE id = ?", (lease_id,))
         return _lease_from(row) if row else None
@@ -266,6 +274,22 @@ class NodeRepo(_Repo):
 
     async def delete(self, tx: "aiosqlite.Connection", name: str) -> None:
         await tx.execute("DELETE FROM nodes WHERE name = ?", (name,))
+
+    async def registered_by(self, tx: "aiosqlite.Connection", mac: str) -> list[str]:
+        """The names of the nodes a machine registered by calling home."""
+        rows = await tx.execute_fetchall(
+            "SELECT name FROM nodes WHERE source = 'callhome' AND mac = ? ORDER BY name", (mac,))
+        return [r[0] for r in rows]
+
+    async def holder_of(self, tx: "aiosqlite.Connection", name: str) -> tuple[str, str | None] | None:
+        """(source, mac) of the node called `name`, or None."""
+        rows = await tx.execute_fetchall("SELECT source, mac FROM nodes WHERE name = ?", (name,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def unpin(self, tx: "aiosqlite.Connection", name: str) -> int:
+        """Drop every pinned host key of a node; how many there were."""
+        cur = await tx.execute("DELETE FROM host_keys WHERE node = ?", (name,))
+        return cur.rowcount
 
 
 def _node_from(row, keys: tuple[HostKey, ...]) -> Node:
