@@ -97,6 +97,7 @@ class HostKey:
 
 class Reachability(str, Enum):
     UNKNOWN = "unknown"
+    BOOTING = "booting"  # called home, has not answered SSH yet (within the boot grace)
     REACHABLE = "reachable"
     UNREACHABLE = "unreachable"
 

@@ -269,11 +269,19 @@ class NodeRepo(_Repo):
             await tx.executemany("UPDATE nodes SET reachability=?, last_seen=?, "
                                  "last_error=NULL WHERE name=?", up)
         if down:
-            await tx.executemany("UPDATE nodes SET reachability=?, last_error=? WHERE name=?",
-                                 down)
+            # a booting node stays booting: only liveness ends its boot grace
+            await tx.executemany("UPDATE nodes SET reachability=?, last_error=? WHERE name=? "
+                                 "AND reachability != 'booting'", down)
 
     async def delete(self, tx: "aiosqlite.Connection", name: str) -> None:
         await tx.execute("DELETE FROM nodes WHERE name = ?", (name,))
+
+    async def booting(self) -> list[tuple[str, float]]:
+        """(name, registered_at) of the nodes that called home and have not
+        answered SSH yet."""
+        rows = await self.store.fetchall(
+            "SELECT name, registered_at FROM nodes WHERE reachability = 'booting'")
+        return [(r[0], r[1] or 0.0) for r in rows]
 
     async def registered_by(self, tx: "aiosqlite.Connection", mac: str) -> list[str]:
         """The names of the nodes a machine registered by calling home."""
