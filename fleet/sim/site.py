@@ -19,6 +19,9 @@ section and the site's distributor, jump and subnets:
 - a stand-in wiper (`demo/wiper/`, recorded as a `wiper` artifact assigned to
   the distributor) so a machine released with a wipe has one to boot: the
   simulated machine does what the real wiper's /init does (machine.py);
+- installed machines' disks (OS, host key) are kept under the data dir
+  (`demo/disks/<profile>/`, `disks.py`): a restarted demo's provisioned
+  machines boot from disk again, same node and host key;
 - the demo follows fleet's events: a machine fleet releases is power-cycled
   (what an operator or a BMC would do), so it PXE boots into whatever fleet
   now says (wipe, or the hold loop).
@@ -49,6 +52,7 @@ from fleet.access.trust import jump_pins, store_jump_pins
 from fleet.access.keys import KeyStore, operator_key
 from fleet.core.model import HostKey
 from fleet.errors import BadInput
+from fleet.sim.disks import DiskShelf
 from fleet.sim.jump import JumpServer
 from fleet.sim.machine import QUIRKS, SimMachine
 from fleet.sim.vendors import make_hardware
@@ -100,6 +104,8 @@ class DemoSite:
         self.rng = random.Random(cfg.seed)
         self.operator_public = ""
         self.jump: JumpServer | None = None
+        # installed machines' disks, kept across restarts of the demo
+        self.disks = DiskShelf(engine.paths.data_dir / "demo" / "disks" / profile.name)
         self.machines: list[SimMachine] = []
         self.by_mac: dict[str, SimMachine] = {}
         self.started_at = 0.0
@@ -189,7 +195,9 @@ class DemoSite:
             hw = make_hardware(self.rng, i, used)
             at = self.stagger * i / max(1, n) + self.rng.uniform(0, 0.2)
             m = SimMachine(index=i, hw=hw, ip=self.machine_address(i), site=self,
-                           quirk=quirks.get(i), power_on_at=at)
+                           quirk=quirks.get(i), power_on_at=at, disk=self.disks.load(hw.mac))
+            if m.quirk == "rekey" and m.disk is not None:
+                m.kept_key = m.disk.os.host_key  # the key that survives its reinstalls
             self.machines.append(m)
             self.by_mac[hw.mac] = m
 
