@@ -18,9 +18,10 @@ node's state changes from what the store said (the first round against
 `unknown` counts as a change).
 
 A node that has just called home is `booting` (its installer reboots into the
-OS): it is checked 2, 3, 5, 8 and 13 s after the call-home, then every 15 s,
-and stays `booting` (no event) while it does not answer, until BOOT_GRACE
-(10 minutes) has passed: only then is it `unreachable`.
+OS; a demo machine powering on from disk is too): it is checked 2, 3, 5, 8 and
+13 s after it began booting, then every 15 s, and stays `booting` (no event)
+while it does not answer, until BOOT_GRACE (10 minutes) has passed: only then
+is it `unreachable`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def boot_check_due(age: float, grace: float = BOOT_GRACE) -> float | None:
     return BOOT_CHECKS[-1] + BOOT_EVERY * int((age - BOOT_CHECKS[-1]) // BOOT_EVERY)
 
 
+def _booting_since(node) -> float | None:
+    return node.booting_since if node.booting_since is not None else node.registered_at
+
+
 class Liveness:
     def __init__(self, engine: "Engine", interval: float = 30.0, *, timeout: float | None = None,
                  parallel: int = 64, boot_grace: float = BOOT_GRACE, tick: float = 0.5):
@@ -153,8 +158,8 @@ class Liveness:
         """Booting nodes whose next scheduled check has come (marked as done)."""
         now = self.engine.clock()
         due = []
-        for name, registered_at in await self.engine.store.nodes.booting():
-            offset = boot_check_due(now - registered_at, self.boot_grace)
+        for name, since in await self.engine.store.nodes.booting():
+            offset = boot_check_due(now - (since or 0.0), self.boot_grace)
             if offset is not None and offset > self._boot_checked.get(name, -1.0):
                 self._boot_checked[name] = offset
                 due.append(name)
@@ -166,8 +171,9 @@ class Liveness:
         # home again (a reinstall) since this loop last saw it
         was = (node.reachability if node.reachability is Reachability.BOOTING
                else self.state.get(node.name, node.reachability))
-        return (was is Reachability.BOOTING and node.registered_at is not None
-                and now - node.registered_at < self.boot_grace)
+        since = _booting_since(node)
+        return (was is Reachability.BOOTING and since is not None
+                and now - since < self.boot_grace)
 
     async def _check(self, api, node) -> tuple[bool, str | None]:
         from fleet.access.pool import AccessError
@@ -229,10 +235,13 @@ class Liveness:
                 continue
             word = new.value
             msg = f"{node.name} is {word}"
-            if old is Reachability.BOOTING and node.registered_at is not None:
-                since = format_duration(now - node.registered_at)
-                msg += (f", {since} after its call-home" if ok else
-                        f": no answer in {since} since its call-home")
+            began = _booting_since(node)
+            if old is Reachability.BOOTING and began is not None:
+                since = format_duration(now - began)
+                what = ("its call-home" if began == node.registered_at
+                        else "it began booting")
+                msg += (f", {since} after {what}" if ok else
+                        f": no answer in {since} since {what}")
             if error:
                 msg += f": {error}"
             events.append(self.engine.event(

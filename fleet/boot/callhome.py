@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from fleet.core import lifecycle as lc
-from fleet.core.model import (Event, HostKey, Lease, Machine, MachineState, Node, Reachability,
-                              Severity)
+from fleet.core.model import Event, HostKey, Lease, Machine, MachineState, Node, Severity
 from fleet.core.values import check_hostname, check_ipv4
 from fleet.tokens import CALLHOME, TEMPLATE, TokenSigner
 from fleet.access.trust import key_record
@@ -300,7 +299,7 @@ async def _register(engine: "Engine", body: Payload, peer: str, site: str | None
         await store.machines.save(tx, transition.machine)
         await store.nodes.save(tx, node)
         # booting until it answers SSH (liveness checks it within seconds)
-        await store.nodes.set_reachability(tx, name, Reachability.BOOTING, now)
+        await store.nodes.start_booting(tx, name, now)
         await store.nodes.pin_keys(tx, name, keys, replace_all=True)
         replaced = f"; replaces the {old.source} node of that name" if old else ""
         where = f" at {address}" if address else ""

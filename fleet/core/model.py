@@ -122,6 +122,7 @@ class Node:
     reachability: Reachability = Reachability.UNKNOWN
     last_seen: float | None = None
     last_error: str | None = None
+    booting_since: float | None = None  # when it last began booting (its call-home...)
 
 
 

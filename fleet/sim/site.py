@@ -50,7 +50,7 @@ import asyncssh
 
 from fleet.access.trust import jump_pins, store_jump_pins
 from fleet.access.keys import KeyStore, operator_key
-from fleet.core.model import HostKey
+from fleet.core.model import HostKey, MachineState
 from fleet.errors import BadInput
 from fleet.sim.disks import DiskShelf
 from fleet.sim.jump import JumpServer
@@ -222,6 +222,7 @@ class DemoSite:
                 f"demo: the jump cannot listen on {self.jump_address}:{self.jump_cfg.port}: "
                 f"{err.strerror or err}") from err
         self.build_machines()
+        await self._boot_from_disks()
         self.started_at = time.monotonic()
         self._sub = self.engine.follow()
         self._follow = asyncio.ensure_future(self._follow_events(self._sub))
@@ -238,6 +239,29 @@ class DemoSite:
             "demo.started", self.site_name, message, machines=len(self.machines),
             subnet=str(self.subnet), jump=self.jump_cfg.name,
             quirks={m.mac: m.quirk for m in self.machines if m.quirk}))
+
+    async def _boot_from_disks(self) -> None:
+        """Provisioned machines with a disk power on into their OS again: their
+        nodes are booting (liveness waits for them instead of calling them
+        unreachable), and an event says so."""
+        engine = self.engine
+        states = engine.machine_states
+        names = []
+        now = engine.clock()
+        async with engine.store.transaction() as tx:
+            for m in self.machines:
+                if m.disk is None or states.get(m.mac) is not MachineState.PROVISIONED:
+                    continue
+                node = await engine.store.nodes.get(m.disk.os.hostname)
+                if node is None or node.mac != m.mac:
+                    continue
+                await engine.store.nodes.start_booting(tx, node.name, now)
+                names.append(node.name)
+            if names:
+                await engine.store.events.append(tx, [engine.event(
+                    "demo.disks", self.site_name,
+                    f"demo: {len(names)} provisioned machine{'s' if len(names) != 1 else ''} "
+                    f"boot from disk again: {', '.join(sorted(names))}", nodes=sorted(names))])
 
     async def stop(self) -> None:
         if self._sub is not None:

@@ -253,9 +253,20 @@ class NodeRepo(_Repo):
         if reachability is Reachability.REACHABLE:
             await tx.execute("UPDATE nodes SET reachability=?, last_seen=?, last_error=NULL "
                              "WHERE name=?", (reachability.value, when, name))
+        elif reachability is Reachability.BOOTING:
+            # a node already booting keeps the time it began
+            await tx.execute(
+                "UPDATE nodes SET booting_since = CASE WHEN reachability = 'booting' AND "
+                "booting_since IS NOT NULL THEN booting_since ELSE ? END, reachability=?, "
+                "last_error=? WHERE name=?", (when, reachability.value, error, name))
         else:
             await tx.execute("UPDATE nodes SET reachability=?, last_error=? WHERE name=?",
                              (reachability.value, error, name))
+
+    async def start_booting(self, tx: "aiosqlite.Connection", name: str, when: float) -> None:
+        """The node began booting at `when` (it called home, or powered on)."""
+        await tx.execute("UPDATE nodes SET reachability='booting', booting_since=?, "
+                         "last_error=NULL WHERE name=?", (when, name))
 
     async def set_reachability_many(self, tx: "aiosqlite.Connection", when: float,
                                     rows: Iterable[tuple[str, Reachability, str | None]]
@@ -277,10 +288,11 @@ class NodeRepo(_Repo):
         await tx.execute("DELETE FROM nodes WHERE name = ?", (name,))
 
     async def booting(self) -> list[tuple[str, float]]:
-        """(name, registered_at) of the nodes that called home and have not
-        answered SSH yet."""
+        """(name, when it began booting) of the nodes that have not answered SSH
+        since they called home or powered on."""
         rows = await self.store.fetchall(
-            "SELECT name, registered_at FROM nodes WHERE reachability = 'booting'")
+            "SELECT name, COALESCE(booting_since, registered_at) FROM nodes "
+            "WHERE reachability = 'booting'")
         return [(r[0], r[1] or 0.0) for r in rows]
 
     async def registered_by(self, tx: "aiosqlite.Connection", mac: str) -> list[str]:
@@ -306,7 +318,7 @@ def _node_from(row, keys: tuple[HostKey, ...]) -> Node:
                 user=row["user"], labels=_json_map(row["labels"]), source=row["source"],
                 mac=row["mac"], registered_at=row["registered_at"], host_keys=keys,
                 reachability=Reachability(row["reachability"]), last_seen=row["last_seen"],
-                last_error=row["last_error"])
+                last_error=row["last_error"], booting_since=row["booting_since"])
 
 
 # -- events --------------------------------------------------------------------

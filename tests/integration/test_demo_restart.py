@@ -34,7 +34,7 @@ async def answers(engine: Engine, name: str):
 
 async def test_a_restarted_demo_boots_its_provisioned_machines_from_disk(tmp_path, xdg):
     path = write_demo_profile(tmp_path, machines=2, misbehave=False, install_seconds=0.5,
-                              ports=free_ports(), subnet_octet=205,
+                              ports=free_ports(), subnet_octet=245,
                               options={"stagger_seconds": 0.2, "ipxe_size": 4096})
     engine = await Engine.open(path)
     try:
@@ -59,7 +59,22 @@ async def test_a_restarted_demo_boots_its_provisioned_machines_from_disk(tmp_pat
 
     engine = await Engine.open(path)
     try:
+        restarted = await engine.last_event_id()
         await start_demo(engine)
+        # the node is booting (not unreachable) while its machine powers on
+        assert (await engine.node("keep1")).reachability.value == "booting"
+        engine.access.start_liveness(interval=30.0)
+
+        async def reachable():
+            return (await engine.node("keep1")).reachability.value == "reachable"
+
+        await until("liveness finds keep1 up", reachable, 20)
+        since = [e for e in await engine.events(500) if e.id > restarted]
+        kinds = [e.kind for e in since]
+        assert "node.unreachable" not in kinds, kinds
+        assert any(e.kind == "demo.disks" and "keep1" in e.message for e in since)
+        up = next(e for e in since if e.kind == "node.reachable")
+        assert "after it began booting" in up.message
         again = await until("keep1 answers after the restart",
                             lambda: answers(engine, "keep1"), 40)
         assert again.exit_status == first.exit_status == 0

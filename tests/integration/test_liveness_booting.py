@@ -63,7 +63,7 @@ async def test_a_silent_booting_node_stays_booting_until_the_grace(profile_path)
 
 async def test_a_new_demo_node_is_booting_then_reachable_within_seconds(tmp_path, xdg):
     path = write_demo_profile(tmp_path, machines=1, misbehave=False, install_seconds=0.5,
-                              ports=free_ports(), subnet_octet=203,
+                              ports=free_ports(), subnet_octet=243,
                               options={"stagger_seconds": 0.2, "ipxe_size": 4096})
     engine = await Engine.open(path)
     try:

@@ -42,7 +42,7 @@ async def until(what: str, check, timeout: float, every: float = 0.3):
 @pytest.fixture
 async def demo(tmp_path, xdg):
     path = write_demo_profile(tmp_path, machines=3, misbehave=False, install_seconds=0.5,
-                              ports=free_ports(), subnet_octet=201,
+                              ports=free_ports(), subnet_octet=241,
                               options={"stagger_seconds": 0.2, "ipxe_size": 4096})
     engine = await Engine.open(path)
     try:
