@@ -277,7 +277,7 @@ async def store_jump_pins(engine: "Engine", name: str, pins: Iterable[HostKey], 
     the event that says why, in one transaction."""
     async with engine.store.transaction() as tx:
         await engine.store.meta.set(tx, JUMP_META + name, "\n".join(
-            f"{k.key_type} {k.key} {k.fingerprint} {k.added_at}" for k in pins))
+            f"{k.key_type} {k.key} {k.fingerprint} {k.added_at} {k.source}" for k in pins))
         await engine.store.events.append(tx, [event])
 
 
@@ -291,7 +291,8 @@ def _parse_pin(line: str) -> HostKey:
     kind, body = parts[0], parts[1]
     fp = parts[2] if len(parts) > 2 else fingerprint_of(f"{kind} {body}")
     added = float(parts[3]) if len(parts) > 3 else 0.0
-    return HostKey(kind, body, fp, "accept-new", added)
+    source = parts[4] if len(parts) > 4 else "accept-new"  # older lines name none
+    return HostKey(kind, body, fp, source, added)
 
 
 class FleetClient(asyncssh.SSHClient):

@@ -36,6 +36,7 @@ class DiskShelf:
         return self.folder / mac.replace(":", "")
 
     def save(self, mac: str, disk) -> None:
+        private_dir(self.folder)
         folder = private_dir(self._dir(mac))
         key = folder / "host_key"
         tmp = folder / "host_key.tmp"

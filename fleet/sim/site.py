@@ -260,8 +260,9 @@ class DemoSite:
             if names:
                 await engine.store.events.append(tx, [engine.event(
                     "demo.disks", self.site_name,
-                    f"demo: {len(names)} provisioned machine{'s' if len(names) != 1 else ''} "
-                    f"boot from disk again: {', '.join(sorted(names))}", nodes=sorted(names))])
+                    f"demo: {len(names)} provisioned "
+                    f"{'machine boots' if len(names) == 1 else 'machines boot'} from disk "
+                    f"again: {', '.join(sorted(names))}", nodes=sorted(names))])
 
     async def stop(self) -> None:
         if self._sub is not None:

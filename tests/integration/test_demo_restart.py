@@ -48,6 +48,10 @@ async def test_a_restarted_demo_boots_its_provisioned_machines_from_disk(tmp_pat
         await engine.lease(mac, "debian12", hostname="keep1")
         first = await until("keep1 answers", lambda: answers(engine, "keep1"), 40)
         pins = (await engine.node("keep1")).host_keys
+        from fleet.access.trust import pinned_keys
+
+        listed = {(r["name"], r["kind"], r["source"]) for r in await pinned_keys(engine)}
+        assert listed == {("keep1", "node", "callhome"), ("demo-jump", "jump", "demo")}
         registered = [e.id for e in await engine.events(500) if e.kind == "node.registered"]
     finally:
         await engine.close()  # the demo stops: every simulated machine powers off
