@@ -642,6 +642,7 @@ class SightingRecorder:
         self._pending: dict[str, tuple[float, dict[str, Any]]] = {}
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._complained = -60.0
 
     def add(self, mac: str, ts: float, facts: dict[str, Any]) -> None:
         old = self._pending.get(mac)
@@ -656,7 +657,15 @@ class SightingRecorder:
 
     async def _later(self) -> None:
         await asyncio.sleep(self.interval)
-        await self.flush()
+        try:
+            await self.flush()
+        except EnvironmentProblem as err:
+            # a full disk, say: these sightings are lost (the machines are seen
+            # again at their next poll); one line a minute, not a traceback each time
+            now = time.monotonic()
+            if now - self._complained >= 60.0:
+                self._complained = now
+                log.error("%s (sightings are not recorded until it can write)", err)
 
     async def flush(self) -> None:
         async with self._lock:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from fleet.core.durations import format_duration
 from fleet.core.model import Reachability, Severity
+from fleet.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
     from fleet.engine import Engine
@@ -150,6 +151,8 @@ class Liveness:
                         await self.check_once(due)
             except asyncio.CancelledError:
                 raise
+            except EnvironmentProblem as err:  # a full disk: say so, no traceback
+                log.error("liveness: %s", err)
             except Exception:
                 log.exception("liveness round failed")
             await asyncio.sleep(max(0.0, min(self.tick, next_round - time.monotonic())))
