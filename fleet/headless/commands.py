@@ -49,10 +49,10 @@ async def lease(engine: Engine, args, out: Output) -> int:
 
 
 async def release(engine: Engine, args, out: Output) -> int:
-    m = await engine.release(args.mac, wipe=args.wipe)
-    text = (f"{m.mac} released; its next boot wipes it" if m.state.value == "wiping"
-            else f"{m.mac} released; back in the pool")
-    out.record(rec.machine(m), text)
+    outcome = await engine.release_outcome(args.mac, wipe=args.wipe)
+    row = {**rec.machine(outcome.machine), "changed": outcome.changed,
+           "retired": outcome.retired, "message": outcome.message}
+    out.record(row, outcome.message)
     return 0
 
 

@@ -87,14 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", metavar="H", help="default: node-<last 6 hex digits of MAC>")
     p.add_argument("--address", metavar="A", help="IPv4 address for the installed node")
 
-    p = command("release", "end a machine's lease; it returns to the pool")
+    p = command("release", "end a machine's lease and retire its node; it returns to the pool")
+    p.description = ("end a machine's lease and retire its node (it leaves `nodes`, its "
+                     "pinned host keys are dropped);\nthe machine returns to the pool. A "
+                     "machine holding no lease: nothing changes (exit 0);\na plain release "
+                     "of a machine waiting to be wiped cancels the wipe.")
     p.add_argument("mac", metavar="MAC")
     p.add_argument("--wipe", action="store_true",
-                   help="its next boot clears the boot sector before it returns to the pool")
+                   help="its next boot clears the boot sector before it returns to the pool "
+                        "(also for a machine holding no lease: a deliberate wipe)")
 
     p = command("nodes", "registered and declared nodes, with their route")
     p.add_argument("--select", metavar="EXPR",
                    help="all | site=NAME | LABEL=VALUE | name=GLOB, comma-separated; !negates")
+
+    p = command("trust", "pinned SSH host keys: list them, or forget a node's or jump's")
+    tsub = p.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
+    a = tsub.add_parser("list", help="every pinned host key: node or jump, type, fingerprint",
+                        description="every pinned host key: node or jump, type, fingerprint, "
+                                    "where it came from")
+    _globals(a, top=False)
+    a = tsub.add_parser("forget", help="drop the host keys pinned for a node or jump",
+                        description="drop the host keys pinned for a node or jump (after a "
+                                    "reinstall): the next connection trusts known_hosts, or "
+                                    "pins anew under host_keys: accept-new or at call-home")
+    a.add_argument("name", metavar="NODE")
+    _globals(a, top=False)
 
     p = command("routes", "how each node would be reached, and why")
     p.description = ("how each node would be reached, and why: direct-public-ipv4, "

@@ -88,4 +88,9 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_subject ON events(subject);
     """,
+    # 2: when a node began booting (its call-home, or a demo machine powering on
+    # from disk): liveness gives it a grace from then
+    """
+    ALTER TABLE nodes ADD COLUMN booting_since REAL;
+    """,
 ]
