@@ -67,6 +67,8 @@ SITE_STOP_ORDER = ("demo", "liveness", "worker", "boot")
 #: into a closed runner; before the pool its exec jobs use, so they can still
 #: kill their remote commands), then the access plane; the feed and store last
 CLOSE_ORDER = (*SITE_STOP_ORDER, "jobs", "access")
+#: how long one part may take to stop before the others go on without it
+STOP_SECONDS = 3.0
 
 
 class Demo(Protocol):
@@ -104,6 +106,7 @@ class Engine:
         self.access: AccessAPI
         self.demo: Demo | None = None
         self._worker: asyncio.Task | None = None
+        self._stuck_parts: set[str] = set()  # parts that did not stop in time
 
     # -- opening and closing ----------------------------------------------------
 
@@ -229,9 +232,21 @@ class Engine:
                 await self.store.close()
 
     async def _stop(self, parts: tuple[str, ...]) -> None:
+        """Stop each part within STOP_SECONDS: one that hangs (or swallows its
+        cancellation) is left behind with a warning and the others still stop."""
         for part in parts:
+            if part in self._stuck_parts:
+                continue  # given up on once; trying again would only wait again
+            stopping = asyncio.ensure_future(self._stop_part(part))
+            done, _ = await asyncio.wait({stopping}, timeout=STOP_SECONDS)
+            if not done:
+                stopping.cancel()  # not awaited: it may never finish
+                self._stuck_parts.add(part)
+                log.warning("%s did not stop within %gs; going on without it",
+                            part, STOP_SECONDS)
+                continue
             try:
-                if await self._stop_part(part):
+                if stopping.result():
                     site_log.info("stopped %s", part)
             except Exception:  # one failing part must not leak the others
                 log.exception("error while stopping %s", part)
