@@ -27,6 +27,7 @@ from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane, Tabs
+from textual.widgets.input import Selection
 
 from fleet.core.model import Event
 from fleet.engine import Engine
@@ -47,6 +48,7 @@ TICK_INTERVAL = 2.0
 RECONCILE_INTERVAL = 30.0
 BULK_LIMIT = 300
 FIRST_PAGE = 200  # rows of each big pane fetched for the first screen
+NARROW_BELOW = 120  # columns: below this the dashboard shows only machines, nodes, events
 PANES = (MachinesPane, NodesPane, JobsPane, DistributorsPane, EventsPane)
 #: the dashboard's keys (not for shell tabs, dialogs or the command line)
 DASHBOARD_ACTIONS = {"unavailable", "focus_pane", "toggle_maximize", "command_mode",
@@ -67,10 +69,18 @@ class FleetApp(ShellActions, App):
     #pane-events { height: 1fr; }
     #pane-distributors { width: 62; }
     #pane-jobs { width: 62; }
+    /* a small terminal: machines and nodes take the width; distributors and jobs
+       leave the dashboard (the header counts them; 3 and 4 zoom to them) */
+    Screen.-narrow #row1 > #pane-distributors, Screen.-narrow #row2 > #pane-jobs {
+        display: none; }
+    Screen.-narrow #row1 > #pane-distributors.-maximized,
+    Screen.-narrow #row2 > #pane-jobs.-maximized { display: block; }
+    #row1 > #pane-distributors.-maximized, #row2 > #pane-jobs.-maximized { width: 1fr; }
     #cmdline { display: none; border: none; height: 1; padding: 0 1; background: $panel; }
     #cmdline.open { display: block; }
     """
     BINDINGS = APP_BINDINGS + unavailable_bindings(PANES)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
     COMMANDS = App.COMMANDS | {FleetCommands}
 
     def __init__(self, profile: Profile, *, read_only: bool = False,
@@ -465,7 +475,9 @@ class FleetApp(ShellActions, App):
         switched = tabs.active != "tab-dashboard"
         if switched:
             tabs.active = "tab-dashboard"
-        if self.screen.maximized is not None and self.screen.maximized is not pane:
+        if not self._on_dashboard(pane):
+            self.screen.maximized = pane  # a small terminal's dashboard leaves it out
+        elif self.screen.maximized is not None and self.screen.maximized is not pane:
             self.screen.maximized = pane
         if switched:
             pane.table.focus()  # once the dashboard is shown again
@@ -473,6 +485,11 @@ class FleetApp(ShellActions, App):
             # now, not via call_later (Widget.focus): keys typed right behind, as in
             # `2/web`, must find the focus (and current_pane) already moved
             self.screen.set_focus(pane.table)
+
+    def _on_dashboard(self, pane: Pane) -> bool:
+        """Whether the dashboard's layout shows this pane (not at small widths)."""
+        return not (self.screen_stack[0].has_class("-narrow")
+                    and pane.kind in ("distributors", "jobs"))
 
     def action_toggle_maximize(self) -> None:
         if self.screen.maximized is not None:
@@ -522,6 +539,8 @@ class FleetApp(ShellActions, App):
         else:
             cmd.value = ":"
         cmd.cursor_position = len(cmd.value)
+        if len(cmd.value) > 1:  # the old filter, selected: typing replaces it
+            cmd.selection = Selection(1, len(cmd.value))
         # focus now, not via call_later (Widget.focus): keys typed right after `/`
         # (a paste, a fast typist, tmux send-keys) went to the table as verbs
         self.screen.set_focus(cmd)
@@ -531,7 +550,10 @@ class FleetApp(ShellActions, App):
         command line took focus; they reach the app and belong to the command line."""
         cmd = self._cmdline
         if self.focused is cmd and event.is_printable and event.character:
-            cmd.insert_text_at_cursor(event.character)
+            if cmd.selection.is_empty:
+                cmd.insert_text_at_cursor(event.character)
+            else:
+                cmd.replace(event.character, *cmd.selection)
             event.stop()
 
     def _close_cmdline(self) -> None:
@@ -554,12 +576,17 @@ class FleetApp(ShellActions, App):
 
     def apply_filter(self, text: str, pane: Pane | None = None) -> bool:
         pane = pane or self.current_pane()
+        table = pane.table
         try:
-            pane.table.set_filter(text)
+            table.set_filter(text)
         except ValueError as err:
             self.notify(str(err), severity="error")
             return False
         pane.update_title()
+        unknown = table.filter.field_keys() - table.field_keys()
+        if unknown and table.rows:
+            self.notify(f"no {pane.kind} have {', '.join(sorted(unknown))}; filter keys "
+                        f"here: {', '.join(sorted(table.field_keys()))}", severity="warning")
         return True
 
     async def run_command(self, text: str) -> None:

@@ -88,3 +88,7 @@ def test_read_only_header(snap_compare, seeded_dir):
 def test_theme(snap_compare, seeded_dir, theme):
     assert snap_compare(make_app(seeded_dir, theme_name=theme), terminal_size=SIZE,
                         run_before=_before())
+
+
+def test_dashboard_at_80x24(snap_compare, seeded_dir):
+    assert snap_compare(make_app(seeded_dir), terminal_size=(80, 24), run_before=_before())
