@@ -7,16 +7,26 @@ import asyncio
 import json
 import os
 import random
+import shlex
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from fleet.engine import Engine
 from fleet.sites.protocol import ERROR_KINDS, MAX_FRAME
+from support.profiles import XDG_VARS
 
 MAC = "ac:1f:6b:00:00:42"
 OTHER_MAC = "ac:1f:6b:00:00:43"
+
+
+def agent_argv(profile, site: str | None = "rack1") -> list[str]:
+    argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile), "agent"]
+    return argv + ["--site", site] if site is not None else argv
 
 
 class AgentProcess:
@@ -30,12 +40,13 @@ class AgentProcess:
     @classmethod
     async def start(cls, profile, env, *, site: str | None = "rack1",
                     extra_env: dict | None = None) -> "AgentProcess":
-        args = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile), "agent"]
-        if site is not None:
-            args += ["--site", site]
+        return await cls.spawn(agent_argv(profile, site), {**env, **(extra_env or {})})
+
+    @classmethod
+    async def spawn(cls, argv: list[str], env: dict) -> "AgentProcess":
         proc = await asyncio.create_subprocess_exec(
-            *args, env={**env, **(extra_env or {})}, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, limit=2 * MAX_FRAME)
+            *argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, limit=2 * MAX_FRAME)
         return cls(proc)
 
     async def write(self, data: bytes) -> None:
@@ -128,12 +139,9 @@ def lease_args(key: str, mac: str = MAC, **more) -> dict:
 
 async def test_a_lease_through_the_agent_is_in_the_events_after_the_cursor_with_who(
         seeded, xdg, agents, tmp_path):
-    key = tmp_path / "op"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], check=True,
-                                 capture_output=True, text=True).stdout.split()[1]
-    kind, blob = (tmp_path / "op.pub").read_text().split()[:2]
-    auth = tmp_path / "auth"
+    public, fingerprint = keygen(tmp_path / "op")
+    kind, blob = public.split()[:2]
+    auth = tmp_path / "auth"  # what sshd's ExposeAuthInfo writes
     auth.write_text(f"publickey {kind} {blob}\n")
     agent = await open_agent(agents, seeded, xdg, extra_env={
         "USER": "alice", "SSH_CONNECTION": "10.0.0.9 50022 10.0.0.1 22",
@@ -416,3 +424,71 @@ async def test_one_key_sent_through_two_agents_at_once_acts_once(seeded, xdg, ag
         answers[1]["result"]["machine"]["lease_id"]
     facts = await store_facts(seeded)
     assert facts["leases"] == 1 and facts["keys"] == 1
+
+
+# -- over a real SSH channel ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> tuple[str, str]:
+    """A new ed25519 key at `path`: (public line, fingerprint as ssh-keygen prints it)."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                   check=True)
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{path}.pub"], check=True,
+                                 capture_output=True, text=True).stdout.split()[1]
+    return Path(f"{path}.pub").read_text().strip(), fingerprint
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """OpenSSH's sshd on 127.0.0.1 with ExposeAuthInfo (root: it switches users)."""
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    host_public, _ = keygen(folder / "host")
+    operator_public, fingerprint = keygen(folder / "operator")
+    (folder / "authorized_keys").write_text(operator_public + "\n")
+    port = free_port()
+    (folder / "conf").write_text(
+        f"ListenAddress 127.0.0.1:{port}\nHostKey {folder / 'host'}\n"
+        f"PidFile {folder / 'pid'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        "StrictModes no\nUsePAM no\nUseDNS no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "ExposeAuthInfo yes\nPrintMotd no\nPrintLastLog no\n")
+    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n")
+    log = folder / "log"
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(folder / "conf"), "-E", str(log)])
+    deadline = time.monotonic() + 10
+    while "Server listening on" not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    yield {"port": port, "folder": folder, "fingerprint": fingerprint}
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.root
+async def test_the_agent_over_ssh_knows_the_operators_key(seeded, xdg, agents, sshd):
+    folder = sshd["folder"]
+    xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
+    remote = (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} "
+              + " ".join(shlex.quote(a) for a in agent_argv(seeded)))
+    agent = await AgentProcess.spawn(
+        ["ssh", "-p", str(sshd["port"]), "-i", str(folder / "operator"),
+         "-o", f"UserKnownHostsFile={folder / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "root@127.0.0.1", remote], xdg)
+    agents.append(agent)
+    hello = await agent.hello()
+    expected = {"user": "root", "from": "127.0.0.1", "key": sshd["fingerprint"]}
+    assert hello["by"] == expected
+    assert (await agent.call("lease", **lease_args("ssh-1")))["ok"]
+    events = (await agent.call("events_since", after=hello["last_event_id"]))["result"]["events"]
+    assert [e["kind"] for e in events] == ["machine.leased"]
+    assert events[0]["data"]["by"] == expected
+    assert await agent.close() == 0  # end of input on the channel ends the agent
