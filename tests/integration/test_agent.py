@@ -188,6 +188,47 @@ async def test_the_snapshot_is_what_json_output_prints(seeded, xdg, agents):
     assert snap["more"] is False and snap["last_event_id"] == 2
 
 
+async def test_pages_fit_a_frame_and_the_cursor_misses_and_repeats_nothing(
+        profile_path, xdg, agents):
+    """Events and machines worth several frames come in pages under the limit;
+    following the cursors gets each exactly once, in order."""
+    async with await Engine.open(profile_path) as engine:
+        await engine.record(*(engine.event("test.bulk", f"s{i}", "bulk", blob="b" * 9000)
+                              for i in range(300)))
+        for i in range(2500):
+            engine.record_sighting(f"52:54:00:00:{i // 256:02x}:{i % 256:02x}",
+                                   stage="firmware")
+        await engine.flush_sightings()
+        last = await engine.last_event_id()
+    agent = await open_agent(agents, profile_path, xdg)
+    await agent.hello()
+
+    ids, pages, after = [], 0, 0
+    while True:
+        await agent.send({"id": 1, "op": "events_since", "after": after, "limit": 5000})
+        line = await asyncio.wait_for(agent.proc.stdout.readline(), 15)
+        assert len(line) <= MAX_FRAME
+        page = json.loads(line)["result"]
+        ids += [e["id"] for e in page["events"]]
+        after, pages = page["last_id"], pages + 1
+        if not page["more"]:
+            break
+    assert ids == list(range(1, last + 1)) and pages >= 3
+
+    macs, pages, cursor = [], 0, {}
+    while True:
+        await agent.send({"id": 2, "op": "snapshot", **cursor})
+        line = await asyncio.wait_for(agent.proc.stdout.readline(), 15)
+        assert len(line) <= MAX_FRAME
+        page = json.loads(line)["result"]
+        macs += [m["mac"] for m in page["machines"]]
+        cursor = {"after_mac": page["after_mac"], "after_node": page["after_node"]}
+        pages += 1
+        if not page["more"]:
+            break
+    assert len(macs) == 2500 and macs == sorted(set(macs)) and pages >= 2
+
+
 # -- follow -------------------------------------------------------------------------
 
 async def test_follow_streams_an_event_another_process_writes(seeded, xdg, agents):
