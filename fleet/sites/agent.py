@@ -6,7 +6,7 @@ until `unfollow` or the end of input. A line that is not a valid request gets
 an error reply and the agent goes on serving; nothing reaches the store before
 a request has passed every check.
 
-    hello          version and site check; must come first
+    hello          version and site check, the store's id; must come first
     events_since   the events after a cursor, in id order, as many as fit a frame
     follow         stream frames of every event after a cursor, then live ones
     unfollow       stop streaming
@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from importlib import metadata
 from typing import Any, Awaitable, Callable
 
@@ -41,6 +42,9 @@ log = logging.getLogger("fleet.agent")
 
 #: how long a command's idempotency key is kept (a retry comes within minutes)
 KEEP_KEYS_S = 30 * 24 * 3600
+#: the meta key naming this store: a console's cursor is only good for the store
+#: it came from (a rebuilt store starts its event ids again)
+STORE_ID_KEY = "site.store_id"
 #: what a reply's result may take of a frame
 _BUDGET = MAX_FRAME - ENVELOPE_SLACK
 
@@ -71,6 +75,7 @@ class SiteAgent:
         self._send = send
         self.keys = CommandKeys(engine.store)
         self._greeted = False
+        self.store_id: str | None = None
         self._follow: asyncio.Task | None = None
         self._after_reply: Callable[[], None] | None = None
         self._handlers = {
@@ -80,9 +85,18 @@ class SiteAgent:
         }
 
     async def prepare(self) -> None:
-        """Forget idempotency keys older than KEEP_KEYS_S."""
-        if not self.engine.read_only:
-            await self.keys.forget_before(self.engine.clock() - KEEP_KEYS_S)
+        """Name the store (once per store) and forget idempotency keys older than
+        KEEP_KEYS_S."""
+        store = self.engine.store
+        if self.engine.read_only:
+            self.store_id = await store.meta.get(STORE_ID_KEY)
+            return
+        async with store.transaction() as tx:  # two agents starting at once: one names it
+            self.store_id = await store.meta.get(STORE_ID_KEY)
+            if self.store_id is None:
+                self.store_id = uuid.uuid4().hex
+                await store.meta.set(tx, STORE_ID_KEY, self.store_id)
+        await self.keys.forget_before(self.engine.clock() - KEEP_KEYS_S)
 
     async def serve(self, frames: FrameReader) -> None:
         """Answer every line until the end of input."""
@@ -139,10 +153,22 @@ class SiteAgent:
                 f"{args['protocol']}: install the same fleet version on both", request.id)
         self._greeted = True
         return {"version": fleet_version(), "site": self.site, "protocol": PROTOCOL,
-                "last_event_id": await self.engine.last_event_id(), "by": self.by}
+                "last_event_id": await self.engine.last_event_id(),
+                "store_id": self.store_id, "by": self.by}
+
+    async def _check_cursor(self, after: int, request: Request) -> None:
+        """A cursor past the last event came from another store (this one was
+        rebuilt): answering from it would skip events without a word."""
+        last = await self.engine.last_event_id()
+        if after > last:
+            raise ProtocolError(
+                "conflict", f"cursor {after} is past this site's last event {last}: it "
+                f"belongs to another store than this one ({self.store_id}); start again "
+                "from 0", request.id)
 
     async def _events_since(self, request: Request) -> dict[str, Any]:
         after, limit = request.args["after"], request.args["limit"]
+        await self._check_cursor(after, request)
         batch = await self.engine.store.events.since(after, limit + 1)
         out: list[dict[str, Any]] = []
         used = 0
@@ -163,6 +189,7 @@ class SiteAgent:
         if self._follow is not None and not self._follow.done():
             raise ProtocolError("conflict", "already following: unfollow first", request.id)
         after = request.args["after"]
+        await self._check_cursor(after, request)
         sub = self.engine.follow(after)
 
         def start() -> None:  # after the reply: every stream frame comes after it

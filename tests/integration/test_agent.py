@@ -229,6 +229,19 @@ async def test_pages_fit_a_frame_and_the_cursor_misses_and_repeats_nothing(
     assert len(macs) == 2500 and macs == sorted(set(macs)) and pages >= 2
 
 
+async def test_a_cursor_from_another_store_is_refused_not_answered_empty(seeded, xdg, agents):
+    first = await open_agent(agents, seeded, xdg)
+    second = await open_agent(agents, seeded, xdg)
+    one, two = await asyncio.gather(first.hello(), second.hello())
+    assert one["store_id"] == two["store_id"] and len(one["store_id"]) == 32
+    for op in ("events_since", "follow"):
+        answer = await first.call(op, after=one["last_event_id"] + 1)
+        assert answer["error"]["kind"] == "conflict", answer
+        assert f"past this site's last event {one['last_event_id']}" in answer["error"]["message"]
+    assert (await first.call("events_since", after=one["last_event_id"]))["result"][
+        "events"] == []
+
+
 # -- follow -------------------------------------------------------------------------
 
 async def test_follow_streams_an_event_another_process_writes(seeded, xdg, agents):
