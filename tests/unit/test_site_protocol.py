@@ -217,3 +217,23 @@ def test_identity_without_ssh_is_the_user_alone(tmp_path):
     assert ssh_identity({"USER": "bob"}) == {"user": "bob"}
     assert ssh_identity({"USER": "bob", "SSH_USER_AUTH": str(tmp_path / "gone")}) == {
         "user": "bob"}
+
+
+# -- layers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("module, line", [
+    # the wire format reaching into the store: the console's side could not use it
+    ("fleet/sites/protocol.py", "import fleet.store.db"),
+    # the agent reaching up into the CLI that runs it
+    ("fleet/sites/agent.py", "import fleet.headless.output"),
+])
+def test_the_site_modules_keep_their_layers(tmp_path, module, line):
+    from unit.test_layers import copy_of_project, lint
+
+    tree = copy_of_project(tmp_path)
+    path = tree / module
+    path.write_text(path.read_text() + f"\n{line}  # a deliberate back-edge\n")
+    cp = lint(tree)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "fleet layers BROKEN" in cp.stdout
+    assert module.removesuffix(".py").replace("/", ".") in cp.stdout
