@@ -25,7 +25,8 @@ import contextlib
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
@@ -35,7 +36,7 @@ from fleet.core.model import (LEASED_STATES, Artifact, Distributor, Event, Job, 
                               MachineState, Node, Severity)
 from fleet.core.select import SelectError, parse_selector
 from fleet.core.values import check_hostname, check_ipv4, parse_mac
-from fleet.errors import BadInput, EnvironmentProblem, ReadOnly, UnknownTarget
+from fleet.errors import BadInput, Conflict, EnvironmentProblem, ReadOnly, UnknownTarget
 from fleet.oui import nic_vendor
 from fleet.paths import Paths
 from fleet.profile import Profile, load_profile
@@ -69,6 +70,20 @@ SITE_STOP_ORDER = ("demo", "liveness", "worker", "boot")
 CLOSE_ORDER = (*SITE_STOP_ORDER, "jobs", "access")
 #: how long one part may take to stop before the others go on without it
 STOP_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Acting:
+    """Who a command acts for, and what commits with it: `by` goes into the data
+    of every event its transitions write; `then(tx, transition)` runs inside the
+    same transaction (the site agent keeps the command's idempotency key there,
+    and may raise to refuse a transition that changed nothing)."""
+
+    by: dict[str, Any] | None = None
+    then: Callable[[Any, lc.Transition], Awaitable[None]] | None = None
+
+
+_acting: ContextVar[Acting | None] = ContextVar("fleet_acting", default=None)
 
 
 class Demo(Protocol):
@@ -496,12 +511,29 @@ class Engine:
         try:
             return lc.apply(machine, op, now)
         except lc.IllegalTransition as err:
-            raise BadInput(str(err)) from None
+            raise Conflict(str(err)) from None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def acting(acting: Acting):
+        """Lifecycle commands inside this block (in this task) carry `acting`."""
+        token = _acting.set(acting)
+        try:
+            yield
+        finally:
+            _acting.reset(token)
 
     async def _commit(self, tx, transition: lc.Transition) -> None:
+        acting = _acting.get()
         if transition.changed:
+            events = transition.events
+            if acting is not None and acting.by:
+                events = tuple(replace(e, data={**e.data, "by": dict(acting.by)})
+                               for e in events)
             await self.store.machines.save(tx, transition.machine)
-            await self.store.events.append(tx, transition.events)
+            await self.store.events.append(tx, events)
+        if acting is not None and acting.then is not None:
+            await acting.then(tx, transition)
 
     # -- sightings (boot services report what they saw; never awaited on the hot path)
 

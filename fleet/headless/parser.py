@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("serve", "run the boot services and the job runner until SIGINT/SIGTERM; "
                      "events as JSON lines on stdout")
+    command("agent", "serve this site to a console over SSH: JSON-lines requests on stdin, "
+                     "replies and event streams on stdout, until end of input").add_argument(
+        "--site", metavar="NAME", help="the site served (default: the profile's only site)")
     command("info", "every path in use: profile, config, data, store, logs, cache")
 
     p = command("profile", "profile tools")
