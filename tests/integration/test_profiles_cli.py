@@ -125,6 +125,10 @@ def test_an_unreadable_profile_is_an_environment_problem_exit_3(xdg, tmp_path):
     path = tmp_path / "locked.yaml"
     path.write_text("version: 1\nname: locked\n")
     path.chmod(0)
+    console = subprocess.run([*AS_OWNER_ONLY, str(INSTALLED), "--profile", str(path)],
+                             capture_output=True, text=True, env=xdg, timeout=60)
+    assert console.returncode == 3, console.stderr
+    assert console.stderr == f"fleet: cannot read profile {path}: Permission denied\n"
     r = subprocess.run([*AS_OWNER_ONLY, str(INSTALLED), "--headless", "--profile", str(path),
                         "machines"], capture_output=True, text=True, env=xdg, timeout=60)
     assert r.returncode == 3, r.stderr
