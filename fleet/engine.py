@@ -434,11 +434,11 @@ class Engine:
         or registered node holds it (a call-home would replace that node)."""
         held = await self.store.leases.holder(tx, hostname, mac)
         if held is not None:
-            raise BadInput(f"hostname {hostname} is in use: {held[0]} holds it (leased to "
+            raise Conflict(f"hostname {hostname} is in use: {held[0]} holds it (leased to "
                            f"{held[1]}); choose another name or release that machine")
         node = await self.store.nodes.holder_of(tx, hostname)
         if node is not None and node[0] == "callhome" and node[1] and node[1] != mac:
-            raise BadInput(f"hostname {hostname} is in use: node {hostname} was registered "
+            raise Conflict(f"hostname {hostname} is in use: node {hostname} was registered "
                            f"by {node[1]}; release {node[1]} to retire it, or choose "
                            "another name")
 
@@ -474,6 +474,8 @@ class Engine:
         """Delete the nodes `machine` registered (their pins go with them), each
         with a `node.retired` event."""
         names = await self.store.nodes.registered_by(tx, machine.mac)
+        acting = _acting.get()
+        by = {"by": dict(acting.by)} if acting is not None and acting.by else {}
         events = []
         for name in names:
             await self.store.nodes.delete(tx, name)
@@ -481,7 +483,7 @@ class Engine:
                 kind="node.retired", subject=name, ts=now,
                 message=f"node {name} retired: its machine {machine.mac} was released; "
                         "its pinned host keys are dropped",
-                data={"node": name, "mac": machine.mac}))
+                data={"node": name, "mac": machine.mac, **by}))
         if events:
             await self.store.events.append(tx, events)
         return names

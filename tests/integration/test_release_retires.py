@@ -17,7 +17,7 @@ import time
 import pytest
 
 from fleet.engine import Engine
-from fleet.errors import BadInput
+from fleet.errors import Conflict
 from fleet.sim.api import start_demo
 from fleet.sim.profiles import free_ports, write_demo_profile
 
@@ -130,13 +130,13 @@ async def test_a_hostname_belongs_to_one_machine(demo, xdg):
 async def test_a_hostname_held_by_a_registered_node_is_refused(demo, xdg):
     engine, profile, macs = demo
     await provision(engine, macs[0], "web6")
-    with pytest.raises(BadInput, match=f"hostname web6 is in use: {macs[0]} holds it"):
+    with pytest.raises(Conflict, match=f"hostname web6 is in use: {macs[0]} holds it"):
         await engine.lease(macs[1], "debian12", hostname="web6")
     # a node the machine left behind without a lease (a store from before
     # releases retired nodes) still holds the name, and releasing frees it
     await engine.store.conn.execute("UPDATE machines SET state='discovered', lease_id=NULL "
                                     "WHERE mac=?", (macs[0],))
-    with pytest.raises(BadInput, match=f"node web6 .*registered by {macs[0]}"):
+    with pytest.raises(Conflict, match=f"node web6 .*registered by {macs[0]}"):
         await engine.lease(macs[1], "debian12", hostname="web6")
     outcome = await engine.release_outcome(macs[0])
     assert outcome.changed and outcome.retired == "web6"
