@@ -222,6 +222,9 @@ def _why(path: Path, err: Exception) -> str:
     folder = path.parent
     if not folder.is_dir():
         return f"{text}: the folder {folder} does not exist"
+    with contextlib.suppress(OSError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{text}: {folder} is on a read-only file system"
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         return f"{text}: no permission to read and write {path}"
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -186,3 +186,21 @@ async def test_sightings_on_a_full_disk_are_one_log_line_and_recover(tmp_path, x
             other.close()
         finally:
             await engine.close()
+
+
+@pytest.mark.root
+def test_a_store_on_a_read_only_mount_says_so_and_is_left_alone(tmp_path, xdg):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    profile = write_profile(tmp_path, overrides={"store": str(folder / "t.db")})
+    assert fleet(xdg, profile, "machines").returncode == 0
+    before = (folder / "t.db").read_bytes()
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        proc = fleet(xdg, profile, "machines")
+        assert proc.returncode == 3
+        assert f"{folder} is on a read-only file system" in one_line(proc)
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+    assert (folder / "t.db").read_bytes() == before
