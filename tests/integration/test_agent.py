@@ -463,6 +463,21 @@ def test_requests_from_a_file_get_replies_in_a_file(seeded, xdg, tmp_path):
     assert os.path.getsize(replies) > 0
 
 
+def test_an_agent_with_nothing_to_read_exits_at_once(seeded, xdg):
+    """stdin on /dev/null: the event loop cannot wait on it (epoll refuses it)."""
+    with open(os.devnull, "rb") as nothing:
+        cp = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                             str(seeded), "agent", "--site", "rack1"], env=xdg, stdin=nothing,
+                            capture_output=True, timeout=30)
+    assert (cp.returncode, cp.stdout, cp.stderr) == (0, b"", b"")
+    with open(os.devnull, "wb") as sink:  # and replies into /dev/null are written, not waited on
+        cp = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                             str(seeded), "agent", "--site", "rack1"], env=xdg, stdout=sink,
+                            stderr=subprocess.PIPE, timeout=30,
+                            input=b'{"id": 1, "op": "hello", "version": "1", "site": "rack1"}\n')
+    assert (cp.returncode, cp.stderr) == (0, b"")
+
+
 async def test_one_key_sent_through_two_agents_at_once_acts_once(seeded, xdg, agents):
     """A console that retried on a second channel while the first attempt was
     still running: one acts, the other gets the first result."""
