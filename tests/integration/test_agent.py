@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fleet.engine import Engine
+from fleet.sites.client import ChannelLost, SiteClient, SiteError
 from fleet.sites.protocol import ERROR_KINDS, MAX_FRAME
 from support.profiles import XDG_VARS
 
@@ -561,3 +562,65 @@ async def test_the_agent_over_ssh_knows_the_operators_key(seeded, xdg, agents, s
     assert [e["kind"] for e in events] == ["machine.leased"]
     assert events[0]["data"]["by"] == expected
     assert await agent.close() == 0  # end of input on the channel ends the agent
+
+
+# -- the console's end: SiteClient ------------------------------------------------------------
+
+def client_of(proc: asyncio.subprocess.Process, site: str = "rack1") -> SiteClient:
+    async def write(data: bytes) -> None:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+
+    return SiteClient(proc.stdout.read, write, site=site).start()
+
+
+async def test_the_client_leases_follows_and_reads_refusals(seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg)
+    client = client_of(agent.proc)
+    hello = await client.hello("0.1.0")
+    assert hello["site"] == "rack1"
+    leased = await client.call("lease", **lease_args("c-1"))
+    assert leased["machine"]["state"] == "leased"
+    with pytest.raises(SiteError) as refused:
+        await client.call("lease", **lease_args("c-2"))
+    assert refused.value.kind == "conflict" and "already leased" in refused.value.message
+
+    await client.call("follow", after=hello["last_event_id"] + 1)
+    events = client.events()
+    cli = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile", str(seeded),
+                          "lease", OTHER_MAC, "-d", "debian12"], env=xdg, capture_output=True,
+                         timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    event = await asyncio.wait_for(events.__anext__(), 10)
+    assert (event["kind"], event["subject"]) == ("machine.leased", OTHER_MAC)
+    # calls go on beside the stream
+    assert (await client.call("unfollow"))["was_following"] is True
+
+    agent.proc.stdin.close()  # the agent ends: the client says so instead of hanging
+    with pytest.raises(ChannelLost, match="ended"):
+        await asyncio.wait_for(events.__anext__(), 10)
+    with pytest.raises(ChannelLost):
+        await client.call("hello", version="0.1.0", site="rack1")
+    await client.close()
+
+
+@pytest.mark.parametrize("says, lost", [
+    ("sys.stdout.buffer.write(b'x' * (2 << 20) + b'\\n')", "over the 1048576-byte limit"),
+    ("sys.stdout.buffer.write(b'[1, 2]\\n')", "not a JSON object"),
+    ("pass", "ended"),
+])
+async def test_an_agent_that_misbehaves_fails_the_call_not_the_client(says, lost):
+    """Not an agent: a process that sends an oversized or foreign frame, or
+    ends without a reply."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"import sys; sys.stdin.readline(); {says}; sys.stdout.flush()",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    client = client_of(proc)
+    try:
+        with pytest.raises(ChannelLost, match=lost.replace("[", r"\[")):
+            await asyncio.wait_for(client.hello("0.1.0"), 15)
+    finally:
+        await client.close()
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
