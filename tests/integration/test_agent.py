@@ -624,3 +624,36 @@ async def test_an_agent_that_misbehaves_fails_the_call_not_the_client(says, lost
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+@pytest.mark.root
+async def test_the_client_over_an_asyncssh_channel(seeded, xdg, sshd):
+    """The way the console will hold a site: an asyncssh connection (host key
+    checked against known_hosts) running the agent on a session channel."""
+    import asyncssh
+
+    folder = sshd["folder"]
+    xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
+    remote = (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} "
+              + " ".join(shlex.quote(a) for a in agent_argv(seeded)))
+    async with asyncssh.connect("127.0.0.1", port=sshd["port"], username="root",
+                                client_keys=[str(folder / "operator")],
+                                known_hosts=str(folder / "known_hosts")) as conn:
+        proc = await conn.create_process(remote, encoding=None)
+
+        async def write(data: bytes) -> None:
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+
+        client = SiteClient(proc.stdout.read, write, site="rack1").start()
+        hello = await client.hello("0.1.0")
+        assert hello["by"]["key"] == sshd["fingerprint"]
+        leased = await client.call("lease", **lease_args("over-ssh"))
+        assert leased["machine"]["state"] == "leased" and leased["replayed"] is False
+        again = await client.call("lease", **lease_args("over-ssh"))
+        assert again["replayed"] is True
+        proc.stdin.write_eof()
+        await asyncio.wait_for(proc.wait(), 15)
+        assert proc.exit_status == 0
+        await client.close()
+    assert (await store_facts(seeded))["leases"] == 1
