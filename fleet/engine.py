@@ -68,6 +68,8 @@ SITE_STOP_ORDER = ("demo", "liveness", "worker", "boot")
 #: into a closed runner; before the pool its exec jobs use, so they can still
 #: kill their remote commands), then the access plane; the feed and store last
 CLOSE_ORDER = (*SITE_STOP_ORDER, "jobs", "access")
+#: how long one part may take to stop before the others go on without it
+STOP_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Engine:
         self.access: AccessAPI
         self.demo: Demo | None = None
         self._worker: asyncio.Task | None = None
+        self._stuck_parts: set[str] = set()  # parts that did not stop in time
 
     # -- opening and closing ----------------------------------------------------
 
@@ -244,9 +247,21 @@ class Engine:
                 await self.store.close()
 
     async def _stop(self, parts: tuple[str, ...]) -> None:
+        """Stop each part within STOP_SECONDS: one that hangs (or swallows its
+        cancellation) is left behind with a warning and the others still stop."""
         for part in parts:
+            if part in self._stuck_parts:
+                continue  # given up on once; trying again would only wait again
+            stopping = asyncio.ensure_future(self._stop_part(part))
+            done, _ = await asyncio.wait({stopping}, timeout=STOP_SECONDS)
+            if not done:
+                stopping.cancel()  # not awaited: it may never finish
+                self._stuck_parts.add(part)
+                log.warning("%s did not stop within %gs; going on without it",
+                            part, STOP_SECONDS)
+                continue
             try:
-                if await self._stop_part(part):
+                if stopping.result():
                     site_log.info("stopped %s", part)
             except Exception:  # one failing part must not leak the others
                 log.exception("error while stopping %s", part)
@@ -404,6 +419,7 @@ class Engine:
         now = self.clock()
         async with self.store.transaction() as tx:
             machine = await self._machine_in(mac)
+            await self._check_hostname_free(tx, hostname, mac)
             if machine.lease is not None and machine.state in LEASED_STATES:
                 lease_id = machine.lease.id  # an identical re-lease is a no-op
             else:
@@ -413,7 +429,30 @@ class Engine:
             await self._commit(tx, transition)
         return transition.machine
 
+    async def _check_hostname_free(self, tx, hostname: str, mac: str) -> None:
+        """A hostname belongs to one machine: refused when another machine's lease
+        or registered node holds it (a call-home would replace that node)."""
+        held = await self.store.leases.holder(tx, hostname, mac)
+        if held is not None:
+            raise BadInput(f"hostname {hostname} is in use: {held[0]} holds it (leased to "
+                           f"{held[1]}); choose another name or release that machine")
+        node = await self.store.nodes.holder_of(tx, hostname)
+        if node is not None and node[0] == "callhome" and node[1] and node[1] != mac:
+            raise BadInput(f"hostname {hostname} is in use: node {hostname} was registered "
+                           f"by {node[1]}; release {node[1]} to retire it, or choose "
+                           "another name")
+
     async def release(self, mac: str, wipe: bool = False) -> Machine:
+        """Release a machine (see `release_outcome`); the machine as it is now."""
+        return (await self.release_outcome(mac, wipe)).machine
+
+    async def release_outcome(self, mac: str, wipe: bool = False) -> lc.Released:
+        """Give a machine back: its lease ends and the node it registered is
+        retired (gone from `nodes`, its pinned host keys with it; every fleet
+        process's pool closes its connections on the `node.retired` event).
+        A machine holding no lease: nothing changes (said so), unless `wipe`
+        asks for a deliberate wipe; a plain release of a machine waiting to be
+        wiped cancels the wipe."""
         self._writable("release")
         mac = _mac(mac)
         now = self.clock()
@@ -423,7 +462,29 @@ class Engine:
             if machine.lease is not None and transition.changed:
                 await self.store.leases.end(tx, machine.lease.id, now)
             await self._commit(tx, transition)
-        return transition.machine
+            retired = await self._retire_nodes(tx, machine, now)
+        changed = transition.changed or bool(retired)
+        message = _release_message(machine, transition, wipe)
+        if retired:
+            message += f"; node {', '.join(retired)} retired"
+        return lc.Released(transition.machine, changed, message,
+                           retired[0] if retired else None)
+
+    async def _retire_nodes(self, tx, machine: Machine, now: float) -> list[str]:
+        """Delete the nodes `machine` registered (their pins go with them), each
+        with a `node.retired` event."""
+        names = await self.store.nodes.registered_by(tx, machine.mac)
+        events = []
+        for name in names:
+            await self.store.nodes.delete(tx, name)
+            events.append(Event(
+                kind="node.retired", subject=name, ts=now,
+                message=f"node {name} retired: its machine {machine.mac} was released; "
+                        "its pinned host keys are dropped",
+                data={"node": name, "mac": machine.mac}))
+        if events:
+            await self.store.events.append(tx, events)
+        return names
 
     async def advance(self, mac: str, op: lc.Operation) -> lc.Transition:
         """Apply a lifecycle operation reported by the boot services or a timer."""
@@ -594,6 +655,22 @@ def _mac(text: str) -> str:
         raise BadInput(str(err)) from None
 
 
+def _release_message(before: Machine, transition: lc.Transition, wipe: bool) -> str:
+    mac = before.mac
+    if not transition.changed:
+        if before.state is MachineState.WIPING:
+            return f"{mac} is already waiting to be wiped; nothing changed"
+        return f"{mac} holds no lease; nothing to release"
+    after = transition.machine.state
+    if before.state is MachineState.WIPING:
+        return f"{mac}: wipe cancelled; back in the pool"
+    if after is MachineState.WIPING:
+        if before.lease is None:
+            return f"{mac} held no lease; its next boot wipes it"
+        return f"{mac} released; its next boot wipes it"
+    return f"{mac} released; back in the pool"
+
+
 def _default_hostname(mac: str) -> str:
     return "node-" + mac.replace(":", "")[-6:]
 
@@ -612,6 +689,7 @@ class SightingRecorder:
         self._pending: dict[str, tuple[float, dict[str, Any]]] = {}
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._complained = -60.0
 
     def add(self, mac: str, ts: float, facts: dict[str, Any]) -> None:
         old = self._pending.get(mac)
@@ -626,7 +704,15 @@ class SightingRecorder:
 
     async def _later(self) -> None:
         await asyncio.sleep(self.interval)
-        await self.flush()
+        try:
+            await self.flush()
+        except EnvironmentProblem as err:
+            # a full disk, say: these sightings are lost (the machines are seen
+            # again at their next poll); one line a minute, not a traceback each time
+            now = time.monotonic()
+            if now - self._complained >= 60.0:
+                self._complained = now
+                log.error("%s (sightings are not recorded until it can write)", err)
 
     async def flush(self) -> None:
         async with self._lock:

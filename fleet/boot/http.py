@@ -4,7 +4,8 @@ URL scheme (`<base>` is `http://<distributor address>:<port>`):
 
     GET  /boot/<mac>.ipxe[?uuid=&serial=&manufacturer=&product=&buildarch=&platform=&ipxe=]
                                  the machine's iPXE script, as the policy decides
-                                 (MAC as aa:bb:.., aa-bb-.. or aabbccddeeff)
+                                 (MAC as aa:bb:.., aa-bb-.. or aabbccddeeff; a group
+                                 or all-zero MAC is a 400: fleet.boot.macs)
     GET  /boot/<mac>/sub/<name>.ipxe
                                  a subscript of the machine's iPXE menu (fleet.boot.menus)
     GET  /templates/<token>      the lease's rendered kickstart/preseed/cloud-init
@@ -40,6 +41,7 @@ from aiohttp import web
 
 from fleet.boot import callhome, jsonbody, menus, policy, scripts, wipe
 from fleet.boot.assigned import AssignedArtifacts
+from fleet.boot.macs import machine_mac, why_not_a_machine
 from fleet.boot.policy import Action
 from fleet.boot.templates import TemplateValues, render_deployment
 from fleet.core import lifecycle as lc
@@ -162,6 +164,9 @@ class HttpService:
             mac = parse_mac(name[:-5])
         except ValueError:
             raise web.HTTPBadRequest(text="not a MAC address: write /boot/aa:bb:cc:dd:ee:ff.ipxe\n")
+        why = why_not_a_machine(mac)
+        if why is not None:
+            raise web.HTTPBadRequest(text=f"refused: {why}\n")
         engine = self.engine
         machine = await engine.store.machines.get(mac)
         query = _ipxe_query(request)
@@ -197,9 +202,9 @@ class HttpService:
         name = request.match_info["name"]
         sub = name[:-5] if name.endswith(".ipxe") else ""
         try:
-            mac = parse_mac(request.match_info["mac"])
-        except ValueError:
-            raise web.HTTPBadRequest(text="not a MAC address\n")
+            mac = machine_mac(request.match_info["mac"])
+        except ValueError as err:
+            raise web.HTTPBadRequest(text=f"refused: {err}\n")
         machine = await self.engine.store.machines.get(mac)
         decision = policy.decide(machine, self.engine.profile)
         menu = self._menu_of(decision)

@@ -64,6 +64,7 @@ from fleet.boot.dhcp import BOOTREQUEST, DhcpError, DhcpPacket, MessageType
 from fleet.boot.dhcp_replies import build_proxy_ack, build_proxy_offer
 from fleet.boot.dhcp_options import PxeMenuItem, pxe_menu
 from fleet.boot.files import BootFiles
+from fleet.boot.macs import why_not_a_machine
 from fleet.core.arch import FirmwareArch
 from fleet.core.config import DistributorConfig
 
@@ -166,6 +167,9 @@ def decide(packet: DhcpPacket, cfg: DistributorConfig, files: BootFiles, *,
     mac = packet.mac
     if mac is None:
         return Ignore(f"not Ethernet (htype {packet.htype}, hlen {packet.hlen})")
+    refused = why_not_a_machine(mac)
+    if refused is not None:
+        return Ignore(refused, malformed=True)
     try:
         kind = classify(packet, tuple(cfg.vendor_classes))
         if isinstance(kind, Ignore):

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 #: bench lost 244 at the old 256). Each session holds one socket; BootAPI raises
 #: the soft fd limit to match.
 TFTP_SESSIONS = 1024
+#: ... of which one client address may hold: a PXE ROM fetches one file at a
+#: time, and a host flooding RRQs it never acknowledges must not take them all
+TFTP_SESSIONS_PER_CLIENT = 8
 
 
 class DistributorServices:
@@ -94,7 +97,8 @@ class DistributorServices:
             step = ("TFTP", cfg.ports.tftp, None)
             self.tftp = TftpServer(resolver=self.files.tftp_resolver(), host=cfg.address,
                                    port=cfg.ports.tftp, on_event=self._tftp_event,
-                                   max_sessions=TFTP_SESSIONS)
+                                   max_sessions=TFTP_SESSIONS,
+                                   max_per_client=TFTP_SESSIONS_PER_CLIENT)
             await self.tftp.start()
             self.proxy = ProxyDhcpServer(cfg, self.files, site=self.site,
                                          on_sighting=self.engine.record_sighting,

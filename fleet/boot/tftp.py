@@ -41,7 +41,13 @@ Behaviour worth knowing:
   Apprentice); after ``retries`` timeouts in a row the session is dropped. An
   ERROR from the client (OVMF aborts its first, tsize-only, transfer this way)
   or an ICMP port-unreachable ends the session at once. Beyond
-  ``max_sessions`` concurrent sessions a request gets ERROR 0 "server busy".
+  ``max_sessions`` concurrent sessions, or ``max_per_client`` from one client
+  address, a request gets ERROR 0 "server busy": one host flooding RRQs it
+  never acknowledges holds at most its own few slots. Until the client
+  acknowledges something, a session retransmits at the server's ``timeout``
+  (or the client's shorter one) and ends after ``unacked_seconds``; after
+  that, any silence longer than ``idle_seconds`` ends it whatever ``timeout``
+  option the client asked for (up to 255 s times the retries otherwise).
   A second RRQ from a client address/port that already has a session is taken
   as a retransmitted request and ignored when it is identical and the session
   is alive (not past its first packet, or ACKed within the last timeout);
@@ -350,9 +356,21 @@ class _Session:
         self.fd = sock.fileno()
         self.loop.add_reader(self.fd, self._on_readable)
         self.last_progress = self.loop.time()
-        self.deadline = self.last_progress + self.timeout
+        self.deadline = self.last_progress + self._interval()
         self.timer = self.loop.call_at(self.deadline, self._on_timer)
         self._send_first()
+
+    def _interval(self) -> float:
+        """Seconds before a retransmission: the client's timeout once it has
+        acknowledged something, the shorter of its and ours before."""
+        if self.progressed:
+            return self.timeout
+        return min(self.timeout, self.server.timeout)
+
+    def _give_up_at(self) -> float:
+        server = self.server
+        silence = server.idle_seconds if self.progressed else server.unacked_seconds
+        return self.last_progress + silence
 
     def close(self) -> None:
         if self.closed:
@@ -510,16 +528,23 @@ class _Session:
         if self.closed:
             return
         now = self.loop.time()
+        give_up = self._give_up_at()
+        if now >= give_up:
+            if self.progressed:
+                self.fail(f"no acknowledgement for {self.server.idle_seconds:g}s")
+            else:
+                self.fail(f"never acknowledged within {self.server.unacked_seconds:g}s")
+            return
         if now < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            self.timer = self.loop.call_at(min(self.deadline, give_up), self._on_timer)
             return
         self.tries += 1
         if self.tries > self.server.retries:
             self.fail(f"timeout after {self.server.retries} retries")
             return
         self.retransmits += 1
-        self.deadline = now + self.timeout
-        self.timer = self.loop.call_at(self.deadline, self._on_timer)
+        self.deadline = now + self._interval()
+        self.timer = self.loop.call_at(min(self.deadline, give_up), self._on_timer)
         if self.phase == _OACK_PHASE:
             self._send(encode_oack(self.oack))  # type: ignore[arg-type]
         else:
@@ -539,6 +564,9 @@ class TftpServer:
         port: int = 69,
         *,
         max_sessions: int = 256,
+        max_per_client: int | None = None,
+        unacked_seconds: float = 6.0,
+        idle_seconds: float = 60.0,
         timeout: float = 1.0,
         retries: int = 5,
         max_blksize: int = 1468,
@@ -554,11 +582,18 @@ class TftpServer:
             raise ValueError(f"max_windowsize must be in 1..{WINDOWSIZE_MAX}")
         if timeout <= 0 or retries < 0 or max_sessions < 1:
             raise ValueError("timeout must be > 0, retries >= 0, max_sessions >= 1")
+        if max_per_client is not None and max_per_client < 1:
+            raise ValueError("max_per_client must be >= 1 (or None: no per-client cap)")
+        if unacked_seconds <= 0 or idle_seconds <= 0:
+            raise ValueError("unacked_seconds and idle_seconds must be > 0")
         self.root = Path(root) if root is not None else None
         self.resolver = resolver
         self.host = host
         self._port = port
         self.max_sessions = max_sessions
+        self.max_per_client = max_per_client
+        self.unacked_seconds = float(unacked_seconds)
+        self.idle_seconds = float(idle_seconds)
         self.timeout = float(timeout)
         self.retries = retries
         self.max_blksize = max_blksize
@@ -571,6 +606,7 @@ class TftpServer:
         self._wildcard = False
         self._bound_host = host
         self._sessions: dict[tuple, _Session] = {}
+        self._per_client: dict[str, int] = {}  # client address -> its sessions
         self.stats = {"requests": 0, "refused": 0, "done": 0, "failed": 0, "malformed": 0}
 
     # public ------------------------------------------------------------------
@@ -638,6 +674,7 @@ class TftpServer:
         for session in list(self._sessions.values()):
             session.fail("server stopped", send_error=(ErrorCode.NOT_DEFINED, "server shutting down"))
         self._sessions.clear()
+        self._per_client.clear()
 
     async def __aenter__(self) -> "TftpServer":
         await self.start()
@@ -664,6 +701,14 @@ class TftpServer:
     def _release(self, session: _Session) -> None:
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
+            self._count_client(session.key[0], -1)
+
+    def _count_client(self, address: str, delta: int) -> None:
+        left = self._per_client.get(address, 0) + delta
+        if left > 0:
+            self._per_client[address] = left
+        else:
+            self._per_client.pop(address, None)
 
     def _on_listener_readable(self) -> None:
         sock = self._sock
@@ -755,6 +800,12 @@ class TftpServer:
             if existing.takes_duplicate(packet):
                 return  # a retransmitted RRQ; the session retransmits on its own
             existing.fail("superseded by a new request from the same client port")
+        if (self.max_per_client is not None
+                and self._per_client.get(key[0], 0) >= self.max_per_client):
+            self._refuse(client, ErrorCode.NOT_DEFINED,
+                         f"server busy ({self.max_per_client} sessions from {key[0]})",
+                         shown, message="server busy")
+            return
         if len(self._sessions) >= self.max_sessions:
             self._refuse(client, ErrorCode.NOT_DEFINED,
                          f"server busy ({self.max_sessions} sessions)", shown,
@@ -862,13 +913,15 @@ class TftpServer:
         oack, blksize, window, timeout = self._negotiate(request, tsize)
         session = _Session(self, key, client, request, name, reader, blksize, window, timeout, oack)
         self._sessions[key] = session
+        self._count_client(key[0], 1)
         self._emit("transfer-start", client=(client[0], client[1]), filename=name,
                    size=tsize, blksize=blksize, windowsize=window, mode=request.mode,
                    timeout=timeout, options={n: v for n, v in request.options})
         try:
             session.open(self._local_for_session(local))
         except OSError as exc:
-            self._sessions.pop(key, None)
+            if self._sessions.pop(key, None) is not None:
+                self._count_client(key[0], -1)
             reader.close()
             session.closed = True
             log.warning("tftp: cannot open a session socket for %s: %s", client, exc)

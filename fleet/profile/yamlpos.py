@@ -5,6 +5,12 @@
 every mapping key sits on, so the validator can say ``FILE:LINE``. Duplicate
 mapping keys, non-string keys, unknown tags and broken YAML come back as
 issues instead of exceptions. Anchors, aliases and ``<<`` merges work.
+
+Hostile shapes are issues too, found by one pass over the parser's events
+before anything is composed: nesting deeper than MAX_DEPTH (the composer and
+the builder recurse per level) and aliases that expand to more than
+MAX_VALUES values (a "billion laughs" of a few hundred bytes would otherwise
+build a tree of billions of nodes).
 """
 
 from __future__ import annotations
@@ -13,9 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.events import (AliasEvent, CollectionEndEvent, CollectionStartEvent,
+                         ScalarEvent, StreamEndEvent)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import ProfileIssue
+
+
+#: nesting a profile may use; real ones stay under ten
+MAX_DEPTH = 64
+#: values (scalars and collections) a profile may hold once aliases are expanded
+MAX_VALUES = 100_000
 
 
 @dataclass(eq=False)
@@ -174,6 +188,9 @@ def compose_text(text: str, file: str) -> tuple[Y | None, list[ProfileIssue]]:
     issues then say why (an empty document gives no issue: the caller decides).
     """
     if _FAST_LOADER is not None:
+        shape = _check_shape(_FAST_LOADER, text, file)
+        if shape is not None:
+            return None, [shape]
         fast = _FAST_LOADER(text)
         try:
             node = fast.get_single_node()
@@ -195,6 +212,11 @@ def _compose_slow(text: str, file: str) -> tuple[Y | None, list[ProfileIssue]]:
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
         return None, [ProfileIssue(file, line, "", f"invalid YAML: character #x{exc.character:04x} is not allowed")]
+    loader.dispose()
+    shape = _check_shape(yaml.SafeLoader, text, file)
+    if shape is not None:
+        return None, [shape]
+    loader = yaml.SafeLoader(text)
     try:
         try:
             node = loader.get_single_node()
@@ -209,3 +231,53 @@ def _compose_slow(text: str, file: str) -> tuple[Y | None, list[ProfileIssue]]:
         return tree, builder.issues
     finally:
         loader.dispose()
+
+
+def _check_shape(loader_class, text: str, file: str) -> ProfileIssue | None:
+    """The first hostile shape in `text` (too deep, or aliases expanding past
+    MAX_VALUES), from its events alone; None when the shape is fine or the
+    text does not parse (the composer reports that in its own words)."""
+    # Per open collection: [values below it, deepest level below it, its anchor].
+    # Per anchor: the values and levels an alias to it brings in.
+    stack: list[list] = [[0, 0, None]]
+    anchors: dict[str, tuple[int, int]] = {}
+    total = 0
+    parser = loader_class(text)
+    try:
+        while True:
+            event = parser.get_event()
+            if event is None or isinstance(event, StreamEndEvent):
+                return None
+            line = event.start_mark.line + 1
+            if isinstance(event, CollectionStartEvent):
+                total += 1
+                stack.append([1, 0, event.anchor])
+                if len(stack) - 1 > MAX_DEPTH:
+                    return ProfileIssue(file, line, "",
+                                        f"nested deeper than {MAX_DEPTH} levels")
+            elif isinstance(event, CollectionEndEvent):
+                values, below, anchor = stack.pop()
+                if anchor is not None:
+                    anchors[anchor] = (values, below + 1)
+                stack[-1][0] += values
+                stack[-1][1] = max(stack[-1][1], below + 1)
+            elif isinstance(event, ScalarEvent):
+                total += 1
+                stack[-1][0] += 1
+                if event.anchor is not None:
+                    anchors[event.anchor] = (1, 0)
+            elif isinstance(event, AliasEvent):
+                values, levels = anchors.get(event.anchor, (1, 0))
+                total += values
+                stack[-1][0] += values
+                stack[-1][1] = max(stack[-1][1], levels)
+                if len(stack) - 1 + levels > MAX_DEPTH:
+                    return ProfileIssue(file, line, "",
+                                        f"aliases nest deeper than {MAX_DEPTH} levels")
+            if total > MAX_VALUES:
+                return ProfileIssue(file, line, "", f"more than {MAX_VALUES:,} values once "
+                                    f"aliases are expanded (an alias bomb?)")
+    except yaml.YAMLError:
+        return None
+    finally:
+        parser.dispose()

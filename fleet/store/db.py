@@ -4,7 +4,10 @@ One aiosqlite connection per process does the writing; `transaction()` wraps
 each multi-row change in BEGIN IMMEDIATE ... COMMIT so another process never
 sees half of it and a crash never leaves half of it. Several processes may
 share the file (the console and a script): WAL lets readers run beside the
-writer and `busy_timeout` makes writers queue instead of failing.
+writer and `busy_timeout` makes writers queue instead of failing. Opening
+(creating the file, switching it to WAL, migrating) is the one step SQLite does
+not queue, so processes take turns at it under a flock on the store's folder.
+A full disk or an unwritable file is an EnvironmentProblem naming the store.
 """
 
 from __future__ import annotations

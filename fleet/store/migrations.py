@@ -88,7 +88,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_subject ON events(subject);
     """,
-    # 2: idempotency keys of commands that came in through a site agent: a
+    # 2: when a node began booting (its call-home, or a demo machine powering on
+    # from disk): liveness gives it a grace from then
+    """
+    ALTER TABLE nodes ADD COLUMN booting_since REAL;
+    """,
+    # 3: idempotency keys of commands that came in through a site agent: a
     # retry with the same key gets the first result instead of acting twice
     """
     CREATE TABLE command_keys (

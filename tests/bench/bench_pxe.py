@@ -50,6 +50,8 @@ iPXE stage); "4011 ACK" likewise; TFTP, HTTP and e2e percentiles are over the
 machines that got that far (with lost machines they are not comparable);
 "resent" counts DISCOVERs/REQUESTs a machine had to send again (4 s later),
 "server UDP drops" the site namespace's UDP RcvbufErrors during the run.
+fleet's per-client TFTP cap (`services.TFTP_SESSIONS_PER_CLIENT`) is lifted here:
+the bench's clients share one address, a site's PXE ROMs each have their own.
 `--fleet-tftp-sessions N` is a what-if: serve with N concurrent TFTP sessions
 (fleet ships `services.TFTP_SESSIONS`, 1024, and answers the next client ERROR 0
 "server busy"); `--switch-interval S` serves with the GIL switch interval S
@@ -288,8 +290,10 @@ asyncio.run(main())
 SERVE_WHAT_IF = r"""
 import sys
 sessions, interval = int(sys.argv[1]), float(sys.argv[2])
+import fleet.boot.services as s
+# the bench's clients all share one address; on a site each PXE ROM has its own
+s.TFTP_SESSIONS_PER_CLIENT = None
 if sessions:
-    import fleet.boot.services as s
     s.TFTP_SESSIONS = sessions
 if interval:  # what the proxy sets when it starts (the default is 5 ms)
     import fleet.boot.proxydhcp as p
@@ -329,8 +333,7 @@ def start_fleet(topo, folder: Path, ipxe_dir: Path, sessions: int | None = None,
     env["PYTHONPATH"] = child_env()["PYTHONPATH"]
     out, err = folder / "serve.jsonl", folder / "serve.err"
     cmd = ["--headless", "--profile", str(profile), "serve"]
-    argv = ([PY, "-c", SERVE_WHAT_IF, str(sessions or 0), str(switch_interval or 0), *cmd]
-            if sessions or switch_interval else [PY, "-m", "fleet", *cmd])
+    argv = [PY, "-c", SERVE_WHAT_IF, str(sessions or 0), str(switch_interval or 0), *cmd]
     proc = topo.popen("site", argv, env=env, stdout=out.open("w"), stderr=err.open("w"))
     try:
         wait_for_line(proc, out, "distributor.started", 30)

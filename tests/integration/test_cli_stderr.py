@@ -125,3 +125,29 @@ def test_info_lists_the_log_file_every_command_creates(profile_path, xdg):
     info = json.loads(r.stdout)
     assert info["log_file"] == str(Paths.default().log_file)
     assert Path(info["log_file"]).is_file()
+
+
+@pytest.mark.parametrize("stderr_level, shown", [("logging.WARNING", True), ("None", False)])
+def test_asyncio_s_socket_send_lines_go_to_the_file_only(tmp_path, stderr_level, shown):
+    """What the console left on the terminal after quitting: asyncio's warning
+    about writes to a closed socket. The headless commands and the console
+    (stderr_level None) route it to the file; fleet's own warnings reach stderr
+    from the headless commands only."""
+    log_file = tmp_path / "state" / "fleet" / "logs" / "fleet.log"
+    code = (f"import logging\nfrom pathlib import Path\nfrom fleet import logsetup\n"
+            f"logsetup.configure(Path({str(log_file)!r}), stderr_level={stderr_level})\n"
+            "logging.getLogger('asyncio').warning('socket.send() raised exception.')\n"
+            "logging.getLogger('asyncssh').info('Opening SSH connection')\n"
+            "logging.getLogger('fleet.access.pool').warning('jump gw1 is down')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "socket.send()" not in r.stderr and "asyncssh" not in r.stderr
+    assert ("jump gw1 is down" in r.stderr) is shown, r.stderr
+    logged = log_file.read_text()
+    assert "WARNING asyncio: socket.send() raised exception." in logged
+    assert "WARNING fleet.access.pool: jump gw1 is down" in logged
+    assert "asyncssh" not in logged  # a library's INFO: below the file's level
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+    for folder in (log_file.parent, log_file.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

@@ -160,3 +160,29 @@ def test_a_new_secret_is_full_length_and_private(tmp_path):
     assert len(secret.read_bytes()) == 32 and secret.stat().st_mode & 0o777 == 0o600
     assert TokenSigner(secret).verify(token, 7, MAC)
     assert [p.name for p in secret.parent.iterdir()] == ["t.secret"]
+
+
+@pytest.mark.root
+async def test_sightings_on_a_full_disk_are_one_log_line_and_recover(tmp_path, xdg, caplog):
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "2m"):
+        profile = write_profile(tmp_path, overrides={"store": str(disk / "t.db"), "nodes": []})
+        engine = await Engine.open(profile)
+        try:
+            other = sqlite3.connect(disk / "t.db")  # keeps the WAL index in place
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            filler = fill(disk)
+            for i in range(3):  # three batches: each fails, one line in all
+                engine.record_sighting(f"ac:1f:6b:00:01:0{i}", stage="firmware")
+                await asyncio.sleep(0.4)
+                task = engine._sightings._task
+                assert task.done() and task.exception() is None
+            errors = [r for r in caplog.records if r.levelname == "ERROR"]
+            assert len(errors) == 1 and "database or disk is full" in errors[0].getMessage()
+            filler.unlink()
+            engine.record_sighting(MAC, stage="firmware")
+            await asyncio.sleep(0.4)
+            assert (await engine.machine(MAC)).state.value == "discovered"
+            other.close()
+        finally:
+            await engine.close()

@@ -222,6 +222,12 @@ def test_installed_console_leases_opens_a_shell_and_restores_the_terminal(tmp_pa
         "the shell prompt after fleet quit", 15)
     assert "FLEET-EXIT=0" in screen, screen
     assert "Traceback" not in screen, screen
+    # nothing else left on the terminal: no Python warning (asyncssh's import
+    # raises some), no library log line (asyncio's "socket.send() raised
+    # exception."): those go to the log file
+    joined = tmux.run("capture-pane", "-p", "-J", "-t", "t")  # wrapped lines joined
+    left = joined.split("; echo FLEET-EXIT=$?", 1)[1].split("FLEET-EXIT=0", 1)[0]
+    assert left.strip() == "", left
 
     # the terminal is given back as it was
     assert tmux.display("#{alternate_on}") == "0"  # main screen again
