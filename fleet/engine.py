@@ -434,11 +434,11 @@ class Engine:
         or registered node holds it (a call-home would replace that node)."""
         held = await self.store.leases.holder(tx, hostname, mac)
         if held is not None:
-            raise BadInput(f"hostname {hostname} is in use: {held[0]} holds it (leased to "
+            raise Conflict(f"hostname {hostname} is in use: {held[0]} holds it (leased to "
                            f"{held[1]}); choose another name or release that machine")
         node = await self.store.nodes.holder_of(tx, hostname)
         if node is not None and node[0] == "callhome" and node[1] and node[1] != mac:
-            raise BadInput(f"hostname {hostname} is in use: node {hostname} was registered "
+            raise Conflict(f"hostname {hostname} is in use: node {hostname} was registered "
                            f"by {node[1]}; release {node[1]} to retire it, or choose "
                            "another name")
 
@@ -483,7 +483,7 @@ class Engine:
                         "its pinned host keys are dropped",
                 data={"node": name, "mac": machine.mac}))
         if events:
-            await self.store.events.append(tx, events)
+            await self.store.events.append(tx, _by_whom(events))
         return names
 
     async def advance(self, mac: str, op: lc.Operation) -> lc.Transition:
@@ -526,12 +526,8 @@ class Engine:
     async def _commit(self, tx, transition: lc.Transition) -> None:
         acting = _acting.get()
         if transition.changed:
-            events = transition.events
-            if acting is not None and acting.by:
-                events = tuple(replace(e, data={**e.data, "by": dict(acting.by)})
-                               for e in events)
             await self.store.machines.save(tx, transition.machine)
-            await self.store.events.append(tx, events)
+            await self.store.events.append(tx, _by_whom(transition.events))
         if acting is not None and acting.then is not None:
             await acting.then(tx, transition)
 
@@ -646,6 +642,14 @@ class Engine:
     def _writable(self, what: str) -> None:
         if self.read_only:
             raise ReadOnly(f"cannot {what}: fleet was started with --read-only")
+
+
+def _by_whom(events: tuple[Event, ...] | list[Event]) -> tuple[Event, ...] | list[Event]:
+    """The events with who asked (`by`) in their data, inside Engine.acting."""
+    acting = _acting.get()
+    if acting is None or not acting.by:
+        return events
+    return tuple(replace(e, data={**e.data, "by": dict(acting.by)}) for e in events)
 
 
 def _mac(text: str) -> str:

@@ -323,6 +323,37 @@ async def test_two_agents_leasing_one_machine_at_once_one_wins(seeded, xdg, agen
     assert facts["leases"] == 1 and facts["keys"] == 1 and facts["states"][MAC] == "leased"
 
 
+async def test_a_hostname_held_by_another_machine_is_a_conflict(seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "alice"})
+    await agent.hello()
+    assert (await agent.call("lease", **lease_args("h-1", hostname="web7")))["ok"]
+    taken = await agent.call("lease", **lease_args("h-2", mac=OTHER_MAC, hostname="web7"))
+    assert taken["error"]["kind"] == "conflict"
+    message = taken["error"]["message"]
+    assert message.startswith("hostname web7 is in use: ac:1f:6b:00:00:42 holds it")
+    assert "leased by" not in message  # that is about the other machine
+    facts = await store_facts(seeded)
+    assert facts["states"][OTHER_MAC] == "discovered" and facts["keys"] == 1
+
+
+async def test_a_release_names_who_released_and_who_retired_the_node(seeded, xdg, agents):
+    from fleet.core.model import Node
+
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "carol"})
+    await agent.hello()
+    assert (await agent.call("lease", **lease_args("r-1", hostname="db9")))["ok"]
+    async with await Engine.open(seeded) as engine:  # as its call-home would register it
+        async with engine.store.transaction() as tx:
+            await engine.store.nodes.save(tx, Node(name="db9", site="rack1", mac=MAC,
+                                                   source="callhome", address="10.91.0.9"))
+        cursor = await engine.last_event_id()
+    released = await agent.call("release", mac=MAC, wipe=False, key="r-2")
+    assert released["ok"] and released["result"]["machine"]["state"] == "discovered"
+    events = (await agent.call("events_since", after=cursor))["result"]["events"]
+    assert [(e["kind"], e["data"]["by"]["user"]) for e in events] == [
+        ("machine.released", "carol"), ("node.retired", "carol")]
+
+
 # -- bad input --------------------------------------------------------------------------
 
 async def test_bad_input_gets_an_error_frame_and_nothing_is_written(seeded, xdg, agents):
