@@ -485,7 +485,7 @@ class Engine:
                         "its pinned host keys are dropped",
                 data={"node": name, "mac": machine.mac, **by}))
         if events:
-            await self.store.events.append(tx, events)
+            await self.store.events.append(tx, _by_whom(events))
         return names
 
     async def advance(self, mac: str, op: lc.Operation) -> lc.Transition:
@@ -528,12 +528,8 @@ class Engine:
     async def _commit(self, tx, transition: lc.Transition) -> None:
         acting = _acting.get()
         if transition.changed:
-            events = transition.events
-            if acting is not None and acting.by:
-                events = tuple(replace(e, data={**e.data, "by": dict(acting.by)})
-                               for e in events)
             await self.store.machines.save(tx, transition.machine)
-            await self.store.events.append(tx, events)
+            await self.store.events.append(tx, _by_whom(transition.events))
         if acting is not None and acting.then is not None:
             await acting.then(tx, transition)
 
@@ -648,6 +644,14 @@ class Engine:
     def _writable(self, what: str) -> None:
         if self.read_only:
             raise ReadOnly(f"cannot {what}: fleet was started with --read-only")
+
+
+def _by_whom(events: tuple[Event, ...] | list[Event]) -> tuple[Event, ...] | list[Event]:
+    """The events with who asked (`by`) in their data, inside Engine.acting."""
+    acting = _acting.get()
+    if acting is None or not acting.by:
+        return events
+    return tuple(replace(e, data={**e.data, "by": dict(acting.by)}) for e in events)
 
 
 def _mac(text: str) -> str:

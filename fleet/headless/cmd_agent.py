@@ -10,9 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fleet.errors import BadInput
-from fleet.sites.agent import SiteAgent
-from fleet.sites.channel import ChannelClosed, StdioChannel
-from fleet.sites.identity import ssh_identity
 
 if TYPE_CHECKING:
     from fleet.engine import Engine
@@ -31,6 +28,11 @@ def served_site(engine: "Engine", name: str | None) -> str:
 
 
 async def agent(engine: "Engine", args, out) -> int:
+    # imported here: every other command starts without them
+    from fleet.sites.agent import SiteAgent
+    from fleet.sites.channel import ChannelClosed, StdioChannel
+    from fleet.sites.identity import ssh_identity
+
     site = served_site(engine, args.site)
     channel = await StdioChannel().open()
     server = SiteAgent(engine, site, ssh_identity(), channel.send)

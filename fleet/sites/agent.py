@@ -309,7 +309,7 @@ class SiteAgent:
                 raise
             return self._replay(kept, request, args)
         except Conflict as err:
-            raise ProtocolError("conflict", f"{err}{await self._who(args.get('mac'))}",
+            raise ProtocolError("conflict", f"{err}{await self._who(args.get('mac'), str(err))}",
                                 request.id) from None
         return {"machine": done["machine"], "replayed": False}
 
@@ -321,17 +321,17 @@ class SiteAgent:
                 f"{_args_text(kept.request)} at {rec.iso(kept.created_at)})", request.id)
         return {"machine": kept.result, "replayed": True}
 
-    async def _who(self, mac: str | None) -> str:
-        """", leased by USER from ADDR (key FP) at TIME" when the machine's lease
-        event says who; "" when it does not."""
+    async def _who(self, mac: str | None, message: str) -> str:
+        """" (leased by USER from ADDR, key FP at TIME)" when `message` is about
+        the machine's lease and its lease event says who; "" otherwise."""
         if not mac:
             return ""
         try:
             machine = await self.engine.machine(mac)
         except FleetError:
             return ""
-        if machine.lease is None:
-            return ""
+        if machine.lease is None or not message.startswith(machine.mac):
+            return ""  # not about this machine's lease (a hostname held elsewhere...)
         events = await self.engine.events(50, machine.mac)
         leased = [e for e in events if e.kind == "machine.leased"
                   and e.data.get("lease_id") == machine.lease.id]

@@ -1,15 +1,16 @@
 """The agent's end of its channel: frames in on stdin, frames out on stdout.
 
 Under sshd both are pipes or a socket, which the event loop watches, so a slow
-reader on the far side holds up only the writer that waits for it. A regular
-file (`fleet --headless agent < requests > replies`) cannot be watched; it is
-read and written in a thread instead.
+reader on the far side holds up only the writer that waits for it. What the
+loop cannot watch (a regular file, `agent < requests > replies`, or /dev/null)
+is read and written in a thread instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 from typing import Any
 
 from fleet.sites.protocol import MAX_FRAME, FrameReader, encode
@@ -32,22 +33,20 @@ class StdioChannel:
         # the stream's own buffer pauses the pipe at twice its limit, so a fast
         # sender never makes this process hold more than that plus one frame
         stream = asyncio.StreamReader(limit=64 * 1024)
-        try:
+        if _watchable(self._in_fd, selectors.EVENT_READ):
             await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(stream),
                 os.fdopen(self._in_fd, "rb", buffering=0, closefd=False))
             read = stream.read
-        except ValueError:  # a regular file
+        else:
             async def read(n: int) -> bytes:
                 return await asyncio.to_thread(os.read, self._in_fd, n)
         self.reader = FrameReader(read, MAX_FRAME)
-        try:
+        if _watchable(self._out_fd, selectors.EVENT_WRITE):
             transport, protocol = await loop.connect_write_pipe(
                 asyncio.streams.FlowControlMixin,
                 os.fdopen(self._out_fd, "wb", buffering=0, closefd=False))
             self._writer = asyncio.StreamWriter(transport, protocol, None, loop)
-        except ValueError:
-            self._writer = None
         return self
 
     async def send(self, frame: dict[str, Any]) -> None:
@@ -67,6 +66,17 @@ class StdioChannel:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _watchable(fd: int, events: int) -> bool:
+    """Whether the event loop can wait on `fd` (epoll refuses regular files and
+    /dev/null, and asyncio would then never read them)."""
+    with selectors.DefaultSelector() as selector:
+        try:
+            selector.register(fd, events)
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:

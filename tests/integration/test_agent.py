@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fleet.engine import Engine
+from fleet.sites.client import ChannelLost, SiteClient, SiteError
 from fleet.sites.protocol import ERROR_KINDS, MAX_FRAME
 from support.profiles import XDG_VARS
 
@@ -322,6 +323,37 @@ async def test_two_agents_leasing_one_machine_at_once_one_wins(seeded, xdg, agen
     assert facts["leases"] == 1 and facts["keys"] == 1 and facts["states"][MAC] == "leased"
 
 
+async def test_a_hostname_held_by_another_machine_is_a_conflict(seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "alice"})
+    await agent.hello()
+    assert (await agent.call("lease", **lease_args("h-1", hostname="web7")))["ok"]
+    taken = await agent.call("lease", **lease_args("h-2", mac=OTHER_MAC, hostname="web7"))
+    assert taken["error"]["kind"] == "conflict"
+    message = taken["error"]["message"]
+    assert message.startswith("hostname web7 is in use: ac:1f:6b:00:00:42 holds it")
+    assert "leased by" not in message  # that is about the other machine
+    facts = await store_facts(seeded)
+    assert facts["states"][OTHER_MAC] == "discovered" and facts["keys"] == 1
+
+
+async def test_a_release_names_who_released_and_who_retired_the_node(seeded, xdg, agents):
+    from fleet.core.model import Node
+
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "carol"})
+    await agent.hello()
+    assert (await agent.call("lease", **lease_args("r-1", hostname="db9")))["ok"]
+    async with await Engine.open(seeded) as engine:  # as its call-home would register it
+        async with engine.store.transaction() as tx:
+            await engine.store.nodes.save(tx, Node(name="db9", site="rack1", mac=MAC,
+                                                   source="callhome", address="10.91.0.9"))
+        cursor = await engine.last_event_id()
+    released = await agent.call("release", mac=MAC, wipe=False, key="r-2")
+    assert released["ok"] and released["result"]["machine"]["state"] == "discovered"
+    events = (await agent.call("events_since", after=cursor))["result"]["events"]
+    assert [(e["kind"], e["data"]["by"]["user"]) for e in events] == [
+        ("machine.released", "carol"), ("node.retired", "carol")]
+
+
 # -- bad input --------------------------------------------------------------------------
 
 async def test_bad_input_gets_an_error_frame_and_nothing_is_written(seeded, xdg, agents):
@@ -463,6 +495,21 @@ def test_requests_from_a_file_get_replies_in_a_file(seeded, xdg, tmp_path):
     assert os.path.getsize(replies) > 0
 
 
+def test_an_agent_with_nothing_to_read_exits_at_once(seeded, xdg):
+    """stdin on /dev/null: the event loop cannot wait on it (epoll refuses it)."""
+    with open(os.devnull, "rb") as nothing:
+        cp = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                             str(seeded), "agent", "--site", "rack1"], env=xdg, stdin=nothing,
+                            capture_output=True, timeout=30)
+    assert (cp.returncode, cp.stdout, cp.stderr) == (0, b"", b"")
+    with open(os.devnull, "wb") as sink:  # and replies into /dev/null are written, not waited on
+        cp = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                             str(seeded), "agent", "--site", "rack1"], env=xdg, stdout=sink,
+                            stderr=subprocess.PIPE, timeout=30,
+                            input=b'{"id": 1, "op": "hello", "version": "1", "site": "rack1"}\n')
+    assert (cp.returncode, cp.stderr) == (0, b"")
+
+
 async def test_one_key_sent_through_two_agents_at_once_acts_once(seeded, xdg, agents):
     """A console that retried on a second channel while the first attempt was
     still running: one acts, the other gets the first result."""
@@ -546,3 +593,98 @@ async def test_the_agent_over_ssh_knows_the_operators_key(seeded, xdg, agents, s
     assert [e["kind"] for e in events] == ["machine.leased"]
     assert events[0]["data"]["by"] == expected
     assert await agent.close() == 0  # end of input on the channel ends the agent
+
+
+# -- the console's end: SiteClient ------------------------------------------------------------
+
+def client_of(proc: asyncio.subprocess.Process, site: str = "rack1") -> SiteClient:
+    async def write(data: bytes) -> None:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+
+    return SiteClient(proc.stdout.read, write, site=site).start()
+
+
+async def test_the_client_leases_follows_and_reads_refusals(seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg)
+    client = client_of(agent.proc)
+    hello = await client.hello("0.1.0")
+    assert hello["site"] == "rack1"
+    leased = await client.call("lease", **lease_args("c-1"))
+    assert leased["machine"]["state"] == "leased"
+    with pytest.raises(SiteError) as refused:
+        await client.call("lease", **lease_args("c-2"))
+    assert refused.value.kind == "conflict" and "already leased" in refused.value.message
+
+    await client.call("follow", after=hello["last_event_id"] + 1)
+    events = client.events()
+    cli = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile", str(seeded),
+                          "lease", OTHER_MAC, "-d", "debian12"], env=xdg, capture_output=True,
+                         timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    event = await asyncio.wait_for(events.__anext__(), 10)
+    assert (event["kind"], event["subject"]) == ("machine.leased", OTHER_MAC)
+    # calls go on beside the stream
+    assert (await client.call("unfollow"))["was_following"] is True
+
+    agent.proc.stdin.close()  # the agent ends: the client says so instead of hanging
+    with pytest.raises(ChannelLost, match="ended"):
+        await asyncio.wait_for(events.__anext__(), 10)
+    with pytest.raises(ChannelLost):
+        await client.call("hello", version="0.1.0", site="rack1")
+    await client.close()
+
+
+@pytest.mark.parametrize("says, lost", [
+    ("sys.stdout.buffer.write(b'x' * (2 << 20) + b'\\n')", "over the 1048576-byte limit"),
+    ("sys.stdout.buffer.write(b'[1, 2]\\n')", "not a JSON object"),
+    ("pass", "ended"),
+])
+async def test_an_agent_that_misbehaves_fails_the_call_not_the_client(says, lost):
+    """Not an agent: a process that sends an oversized or foreign frame, or
+    ends without a reply."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", f"import sys; sys.stdin.readline(); {says}; sys.stdout.flush()",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    client = client_of(proc)
+    try:
+        with pytest.raises(ChannelLost, match=lost.replace("[", r"\[")):
+            await asyncio.wait_for(client.hello("0.1.0"), 15)
+    finally:
+        await client.close()
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+@pytest.mark.root
+async def test_the_client_over_an_asyncssh_channel(seeded, xdg, sshd):
+    """The way the console will hold a site: an asyncssh connection (host key
+    checked against known_hosts) running the agent on a session channel."""
+    import asyncssh
+
+    folder = sshd["folder"]
+    xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
+    remote = (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} "
+              + " ".join(shlex.quote(a) for a in agent_argv(seeded)))
+    async with asyncssh.connect("127.0.0.1", port=sshd["port"], username="root",
+                                client_keys=[str(folder / "operator")],
+                                known_hosts=str(folder / "known_hosts")) as conn:
+        proc = await conn.create_process(remote, encoding=None)
+
+        async def write(data: bytes) -> None:
+            proc.stdin.write(data)
+            await proc.stdin.drain()
+
+        client = SiteClient(proc.stdout.read, write, site="rack1").start()
+        hello = await client.hello("0.1.0")
+        assert hello["by"]["key"] == sshd["fingerprint"]
+        leased = await client.call("lease", **lease_args("over-ssh"))
+        assert leased["machine"]["state"] == "leased" and leased["replayed"] is False
+        again = await client.call("lease", **lease_args("over-ssh"))
+        assert again["replayed"] is True
+        proc.stdin.write_eof()
+        await asyncio.wait_for(proc.wait(), 15)
+        assert proc.exit_status == 0
+        await client.close()
+    assert (await store_facts(seeded))["leases"] == 1
