@@ -22,17 +22,44 @@ def main(argv: list[str] | None = None) -> int:
     return console_main(argv)
 
 
+def _silence_warnings() -> None:
+    """A user of the command sees fleet's own lines, never a Python warning
+    (asyncssh's import alone raises ten CryptographyDeprecationWarnings about
+    DSA). This wins over -W and PYTHONWARNINGS on purpose: those are for
+    developers of Python code, who meet the warnings in the test suite (tests
+    call main(), which leaves the filters alone)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+
+
+def _log_to_file() -> None:
+    """Library log lines go to the log file, fleet's warnings also to stderr;
+    the console's terminal gets none (fleet.logsetup)."""
+    import logging
+
+    from fleet import logsetup
+    from fleet.paths import Paths
+
+    headless = "--headless" in sys.argv[1:]
+    logsetup.configure(Paths.default().log_file,
+                       stderr_level=logging.WARNING if headless else None)
+
+
 def run() -> None:
     """The installed `fleet` command and `python -m fleet`: main(), then exit
     without the interpreter's teardown. By then everything is closed (stores,
     connections, the terminal); tearing down a heap of 200 SSH connections took
     a cold `fleet --headless exec` another ~0.1 s. Tests call main() instead.
 
-    First, before anything imports asyncssh, the library lookup of
-    fleet.libfind: importing fleet itself installs nothing."""
+    First, before anything imports asyncssh, Python's warnings are silenced
+    and the library lookup of fleet.libfind is installed: importing fleet itself
+    changes neither."""
+    _silence_warnings()
     from fleet import libfind
 
     libfind.install()
+    _log_to_file()
     code = main()
     import logging
 

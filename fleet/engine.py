@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
-from dataclasses import replace
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
@@ -34,7 +36,7 @@ from fleet.core.model import (LEASED_STATES, Artifact, Distributor, Event, Job, 
                               MachineState, Node, Severity)
 from fleet.core.select import SelectError, parse_selector
 from fleet.core.values import check_hostname, check_ipv4, parse_mac
-from fleet.errors import BadInput, ReadOnly, UnknownTarget
+from fleet.errors import BadInput, Conflict, EnvironmentProblem, ReadOnly, UnknownTarget
 from fleet.oui import nic_vendor
 from fleet.paths import Paths
 from fleet.profile import Profile, load_profile
@@ -68,6 +70,20 @@ SITE_STOP_ORDER = ("demo", "liveness", "worker", "boot")
 CLOSE_ORDER = (*SITE_STOP_ORDER, "jobs", "access")
 #: how long one part may take to stop before the others go on without it
 STOP_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Acting:
+    """Who a command acts for, and what commits with it: `by` goes into the data
+    of every event its transitions write; `then(tx, transition)` runs inside the
+    same transaction (the site agent keeps the command's idempotency key there,
+    and may raise to refuse a transition that changed nothing)."""
+
+    by: dict[str, Any] | None = None
+    then: Callable[[Any, lc.Transition], Awaitable[None]] | None = None
+
+
+_acting: ContextVar[Acting | None] = ContextVar("fleet_acting", default=None)
 
 
 class Demo(Protocol):
@@ -162,17 +178,38 @@ class Engine:
         (`demo` makes it; none without a `demo:` section), the job worker (runs
         jobs other processes queued), the liveness loop. Both faces call this."""
         self._writable("serve a site")
-        prepared = demo(self) if demo is not None and self.profile.demo is not None else None
-        await self.boot.start_services()
-        site_log.info("started boot")
-        if prepared is not None:
-            await prepared.start()
-            self.demo = prepared
-            site_log.info("started demo")
+        self._check_site_files()
+        try:
+            prepared = (demo(self) if demo is not None and self.profile.demo is not None
+                        else None)
+            await self.boot.start_services()
+            site_log.info("started boot")
+            if prepared is not None:
+                await prepared.start()
+                self.demo = prepared
+                site_log.info("started demo")
+        except OSError as err:  # a file the site writes: permissions, a full disk
+            where = f"{err.filename}: " if err.filename else ""
+            raise EnvironmentProblem(
+                f"cannot start the site: {where}{err.strerror or err}") from err
         self._start_worker()
         site_log.info("started worker")
         self.access.start_liveness(interval=liveness_interval)
         site_log.info("started liveness")
+
+    def _check_site_files(self) -> None:
+        """Before serving: the data folder takes files and the token secret is
+        usable, so a broken setup stops here with one line instead of failing
+        every install later."""
+        folder = self.paths.data_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise EnvironmentProblem(
+                f"cannot write in the data folder {folder}: {err.strerror or err}") from err
+        self.tokens.check()
 
     def _start_worker(self) -> None:
         if self._worker is not None and not self._worker.done():
@@ -382,6 +419,7 @@ class Engine:
         now = self.clock()
         async with self.store.transaction() as tx:
             machine = await self._machine_in(mac)
+            await self._check_hostname_free(tx, hostname, mac)
             if machine.lease is not None and machine.state in LEASED_STATES:
                 lease_id = machine.lease.id  # an identical re-lease is a no-op
             else:
@@ -391,7 +429,30 @@ class Engine:
             await self._commit(tx, transition)
         return transition.machine
 
+    async def _check_hostname_free(self, tx, hostname: str, mac: str) -> None:
+        """A hostname belongs to one machine: refused when another machine's lease
+        or registered node holds it (a call-home would replace that node)."""
+        held = await self.store.leases.holder(tx, hostname, mac)
+        if held is not None:
+            raise BadInput(f"hostname {hostname} is in use: {held[0]} holds it (leased to "
+                           f"{held[1]}); choose another name or release that machine")
+        node = await self.store.nodes.holder_of(tx, hostname)
+        if node is not None and node[0] == "callhome" and node[1] and node[1] != mac:
+            raise BadInput(f"hostname {hostname} is in use: node {hostname} was registered "
+                           f"by {node[1]}; release {node[1]} to retire it, or choose "
+                           "another name")
+
     async def release(self, mac: str, wipe: bool = False) -> Machine:
+        """Release a machine (see `release_outcome`); the machine as it is now."""
+        return (await self.release_outcome(mac, wipe)).machine
+
+    async def release_outcome(self, mac: str, wipe: bool = False) -> lc.Released:
+        """Give a machine back: its lease ends and the node it registered is
+        retired (gone from `nodes`, its pinned host keys with it; every fleet
+        process's pool closes its connections on the `node.retired` event).
+        A machine holding no lease: nothing changes (said so), unless `wipe`
+        asks for a deliberate wipe; a plain release of a machine waiting to be
+        wiped cancels the wipe."""
         self._writable("release")
         mac = _mac(mac)
         now = self.clock()
@@ -401,7 +462,29 @@ class Engine:
             if machine.lease is not None and transition.changed:
                 await self.store.leases.end(tx, machine.lease.id, now)
             await self._commit(tx, transition)
-        return transition.machine
+            retired = await self._retire_nodes(tx, machine, now)
+        changed = transition.changed or bool(retired)
+        message = _release_message(machine, transition, wipe)
+        if retired:
+            message += f"; node {', '.join(retired)} retired"
+        return lc.Released(transition.machine, changed, message,
+                           retired[0] if retired else None)
+
+    async def _retire_nodes(self, tx, machine: Machine, now: float) -> list[str]:
+        """Delete the nodes `machine` registered (their pins go with them), each
+        with a `node.retired` event."""
+        names = await self.store.nodes.registered_by(tx, machine.mac)
+        events = []
+        for name in names:
+            await self.store.nodes.delete(tx, name)
+            events.append(Event(
+                kind="node.retired", subject=name, ts=now,
+                message=f"node {name} retired: its machine {machine.mac} was released; "
+                        "its pinned host keys are dropped",
+                data={"node": name, "mac": machine.mac}))
+        if events:
+            await self.store.events.append(tx, events)
+        return names
 
     async def advance(self, mac: str, op: lc.Operation) -> lc.Transition:
         """Apply a lifecycle operation reported by the boot services or a timer."""
@@ -428,12 +511,29 @@ class Engine:
         try:
             return lc.apply(machine, op, now)
         except lc.IllegalTransition as err:
-            raise BadInput(str(err)) from None
+            raise Conflict(str(err)) from None
+
+    @staticmethod
+    @contextlib.contextmanager
+    def acting(acting: Acting):
+        """Lifecycle commands inside this block (in this task) carry `acting`."""
+        token = _acting.set(acting)
+        try:
+            yield
+        finally:
+            _acting.reset(token)
 
     async def _commit(self, tx, transition: lc.Transition) -> None:
+        acting = _acting.get()
         if transition.changed:
+            events = transition.events
+            if acting is not None and acting.by:
+                events = tuple(replace(e, data={**e.data, "by": dict(acting.by)})
+                               for e in events)
             await self.store.machines.save(tx, transition.machine)
-            await self.store.events.append(tx, transition.events)
+            await self.store.events.append(tx, events)
+        if acting is not None and acting.then is not None:
+            await acting.then(tx, transition)
 
     # -- sightings (boot services report what they saw; never awaited on the hot path)
 
@@ -555,6 +655,22 @@ def _mac(text: str) -> str:
         raise BadInput(str(err)) from None
 
 
+def _release_message(before: Machine, transition: lc.Transition, wipe: bool) -> str:
+    mac = before.mac
+    if not transition.changed:
+        if before.state is MachineState.WIPING:
+            return f"{mac} is already waiting to be wiped; nothing changed"
+        return f"{mac} holds no lease; nothing to release"
+    after = transition.machine.state
+    if before.state is MachineState.WIPING:
+        return f"{mac}: wipe cancelled; back in the pool"
+    if after is MachineState.WIPING:
+        if before.lease is None:
+            return f"{mac} held no lease; its next boot wipes it"
+        return f"{mac} released; its next boot wipes it"
+    return f"{mac} released; back in the pool"
+
+
 def _default_hostname(mac: str) -> str:
     return "node-" + mac.replace(":", "")[-6:]
 
@@ -573,6 +689,7 @@ class SightingRecorder:
         self._pending: dict[str, tuple[float, dict[str, Any]]] = {}
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._complained = -60.0
 
     def add(self, mac: str, ts: float, facts: dict[str, Any]) -> None:
         old = self._pending.get(mac)
@@ -587,7 +704,15 @@ class SightingRecorder:
 
     async def _later(self) -> None:
         await asyncio.sleep(self.interval)
-        await self.flush()
+        try:
+            await self.flush()
+        except EnvironmentProblem as err:
+            # a full disk, say: these sightings are lost (the machines are seen
+            # again at their next poll); one line a minute, not a traceback each time
+            now = time.monotonic()
+            if now - self._complained >= 60.0:
+                self._complained = now
+                log.error("%s (sightings are not recorded until it can write)", err)
 
     async def flush(self) -> None:
         async with self._lock:

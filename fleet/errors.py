@@ -21,6 +21,10 @@ class UnknownTarget(BadInput):
     """An unknown MAC, node, job, deployment..."""
 
 
+class Conflict(BadInput):
+    """The target's state forbids the change (a machine already leased...)."""
+
+
 class ReadOnly(BadInput):
     """A change asked of an engine opened with --read-only."""
 

@@ -2,7 +2,7 @@
 
     config  ~/.config/fleet      config.yaml, profiles/, themes/
     data    ~/.local/share/fleet <profile>.db, keys/ (0600 private keys), secrets
-    state   ~/.local/state/fleet logs/, recordings/ (shell sessions)
+    state   ~/.local/state/fleet logs/fleet.log, recordings/ (shell sessions)
     cache   ~/.cache/fleet       artifacts/ (content-addressed build outputs)
 
 The XDG_* environment variables move them, as usual.
@@ -54,6 +54,10 @@ class Paths:
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs_dir / "fleet.log"
 
     @property
     def recordings_dir(self) -> Path:

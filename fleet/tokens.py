@@ -23,10 +23,17 @@ import os
 import secrets
 from pathlib import Path
 
+from fleet.errors import EnvironmentProblem
+
 CALLHOME = "callhome"
 TEMPLATE = "template"
 WIPE = "wipe"
 PURPOSES = (CALLHOME, TEMPLATE, WIPE)
+
+
+#: the shortest secret fleet signs with: an empty or truncated file would make
+#: tokens anyone can forge
+MIN_SECRET_BYTES = 32
 
 
 class TokenSigner:
@@ -34,15 +41,28 @@ class TokenSigner:
         self.secret_file = secret_file
         self._secret: bytes | None = None
 
+    def check(self) -> None:
+        """Load (or make) the secret now: raises EnvironmentProblem when it is
+        unreadable or too short, so a service refuses to start rather than fail
+        every install later."""
+        self._key()
+
     def _key(self) -> bytes:
         if self._secret is None:
             path = self.secret_file
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(secrets.token_bytes(32))
-            self._secret = path.read_bytes()
+            try:
+                secret = path.read_bytes() if path.exists() else _create(path)
+            except OSError as err:
+                raise EnvironmentProblem(
+                    f"cannot read or make the token secret {path}: "
+                    f"{err.strerror or err}") from err
+            if len(secret) < MIN_SECRET_BYTES:
+                raise EnvironmentProblem(
+                    f"the token secret {path} holds {len(secret)} bytes, fewer than the "
+                    f"{MIN_SECRET_BYTES} a signing key needs, so fleet will not sign with "
+                    "it; remove the file and fleet makes a new one (tokens issued with "
+                    "the old one stop working)")
+            self._secret = secret
         return self._secret
 
     def _mac(self, lease_id: int, mac: str, purpose: str = CALLHOME) -> str:
@@ -67,3 +87,25 @@ class TokenSigner:
         if not isinstance(token, str) or not token.isascii():
             return False
         return hmac.compare_digest(token, self.issue(lease_id, mac, purpose))
+
+
+def _create(path: Path) -> bytes:
+    """A new random secret, written whole before it appears under its name (a
+    full disk never leaves an empty secret behind); if another process made one
+    first, theirs is used."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_bytes(MIN_SECRET_BYTES)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secret)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_bytes()
+        return secret
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import asyncssh
 
 from fleet.access.routes import Route, RouteKind
-from fleet.access.trust import FleetClient, HostKeyRefused, Subject, Trust
+from fleet.access.trust import FORGETTING_EVENTS, FleetClient, HostKeyRefused, Subject, Trust
 from fleet.core.model import Severity
 from fleet.errors import BadInput
 from fleet.access.keys import OPERATOR, key_store
@@ -302,6 +302,7 @@ class Pool:
         self._pending_events: set[asyncio.Task] = set()
         self._background: set[asyncio.Task] = set()
         self._closing = False
+        self._follower: asyncio.Task | None = None
         self.stats = {"node_connects": 0, "jump_connects": 0, "reused": 0}
         self._ciphers = _encryption_algs()
 
@@ -329,7 +330,38 @@ class Pool:
             if own.is_file():
                 client_keys = [asyncssh.read_private_key(str(own))]
                 agent_path = ()
-        return cls(engine, trust, options, client_keys, agent_path)
+        pool = cls(engine, trust, options, client_keys, agent_path)
+        pool._follow_retirements()
+        return pool
+
+    # -- nodes retired and keys forgotten (by this process or another) -----------------
+
+    def _follow_retirements(self) -> None:
+        sub = self.engine.follow()
+
+        async def follow() -> None:
+            try:
+                async for event in sub:
+                    if event.kind in FORGETTING_EVENTS:
+                        self.retire(event.subject)
+            finally:
+                sub.close()
+
+        self._follower = asyncio.get_running_loop().create_task(follow())
+        self._follower.set_name("fleet-pool-retirements")
+
+    def retire(self, name: str) -> bool:
+        """Forget what this pool trusts for `name` and close its pooled node
+        connection (a released machine's node, or keys an operator forgot): no
+        later command reuses a connection to whatever now answers there. True
+        when a connection was closed."""
+        self.trust.forget(name)
+        link = self._nodes.pop(name, None)
+        if link is None:
+            return False
+        link.lost = True
+        link.conn.close()
+        return True
 
     def open_connections(self) -> dict[str, int]:
         """Live pooled connections: {"node": n, "jump": n} (for metrics)."""
@@ -647,6 +679,10 @@ class Pool:
 
     async def close(self) -> None:
         self._closing = True
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._follower
         for link in self._jumps.values():
             if link.retry_task is not None:
                 link.retry_task.cancel()

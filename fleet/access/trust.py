@@ -90,6 +90,7 @@ class TrustedHosts(asyncssh.SSHKnownHosts):
 
     def __init__(self, text: str = ""):
         super().__init__(text)
+        self.text = text  # the known_hosts files' lines, to rebuild from
         self._aliases: dict[str, tuple[str, ...]] = {}
 
     def alias(self, name: str, addresses: Iterable[str]) -> None:
@@ -153,6 +154,20 @@ class Trust:
         if lines:
             self.known.load("\n".join(lines))
 
+    def forget(self, name: str) -> None:
+        """Stop trusting the keys pinned for `name` (its pins were dropped from
+        the store). asyncssh cannot unload lines, so the known hosts are rebuilt
+        from the known_hosts files and the remaining pins."""
+        self._loaded = {(n, line) for n, line in self._loaded if n != name}
+        self._jump_pins.pop(name, None)
+        fresh = TrustedHosts(self.known.text)
+        for other, addresses in self.known._aliases.items():
+            if other != name:
+                fresh.alias(other, addresses)
+        if self._loaded:
+            fresh.load("\n".join(f"{n} {line}" for n, line in sorted(self._loaded)))
+        self.known = fresh
+
     def subject_for_node(self, node, address: str, port: int) -> Subject:
         self.add_pins(node.name, node.host_keys)  # a node may have registered since
         addrs = tuple(a for a in (address, node.address, node.public_ipv4, node.ipv6) if a)
@@ -203,12 +218,66 @@ class Trust:
                 new=client.new_fingerprint))
 
 
+#: events after which no fleet process may keep trusting (or using a connection
+#: made under) the subject's pinned keys
+FORGETTING_EVENTS = ("node.retired", "hostkey.forgotten")
+
+
+async def pinned_keys(engine: "Engine") -> list[dict]:
+    """Every pinned host key: nodes' (from call-home or accept-new) and jumps'."""
+    rows = []
+    for node in await engine.store.nodes.list():
+        for k in node.host_keys:
+            rows.append(_pin_row("node", node.name, k))
+    for jump in engine.profile.jumps:
+        for k in await jump_pins(engine, jump.name):
+            rows.append(_pin_row("jump", jump.name, k))
+    return rows
+
+
+def _pin_row(kind: str, name: str, k: HostKey) -> dict:
+    return {"name": name, "kind": kind, "key_type": k.key_type, "fingerprint": k.fingerprint,
+            "source": k.source, "added_at": k.added_at}
+
+
+async def forget_pins(engine: "Engine", name: str) -> list[HostKey]:
+    """Drop the host keys pinned for node or jump `name` (the next connection
+    trusts known_hosts, or pins anew under accept-new or at call-home), with a
+    `hostkey.forgotten` event; every fleet process's pool follows it. Returns
+    what was dropped (nothing: no event)."""
+    from fleet.errors import ReadOnly, UnknownTarget
+
+    if engine.read_only:
+        raise ReadOnly("cannot forget host keys: fleet was started with --read-only")
+    node = await engine.store.nodes.get(name)
+    jump = next((j for j in engine.profile.jumps if j.name == name), None)
+    if node is None and jump is None:
+        raise UnknownTarget(f"unknown node or jump {name!r}")
+    kind = "node" if node is not None else "jump"
+    keys = tuple(node.host_keys) if node is not None else await jump_pins(engine, name)
+    if not keys:
+        return []
+    event = engine.event(
+        "hostkey.forgotten", name,
+        f"forgot {len(keys)} pinned host key{'s' if len(keys) != 1 else ''} of {kind} {name}: "
+        + ", ".join(f"{k.key_type} {k.fingerprint}" for k in keys),
+        severity=Severity.WARNING, **{kind: name},
+        fingerprints=[k.fingerprint for k in keys])
+    async with engine.store.transaction() as tx:
+        if node is not None:
+            await engine.store.nodes.unpin(tx, name)
+        else:
+            await engine.store.meta.set(tx, JUMP_META + name, "")
+        await engine.store.events.append(tx, [event])
+    return list(keys)
+
+
 async def store_jump_pins(engine: "Engine", name: str, pins: Iterable[HostKey], event: Event) -> None:
     """Pin `pins` as jump `name`'s host keys (the store's one place for them), with
     the event that says why, in one transaction."""
     async with engine.store.transaction() as tx:
         await engine.store.meta.set(tx, JUMP_META + name, "\n".join(
-            f"{k.key_type} {k.key} {k.fingerprint} {k.added_at}" for k in pins))
+            f"{k.key_type} {k.key} {k.fingerprint} {k.added_at} {k.source}" for k in pins))
         await engine.store.events.append(tx, [event])
 
 
@@ -222,7 +291,8 @@ def _parse_pin(line: str) -> HostKey:
     kind, body = parts[0], parts[1]
     fp = parts[2] if len(parts) > 2 else fingerprint_of(f"{kind} {body}")
     added = float(parts[3]) if len(parts) > 3 else 0.0
-    return HostKey(kind, body, fp, "accept-new", added)
+    source = parts[4] if len(parts) > 4 else "accept-new"  # older lines name none
+    return HostKey(kind, body, fp, source, added)
 
 
 class FleetClient(asyncssh.SSHClient):
@@ -253,8 +323,9 @@ class FleetClient(asyncssh.SSHClient):
             self.old_fingerprints = old
             self.refusal = HostKeyRefused(
                 f"host key CHANGED for {where}: expected {', '.join(old)}, got {new_fp} "
-                f"({kind}); refusing to connect. If {s.name} was reinstalled, remove its "
-                "old pinned key; otherwise someone may be intercepting the connection",
+                f"({kind}); refusing to connect. If {s.name} was reinstalled, forget its old "
+                f"key (fleet --headless trust forget {s.name}); otherwise someone may be "
+                "intercepting the connection",
                 changed=True)
             self.verdict = ("mismatch", self.refusal)
             return False

@@ -298,6 +298,8 @@ async def _register(engine: "Engine", body: Payload, peer: str, site: str | None
                      for k in body.host_keys)
         await store.machines.save(tx, transition.machine)
         await store.nodes.save(tx, node)
+        # booting until it answers SSH (liveness checks it within seconds)
+        await store.nodes.start_booting(tx, name, now)
         await store.nodes.pin_keys(tx, name, keys, replace_all=True)
         replaced = f"; replaces the {old.source} node of that name" if old else ""
         where = f" at {address}" if address else ""

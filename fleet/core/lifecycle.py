@@ -2,6 +2,8 @@
 
     discovered -> leased -> provisioning -> provisioned
     release:  any leased/failed/stalled state -> discovered, or -> wiping -> discovered
+              (a discovered machine: no change, or a deliberate wipe; a plain
+              release of a machine waiting to be wiped cancels the wipe)
     failed (with a reason), stalled (no progress in time)
 
 `apply(machine, op, now)` is pure: it returns the new machine and the events the
@@ -77,6 +79,18 @@ class Transition:
     @property
     def changed(self) -> bool:
         return bool(self.events)
+
+
+@dataclass(frozen=True)
+class Released:
+    """What a release did, for whoever asked: the machine as it is now, whether
+    anything changed, one line to show, and the node it retired (its name; None
+    when the machine had no registered node)."""
+
+    machine: Machine
+    changed: bool
+    message: str
+    retired: str | None = None
 
 
 def discover(mac: str, now: float, **facts) -> Transition:
@@ -156,6 +170,9 @@ def _call_home(m: Machine, op: CallHome, now: float) -> Transition:
 
 
 def _release(m: Machine, op: Release, now: float) -> Transition:
+    """Without a lease there is nothing to release (no change), except that
+    `wipe` asks for a deliberate wipe, and a plain release of a machine waiting
+    to be wiped cancels the wipe."""
     if op.wipe and m.state is S.WIPING:
         return Transition(m)
     if not op.wipe and m.state is S.DISCOVERED:
@@ -163,16 +180,23 @@ def _release(m: Machine, op: Release, now: float) -> Transition:
     lease = m.lease
     target = S.WIPING if op.wipe else S.DISCOVERED
     new = replace(m, state=target, state_since=now, reason=None, lease=None)
+    common = dict(wipe=op.wipe, previous=m.state.value,
+                  lease_id=lease.id if lease else None,
+                  hostname=lease.hostname if lease else None)
+    if m.state is S.WIPING:
+        return Transition(new, (
+            _event("machine.wipe_cancelled", new, now,
+                   f"{m.mac}: wipe cancelled; back in the pool", **common),))
     held = ""
     if lease is not None:
         held = f" after {format_duration(now - lease.created_at)} as {lease.hostname}"
-    then = "; its next boot wipes it" if op.wipe else "; back in the pool"
+    if op.wipe and lease is None:
+        text = f"{m.mac} held no lease; its next boot wipes it"
+    else:
+        then = "; its next boot wipes it" if op.wipe else "; back in the pool"
+        text = f"{m.mac} released{held}{then}"
     return Transition(new, (
-        _event("machine.wiping" if op.wipe else "machine.released", new, now,
-               f"{m.mac} released{held}{then}", wipe=op.wipe,
-               previous=m.state.value,
-               lease_id=lease.id if lease else None,
-               hostname=lease.hostname if lease else None),
+        _event("machine.wiping" if op.wipe else "machine.released", new, now, text, **common),
     ))
 
 

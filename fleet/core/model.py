@@ -97,6 +97,7 @@ class HostKey:
 
 class Reachability(str, Enum):
     UNKNOWN = "unknown"
+    BOOTING = "booting"  # called home, has not answered SSH yet (within the boot grace)
     REACHABLE = "reachable"
     UNREACHABLE = "unreachable"
 
@@ -121,6 +122,7 @@ class Node:
     reachability: Reachability = Reachability.UNKNOWN
     last_seen: float | None = None
     last_error: str | None = None
+    booting_since: float | None = None  # when it last began booting (its call-home...)
 
 
 

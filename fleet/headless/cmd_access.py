@@ -5,6 +5,7 @@ Each handler is `async def handler(engine, args, out) -> int` (exit code).
     routes [NODE...]     node, route kind, target, via (failover jumps), reason
     exec ...             see `fleet --headless exec --help`
     nodes [--select]     the core listing plus each node's route
+    trust list|forget    pinned host keys; forget a node's or jump's after a reinstall
 """
 
 from __future__ import annotations
@@ -188,7 +189,28 @@ async def link(engine: "Engine", args, out: Output) -> int:
     return 0 if r["ok"] else 1
 
 
+PIN_COLUMNS = [("name", "name"), ("kind", "kind"), ("key_type", "type"),
+               ("fingerprint", "fingerprint"), ("source", "source")]
+
+
+async def trust(engine: "Engine", args, out: Output) -> int:
+    from fleet.access.trust import forget_pins, pinned_keys
+
+    if args.trust_command == "list":
+        out.records(await pinned_keys(engine), PIN_COLUMNS, empty="no pinned host keys")
+        return 0
+    keys = await forget_pins(engine, args.name)
+    if keys:
+        text = (f"forgot {len(keys)} pinned host key{'s' if len(keys) != 1 else ''} of "
+                f"{args.name}: " + ", ".join(f"{k.key_type} {k.fingerprint}" for k in keys))
+    else:
+        text = f"{args.name} has no pinned host keys; nothing changed"
+    out.record({"name": args.name, "forgotten": [k.fingerprint for k in keys]}, text)
+    return 0
+
+
 HANDLERS: dict = {
+    "trust": trust,
     "routes": routes,
     "exec": exec_,
     "nodes": nodes,

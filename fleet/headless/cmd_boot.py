@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 from typing import TYPE_CHECKING
 
+from fleet import logsetup
 from fleet import records as rec
 from fleet.errors import BadInput
 from fleet.sim.api import prepare_demo
@@ -38,7 +37,7 @@ async def serve(engine: "Engine", args, out) -> int:
     """
     if engine.read_only:
         raise BadInput("serve records what it sees: it cannot run with --read-only")
-    _log_to_stderr()
+    logsetup.configure(engine.paths.log_file, stderr_level=logsetup.env_level())
     sub = engine.follow()  # live events from now on, ours and other processes'
     try:
         await engine.start_site(demo=prepare_demo, liveness_interval=LIVENESS_SECONDS)
@@ -51,19 +50,6 @@ async def serve(engine: "Engine", args, out) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await engine.stop_site()
     return 0
-
-
-def _log_to_stderr() -> None:
-    """Service logs go to stderr (stdout carries the JSON events); level from
-    FLEET_LOG_LEVEL (default INFO; DEBUG shows every offer and ACK)."""
-    level = os.environ.get("FLEET_LOG_LEVEL", "INFO").upper()
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(getattr(logging, level, logging.INFO))
-    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 
 HANDLERS: dict = {"serve": serve}

@@ -12,7 +12,7 @@ from fleet.headless.output import Output
 
 
 async def info(engine: Engine, args, out: Output) -> int:
-    data = engine.info()
+    data = _with_log_file(engine.info(), str(engine.paths.log_file))
     if out.format == "table":
         width = max(len(k) for k in data)
         for key, value in data.items():
@@ -20,6 +20,17 @@ async def info(engine: Engine, args, out: Output) -> int:
     else:
         out.record(data, "")
     return 0
+
+
+def _with_log_file(data: dict, log_file: str) -> dict:
+    """`log_file` listed right after `logs_dir`."""
+    out: dict = {}
+    for key, value in data.items():
+        out[key] = value
+        if key == "logs_dir":
+            out["log_file"] = log_file
+    out.setdefault("log_file", log_file)
+    return out
 
 
 async def machines(engine: Engine, args, out: Output) -> int:
@@ -38,14 +49,17 @@ async def lease(engine: Engine, args, out: Output) -> int:
 
 
 async def release(engine: Engine, args, out: Output) -> int:
-    m = await engine.release(args.mac, wipe=args.wipe)
-    text = (f"{m.mac} released; its next boot wipes it" if m.state.value == "wiping"
-            else f"{m.mac} released; back in the pool")
-    out.record(rec.machine(m), text)
+    outcome = await engine.release_outcome(args.mac, wipe=args.wipe)
+    row = {**rec.machine(outcome.machine), "changed": outcome.changed,
+           "retired": outcome.retired, "message": outcome.message}
+    out.record(row, outcome.message)
     return 0
 
 
 async def events(engine: Engine, args, out: Output) -> int:
+    """The event log; with --follow, a stream of JSON lines whatever --format
+    says (what `serve` prints too), until SIGINT/SIGTERM: exit 130, as every
+    follow that a signal ends."""
     if args.limit < 0:
         raise BadInput("--limit must be 0 or more")
     past = await engine.events(args.limit, args.subject) if args.limit else []
@@ -64,14 +78,14 @@ async def events(engine: Engine, args, out: Output) -> int:
                 show(e)
         return 0
     for e in past:
-        show(e)
+        out.record_line(rec.event(e))
     after = past[-1].id if past else await engine.last_event_id()
     sub = engine.follow(after)
     try:
         async for e in sub:
             if args.subject and e.subject != args.subject:
                 continue
-            show(e)
+            out.record_line(rec.event(e))
     finally:
         sub.close()
     return 0
@@ -112,10 +126,10 @@ CORE_HANDLERS = {
 
 def _handlers() -> dict:
     """The core commands above, then each area's commands."""
-    from fleet.headless import cmd_access, cmd_boot, cmd_jobs
+    from fleet.headless import cmd_access, cmd_agent, cmd_boot, cmd_jobs
 
     merged = dict(CORE_HANDLERS)
-    for module in (cmd_boot, cmd_access, cmd_jobs):
+    for module in (cmd_boot, cmd_access, cmd_jobs, cmd_agent):
         merged.update(module.HANDLERS)
     return merged
 

@@ -36,6 +36,10 @@ def main(argv: list[str]) -> int:
     out = Output(args.format or "table")
     try:
         if args.command == "profile":
+            if args.profile_command == "new":
+                from fleet.headless.cmd_profile import new
+
+                return new(args, out)
             return _profile_check(args, out)
         stops: list[SignalStop] = []
         try:
@@ -47,7 +51,7 @@ def main(argv: list[str]) -> int:
         return 130
     except ProfileError as err:
         print(str(err), file=sys.stderr)
-        return 2
+        return err.exit_code
     except FleetError as err:
         print(f"fleet: {err}", file=sys.stderr)
         return err.exit_code
@@ -67,15 +71,15 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _profile_check(args, out: Output) -> int:
     profile = load_profile(args.file)
-    summary = (f"{args.file}: ok: profile {profile.name!r}, {len(profile.sites)} site(s), "
+    summary = (f"{profile.path}: ok: profile {profile.name!r}, {len(profile.sites)} site(s), "
                f"{len(profile.jumps)} jump(s), {len(profile.deployments)} deployment(s), "
                f"{len(profile.nodes)} node(s)")
-    out.record({"file": str(args.file), "ok": True, "name": profile.name}, summary)
+    out.record({"file": str(profile.path), "ok": True, "name": profile.name}, summary)
     return 0
 
 
 async def _run(args, out: Output, stops: list[SignalStop]) -> int:
-    stopped_code = 0 if args.command in ("events", "serve") else 130
+    stopped_code = 0 if args.command == "serve" else 130
     # the handlers first: a signal while the store opens stops fleet too
     stop = SignalStop(asyncio.current_task(), exit_code=stopped_code)
     stops.append(stop)

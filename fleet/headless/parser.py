@@ -55,13 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("serve", "run the boot services and the job runner until SIGINT/SIGTERM; "
                      "events as JSON lines on stdout")
+    command("agent", "serve this site to a console over SSH: JSON-lines requests on stdin, "
+                     "replies and event streams on stdout, until end of input").add_argument(
+        "--site", metavar="NAME", help="the site served (default: the profile's only site)")
     command("info", "every path in use: profile, config, data, store, logs, cache")
 
     p = command("profile", "profile tools")
     psub = p.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     check = psub.add_parser("check", help="validate a profile; errors as FILE:LINE: key: message",
                             description="validate a profile; errors as FILE:LINE: key: message")
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE|NAME",
+                       help="a profile file, or a name looked up as --profile does")
+    new = psub.add_parser(
+        "new", help="write a starter profile NAME into the config dir's profiles/",
+        description="write a starter profile into ~/.config/fleet/profiles/NAME.yaml, with "
+                    "the templates it uses in profiles/templates/ (existing templates are "
+                    "kept); refuses to overwrite a profile (exit 2)",
+        epilog="then: edit it, `fleet --headless profile check NAME`, `fleet --profile NAME`")
+    new.add_argument("name", metavar="NAME")
+    new.add_argument("--from", dest="source", choices=["lab", "demo"], default="lab",
+                     help="lab: the documented real-site example (default); demo: a copy "
+                          "of the demo to edit (as NAME demo it replaces the bundled one)")
+    for action in (check, new):
+        _globals(action, top=False)
 
     p = command("machines", "the machines seen: MAC, vendor, arch, state, first/last seen")
     p.add_argument("--state", metavar="S",
@@ -74,14 +90,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname", metavar="H", help="default: node-<last 6 hex digits of MAC>")
     p.add_argument("--address", metavar="A", help="IPv4 address for the installed node")
 
-    p = command("release", "end a machine's lease; it returns to the pool")
+    p = command("release", "end a machine's lease and retire its node; it returns to the pool")
+    p.description = ("end a machine's lease and retire its node (it leaves `nodes`, its "
+                     "pinned host keys are dropped);\nthe machine returns to the pool. A "
+                     "machine holding no lease: nothing changes (exit 0);\na plain release "
+                     "of a machine waiting to be wiped cancels the wipe.")
     p.add_argument("mac", metavar="MAC")
     p.add_argument("--wipe", action="store_true",
-                   help="its next boot clears the boot sector before it returns to the pool")
+                   help="its next boot clears the boot sector before it returns to the pool "
+                        "(also for a machine holding no lease: a deliberate wipe)")
 
     p = command("nodes", "registered and declared nodes, with their route")
     p.add_argument("--select", metavar="EXPR",
                    help="all | site=NAME | LABEL=VALUE | name=GLOB, comma-separated; !negates")
+
+    p = command("trust", "pinned SSH host keys: list them, or forget a node's or jump's")
+    tsub = p.add_subparsers(dest="trust_command", metavar="ACTION", required=True)
+    a = tsub.add_parser("list", help="every pinned host key: node or jump, type, fingerprint",
+                        description="every pinned host key: node or jump, type, fingerprint, "
+                                    "where it came from")
+    _globals(a, top=False)
+    a = tsub.add_parser("forget", help="drop the host keys pinned for a node or jump",
+                        description="drop the host keys pinned for a node or jump (after a "
+                                    "reinstall): the next connection trusts known_hosts, or "
+                                    "pins anew under host_keys: accept-new or at call-home")
+    a.add_argument("name", metavar="NODE")
+    _globals(a, top=False)
 
     p = command("routes", "how each node would be reached, and why")
     p.description = ("how each node would be reached, and why: direct-public-ipv4, "
@@ -99,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "  per node, then {type: summary, ...}\n"
                      "error_kind: ok | command-failed | timeout | unreachable | auth | "
                      "host-key | cancelled\n"
-                     "exit 1 if any node failed. Recorded as a job (`fleet jobs`) with "
-                     "exec.started/exec.finished and one ssh.command event per node;\n"
+                     "exit 1 if any node failed. Recorded as a job (`fleet --headless jobs`),\n"
+                     "with exec.started/exec.finished and one ssh.command event per node;\n"
                      "`fleet --headless job cancel ID` from anywhere stops it (the remote "
                      "commands too).\n"
                      "example: exec --select role=web -- uptime")
@@ -125,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "The terminal is raw while the shell runs and restored after; window "
                      "size changes follow;\n$TERM is passed. The session's output (never "
                      "its input) is recorded as asciicast v2\nunder the recordings dir "
-                     "(`fleet info`); events shell.opened/shell.closed.\n"
+                     "(`fleet --headless info`); events shell.opened/shell.closed.\n"
                      "exit status: the remote shell's (255 if the connection was lost)")
     p.add_argument("node", metavar="NODE")
 
@@ -230,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("events", "the event log: every state change")
     p.add_argument("--follow", "-f", action="store_true",
-                   help="keep printing new events (from any process) until interrupted")
+                   help="keep printing new events (from any process) as JSON lines, "
+                        "whatever --format says, until SIGINT/SIGTERM (exit 130)")
     p.add_argument("--limit", "-n", type=int, default=50, metavar="N",
                    help="how many past events to show first (default 50)")
     p.add_argument("--subject", metavar="S", help="only events about this MAC/node/job")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ProfileError, ProfileIssue
+from .errors import ProfileError, ProfileFileProblem, ProfileIssue, ProfileUnreadable
 from .locate import bundled_dir, resolve_profile, search_dirs, user_dir
 from fleet.core.config import (
     DemoConfig,
@@ -42,7 +42,9 @@ __all__ = [
     "Ports",
     "Profile",
     "ProfileError",
+    "ProfileFileProblem",
     "ProfileIssue",
+    "ProfileUnreadable",
     "SUPPORTED_VERSIONS",
     "SiteConfig",
     "SshSettings",
@@ -66,8 +68,10 @@ def load_profile(path_or_name: str | Path) -> Profile:
     file = str(path)
     try:
         data = path.read_bytes()
+    except IsADirectoryError:
+        raise ProfileFileProblem(f"{file}: is a directory, not a profile file") from None
     except OSError as exc:
-        raise ProfileError.single(file, f"cannot read: {exc.strerror or exc}") from None
+        raise ProfileUnreadable(f"cannot read profile {file}: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -44,3 +44,23 @@ class ProfileError(BadInput):
 
     def __str__(self) -> str:
         return "\n".join(str(i) for i in self.issues)
+
+
+class ProfileFileProblem(ProfileError):
+    """The profile file itself cannot be had (no such name or path, a
+    directory): there is nothing to point into, so it reads like any other
+    error, one `fleet: ...` line."""
+
+    def __init__(self, message: str):
+        super().__init__([ProfileIssue("", 0, "", message)])
+        self.args = (str(self),)
+
+    def __str__(self) -> str:
+        return f"fleet: {self.issues[0].message}"
+
+
+class ProfileUnreadable(ProfileFileProblem):
+    """The file is there but cannot be read (no permission, an I/O error): the
+    environment's problem, exit 3."""
+
+    exit_code = 3

@@ -8,14 +8,16 @@ import platformdirs
 
 import fleet
 
-from .errors import ProfileError
+from .errors import ProfileFileProblem
 
 SUFFIXES = (".yaml", ".yml")
 
 
 def bundled_dir() -> Path:
-    """The profiles shipped with fleet (demo.yaml, lab.example.yaml)."""
-    return Path(fleet.__file__).resolve().parent / "bundled" / "profiles"
+    """The profiles shipped with fleet (demo.yaml, lab.example.yaml, their
+    templates/): the repository's top-level profiles/, which the package reaches
+    as fleet/bundled/profiles (a symlink in a checkout, copied into a wheel)."""
+    return (Path(fleet.__file__).parent / "bundled" / "profiles").resolve()
 
 
 def user_dir() -> Path:
@@ -24,8 +26,9 @@ def user_dir() -> Path:
 
 
 def search_dirs() -> tuple[Path, ...]:
-    """Folders searched for a profile given by name, in order."""
-    return (bundled_dir(), user_dir())
+    """Folders searched for a profile given by name, in order: the user's copy
+    of a bundled profile (an edited demo.yaml) wins over the bundled one."""
+    return (user_dir(), bundled_dir())
 
 
 def _candidates(directory: Path, name: str) -> list[Path]:
@@ -38,18 +41,18 @@ def resolve_profile(name_or_path: str | Path) -> Path:
     """Find a profile file.
 
     An existing file is itself. A name (``demo``, ``lab.example``) is looked
-    up as ``<name>.yaml`` (or ``.yml``) in the bundled profiles, then in the
-    user's config folder. Anything else raises ProfileError naming every place
-    looked at.
+    up as ``<name>.yaml`` (or ``.yml``) in the user's config folder, then in
+    the bundled profiles. Anything else raises ProfileFileProblem (`fleet: ...`)
+    naming every place looked at.
     """
     given = str(name_or_path)
     if not given.strip():
-        raise ProfileError.single("<profile>", "no profile given")
+        raise ProfileFileProblem("no profile given (--profile NAME|PATH)")
     path = Path(given).expanduser()
     if path.is_file():
         return path
     if path.is_dir():
-        raise ProfileError.single(given, "is a directory, not a profile file")
+        raise ProfileFileProblem(f"{given}: is a directory, not a profile file")
     looked: list[Path] = [path]
     is_name = isinstance(name_or_path, str) and "/" not in given and "\\" not in given
     if is_name:
@@ -59,4 +62,6 @@ def resolve_profile(name_or_path: str | Path) -> Path:
                     return candidate
                 looked.append(candidate)
     places = ", ".join(str(p) for p in looked)
-    raise ProfileError.single(given, f"no such profile (looked for {places})")
+    hint = (f"; `fleet --headless profile new {given}` writes a starter there"
+            if is_name and given not in ("demo", "lab.example") else "")
+    raise ProfileFileProblem(f"no such profile {given!r} (looked for {places}){hint}")

@@ -1,7 +1,7 @@
 """Profile format version 1: the key tables and the checks across sections.
 
 To add a key: add one `Field(...)` to the table below, a field to the
-dataclass in `fleet/core/config.py`, and a line to fleet/bundled/profiles/lab.example.yaml.
+dataclass in `fleet/core/config.py`, and a line to profiles/lab.example.yaml.
 """
 
 from __future__ import annotations

@@ -509,6 +509,7 @@ class SimMachine:
                                 authorized_keys=keys,
                                 arch="aarch64" if buildarch == "arm64" else "x86_64"),
                          address, reported)
+        self.site.disks.save(self.mac, self.disk)
         self.phase = "rebooting after install"
         await self._sleep(s.install_seconds * 0.1)
 
@@ -519,6 +520,7 @@ class SimMachine:
         self.phase = "wiper: clearing the disk"
         await self._sleep(1.0)
         self.disk = None
+        self.site.disks.erase(self.mac)
         body = json.dumps({"token": token, "disks": [{"name": "sda", "bytes": SIM_DISK_BYTES}],
                            "failed": []}).encode()
         try:

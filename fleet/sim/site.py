@@ -19,6 +19,9 @@ section and the site's distributor, jump and subnets:
 - a stand-in wiper (`demo/wiper/`, recorded as a `wiper` artifact assigned to
   the distributor) so a machine released with a wipe has one to boot: the
   simulated machine does what the real wiper's /init does (machine.py);
+- installed machines' disks (OS, host key) are kept under the data dir
+  (`demo/disks/<profile>/`, `disks.py`): a restarted demo's provisioned
+  machines boot from disk again, same node and host key;
 - the demo follows fleet's events: a machine fleet releases is power-cycled
   (what an operator or a BMC would do), so it PXE boots into whatever fleet
   now says (wipe, or the hold loop).
@@ -47,8 +50,9 @@ import asyncssh
 
 from fleet.access.trust import jump_pins, store_jump_pins
 from fleet.access.keys import KeyStore, operator_key
-from fleet.core.model import HostKey
+from fleet.core.model import HostKey, MachineState
 from fleet.errors import BadInput
+from fleet.sim.disks import DiskShelf
 from fleet.sim.jump import JumpServer
 from fleet.sim.machine import QUIRKS, SimMachine
 from fleet.sim.vendors import make_hardware
@@ -100,6 +104,8 @@ class DemoSite:
         self.rng = random.Random(cfg.seed)
         self.operator_public = ""
         self.jump: JumpServer | None = None
+        # installed machines' disks, kept across restarts of the demo
+        self.disks = DiskShelf(engine.paths.data_dir / "demo" / "disks" / profile.name)
         self.machines: list[SimMachine] = []
         self.by_mac: dict[str, SimMachine] = {}
         self.started_at = 0.0
@@ -189,7 +195,9 @@ class DemoSite:
             hw = make_hardware(self.rng, i, used)
             at = self.stagger * i / max(1, n) + self.rng.uniform(0, 0.2)
             m = SimMachine(index=i, hw=hw, ip=self.machine_address(i), site=self,
-                           quirk=quirks.get(i), power_on_at=at)
+                           quirk=quirks.get(i), power_on_at=at, disk=self.disks.load(hw.mac))
+            if m.quirk == "rekey" and m.disk is not None:
+                m.kept_key = m.disk.os.host_key  # the key that survives its reinstalls
             self.machines.append(m)
             self.by_mac[hw.mac] = m
 
@@ -214,6 +222,7 @@ class DemoSite:
                 f"demo: the jump cannot listen on {self.jump_address}:{self.jump_cfg.port}: "
                 f"{err.strerror or err}") from err
         self.build_machines()
+        await self._boot_from_disks()
         self.started_at = time.monotonic()
         self._sub = self.engine.follow()
         self._follow = asyncio.ensure_future(self._follow_events(self._sub))
@@ -230,6 +239,30 @@ class DemoSite:
             "demo.started", self.site_name, message, machines=len(self.machines),
             subnet=str(self.subnet), jump=self.jump_cfg.name,
             quirks={m.mac: m.quirk for m in self.machines if m.quirk}))
+
+    async def _boot_from_disks(self) -> None:
+        """Provisioned machines with a disk power on into their OS again: their
+        nodes are booting (liveness waits for them instead of calling them
+        unreachable), and an event says so."""
+        engine = self.engine
+        states = engine.machine_states
+        names = []
+        now = engine.clock()
+        async with engine.store.transaction() as tx:
+            for m in self.machines:
+                if m.disk is None or states.get(m.mac) is not MachineState.PROVISIONED:
+                    continue
+                node = await engine.store.nodes.get(m.disk.os.hostname)
+                if node is None or node.mac != m.mac:
+                    continue
+                await engine.store.nodes.start_booting(tx, node.name, now)
+                names.append(node.name)
+            if names:
+                await engine.store.events.append(tx, [engine.event(
+                    "demo.disks", self.site_name,
+                    f"demo: {len(names)} provisioned "
+                    f"{'machine boots' if len(names) == 1 else 'machines boot'} from disk "
+                    f"again: {', '.join(sorted(names))}", nodes=sorted(names))])
 
     async def stop(self) -> None:
         if self._sub is not None:

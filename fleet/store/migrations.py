@@ -88,4 +88,22 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_subject ON events(subject);
     """,
+    # 2: when a node began booting (its call-home, or a demo machine powering on
+    # from disk): liveness gives it a grace from then
+    """
+    ALTER TABLE nodes ADD COLUMN booting_since REAL;
+    """,
+    # 3: idempotency keys of commands that came in through a site agent: a
+    # retry with the same key gets the first result instead of acting twice
+    """
+    CREATE TABLE command_keys (
+        key TEXT PRIMARY KEY,
+        op TEXT NOT NULL,
+        request TEXT NOT NULL,
+        result TEXT NOT NULL,
+        by TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX command_keys_created ON command_keys(created_at);
+    """,
 ]

@@ -157,6 +157,14 @@ class LeaseRepo(_Repo):
         await tx.execute("UPDATE leases SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
                          (ended_at, lease_id))
 
+    async def holder(self, tx: "aiosqlite.Connection", hostname: str,
+                     other_than: str) -> tuple[str, str] | None:
+        """(mac, deployment) of another machine whose current lease uses `hostname`."""
+        rows = await tx.execute_fetchall(
+            "SELECT m.mac, l.deployment FROM machines m JOIN leases l ON l.id = m.lease_id "
+            "WHERE l.hostname = ? AND m.mac != ? ORDER BY m.mac LIMIT 1", (hostname, other_than))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     async def get(self, lease_id: int) -> Lease | None:
         row = await self.store.fetchone("SELECT * FROM leases WHERE id = ?", (lease_id,))
         return _lease_from(row) if row else None
@@ -245,9 +253,20 @@ class NodeRepo(_Repo):
         if reachability is Reachability.REACHABLE:
             await tx.execute("UPDATE nodes SET reachability=?, last_seen=?, last_error=NULL "
                              "WHERE name=?", (reachability.value, when, name))
+        elif reachability is Reachability.BOOTING:
+            # a node already booting keeps the time it began
+            await tx.execute(
+                "UPDATE nodes SET booting_since = CASE WHEN reachability = 'booting' AND "
+                "booting_since IS NOT NULL THEN booting_since ELSE ? END, reachability=?, "
+                "last_error=? WHERE name=?", (when, reachability.value, error, name))
         else:
             await tx.execute("UPDATE nodes SET reachability=?, last_error=? WHERE name=?",
                              (reachability.value, error, name))
+
+    async def start_booting(self, tx: "aiosqlite.Connection", name: str, when: float) -> None:
+        """The node began booting at `when` (it called home, or powered on)."""
+        await tx.execute("UPDATE nodes SET reachability='booting', booting_since=?, "
+                         "last_error=NULL WHERE name=?", (when, name))
 
     async def set_reachability_many(self, tx: "aiosqlite.Connection", when: float,
                                     rows: Iterable[tuple[str, Reachability, str | None]]
@@ -261,11 +280,36 @@ class NodeRepo(_Repo):
             await tx.executemany("UPDATE nodes SET reachability=?, last_seen=?, "
                                  "last_error=NULL WHERE name=?", up)
         if down:
-            await tx.executemany("UPDATE nodes SET reachability=?, last_error=? WHERE name=?",
-                                 down)
+            # a booting node stays booting: only liveness ends its boot grace
+            await tx.executemany("UPDATE nodes SET reachability=?, last_error=? WHERE name=? "
+                                 "AND reachability != 'booting'", down)
 
     async def delete(self, tx: "aiosqlite.Connection", name: str) -> None:
         await tx.execute("DELETE FROM nodes WHERE name = ?", (name,))
+
+    async def booting(self) -> list[tuple[str, float]]:
+        """(name, when it began booting) of the nodes that have not answered SSH
+        since they called home or powered on."""
+        rows = await self.store.fetchall(
+            "SELECT name, COALESCE(booting_since, registered_at) FROM nodes "
+            "WHERE reachability = 'booting'")
+        return [(r[0], r[1] or 0.0) for r in rows]
+
+    async def registered_by(self, tx: "aiosqlite.Connection", mac: str) -> list[str]:
+        """The names of the nodes a machine registered by calling home."""
+        rows = await tx.execute_fetchall(
+            "SELECT name FROM nodes WHERE source = 'callhome' AND mac = ? ORDER BY name", (mac,))
+        return [r[0] for r in rows]
+
+    async def holder_of(self, tx: "aiosqlite.Connection", name: str) -> tuple[str, str | None] | None:
+        """(source, mac) of the node called `name`, or None."""
+        rows = await tx.execute_fetchall("SELECT source, mac FROM nodes WHERE name = ?", (name,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def unpin(self, tx: "aiosqlite.Connection", name: str) -> int:
+        """Drop every pinned host key of a node; how many there were."""
+        cur = await tx.execute("DELETE FROM host_keys WHERE node = ?", (name,))
+        return cur.rowcount
 
 
 def _node_from(row, keys: tuple[HostKey, ...]) -> Node:
@@ -274,7 +318,7 @@ def _node_from(row, keys: tuple[HostKey, ...]) -> Node:
                 user=row["user"], labels=_json_map(row["labels"]), source=row["source"],
                 mac=row["mac"], registered_at=row["registered_at"], host_keys=keys,
                 reachability=Reachability(row["reachability"]), last_seen=row["last_seen"],
-                last_error=row["last_error"])
+                last_error=row["last_error"], booting_since=row["booting_since"])
 
 
 # -- events --------------------------------------------------------------------

@@ -16,7 +16,6 @@ broadcast are more TabPanes (`add_tab`; see fleet/tui/shells.py).
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from functools import partial
@@ -28,25 +27,19 @@ from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane, Tabs
+from textual.widgets.input import Selection
 
 from fleet.core.model import Event
 from fleet.engine import Engine
 from fleet.errors import FleetError
-from fleet import records
 from fleet.paths import Paths
 from fleet.profile import Profile
 from fleet.tui.commands import FleetCommands
 from fleet.tui.config import ConsoleConfig, load_config
-from fleet.tui.keymap import ALIASES, APP_BINDINGS, command_words
+from fleet.tui.keymap import ALIASES, APP_BINDINGS, command_words, unavailable_bindings
 from fleet.tui.panes import (DistributorsPane, EventsPane, JobsPane, MachinesPane, NodesPane,
                              Pane)
-from fleet.tui.panes.events import command_text
-from fleet.tui.screens.build import BuildDialog
-from fleet.tui.screens.confirm import ConfirmDialog
-from fleet.tui.screens.details import DetailsScreen, RawScreen
-from fleet.tui.screens.exec import ExecDialog
 from fleet.tui.screens.help import HelpScreen, binding_rows
-from fleet.tui.screens.lease import LeaseDialog
 from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
 
@@ -55,9 +48,11 @@ TICK_INTERVAL = 2.0
 RECONCILE_INTERVAL = 30.0
 BULK_LIMIT = 300
 FIRST_PAGE = 200  # rows of each big pane fetched for the first screen
-VERB_ACTIONS = {"details", "lease", "release", "build", "shell", "broadcast", "exec",
-                "forward", "switch_distributor", "copy", "raw", "focus_pane", "toggle_maximize",
-                "command_mode", "filter_mode", "help", "reload"}
+NARROW_BELOW = 120  # columns: below this the dashboard shows only machines, nodes, events
+PANES = (MachinesPane, NodesPane, JobsPane, DistributorsPane, EventsPane)
+#: the dashboard's keys (not for shell tabs, dialogs or the command line)
+DASHBOARD_ACTIONS = {"unavailable", "focus_pane", "toggle_maximize", "command_mode",
+                     "filter_mode", "help", "reload"}
 
 
 class FleetApp(ShellActions, App):
@@ -74,10 +69,18 @@ class FleetApp(ShellActions, App):
     #pane-events { height: 1fr; }
     #pane-distributors { width: 62; }
     #pane-jobs { width: 62; }
+    /* a small terminal: machines and nodes take the width; distributors and jobs
+       leave the dashboard (the header counts them; 3 and 4 zoom to them) */
+    Screen.-narrow #row1 > #pane-distributors, Screen.-narrow #row2 > #pane-jobs {
+        display: none; }
+    Screen.-narrow #row1 > #pane-distributors.-maximized,
+    Screen.-narrow #row2 > #pane-jobs.-maximized { display: block; }
+    #row1 > #pane-distributors.-maximized, #row2 > #pane-jobs.-maximized { width: 1fr; }
     #cmdline { display: none; border: none; height: 1; padding: 0 1; background: $panel; }
     #cmdline.open { display: block; }
     """
-    BINDINGS = APP_BINDINGS
+    BINDINGS = APP_BINDINGS + unavailable_bindings(PANES)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
     COMMANDS = App.COMMANDS | {FleetCommands}
 
     def __init__(self, profile: Profile, *, read_only: bool = False,
@@ -433,7 +436,7 @@ class FleetApp(ShellActions, App):
         self._full_reload = True
         self._schedule(0)
 
-    # -- facades that colleagues' layers provide ------------------------------------------
+    # -- the engine's facades, when this engine has them ------------------------------------
 
     def _facade(self, name: str):
         if self.engine is None:
@@ -456,11 +459,11 @@ class FleetApp(ShellActions, App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in SHELL_ACTIONS:  # priority keys: only where a shell tab can use them
             return len(self.screen_stack) == 1 and self.check_shell_action(action)
-        if action in VERB_ACTIONS and self.shells.active() is not None:
-            return False  # a shell tab: the dashboard's verbs are not for it
-        if action in VERB_ACTIONS and len(self.screen_stack) > 1:
+        if action in DASHBOARD_ACTIONS and self.shells.active() is not None:
+            return False  # a shell tab: the dashboard's keys are not for it
+        if action in DASHBOARD_ACTIONS and len(self.screen_stack) > 1:
             return False  # dialogs and detail screens own the keyboard
-        if action in VERB_ACTIONS and self.focused is self._cmdline:
+        if action in DASHBOARD_ACTIONS and self.focused is self._cmdline:
             return False
         return True
 
@@ -472,7 +475,9 @@ class FleetApp(ShellActions, App):
         switched = tabs.active != "tab-dashboard"
         if switched:
             tabs.active = "tab-dashboard"
-        if self.screen.maximized is not None and self.screen.maximized is not pane:
+        if not self._on_dashboard(pane):
+            self.screen.maximized = pane  # a small terminal's dashboard leaves it out
+        elif self.screen.maximized is not None and self.screen.maximized is not pane:
             self.screen.maximized = pane
         if switched:
             pane.table.focus()  # once the dashboard is shown again
@@ -480,6 +485,11 @@ class FleetApp(ShellActions, App):
             # now, not via call_later (Widget.focus): keys typed right behind, as in
             # `2/web`, must find the focus (and current_pane) already moved
             self.screen.set_focus(pane.table)
+
+    def _on_dashboard(self, pane: Pane) -> bool:
+        """Whether the dashboard's layout shows this pane (not at small widths)."""
+        return not (self.screen_stack[0].has_class("-narrow")
+                    and pane.kind in ("distributors", "jobs"))
 
     def action_toggle_maximize(self) -> None:
         if self.screen.maximized is not None:
@@ -529,6 +539,8 @@ class FleetApp(ShellActions, App):
         else:
             cmd.value = ":"
         cmd.cursor_position = len(cmd.value)
+        if len(cmd.value) > 1:  # the old filter, selected: typing replaces it
+            cmd.selection = Selection(1, len(cmd.value))
         # focus now, not via call_later (Widget.focus): keys typed right after `/`
         # (a paste, a fast typist, tmux send-keys) went to the table as verbs
         self.screen.set_focus(cmd)
@@ -538,7 +550,10 @@ class FleetApp(ShellActions, App):
         command line took focus; they reach the app and belong to the command line."""
         cmd = self._cmdline
         if self.focused is cmd and event.is_printable and event.character:
-            cmd.insert_text_at_cursor(event.character)
+            if cmd.selection.is_empty:
+                cmd.insert_text_at_cursor(event.character)
+            else:
+                cmd.replace(event.character, *cmd.selection)
             event.stop()
 
     def _close_cmdline(self) -> None:
@@ -561,12 +576,17 @@ class FleetApp(ShellActions, App):
 
     def apply_filter(self, text: str, pane: Pane | None = None) -> bool:
         pane = pane or self.current_pane()
+        table = pane.table
         try:
-            pane.table.set_filter(text)
+            table.set_filter(text)
         except ValueError as err:
             self.notify(str(err), severity="error")
             return False
         pane.update_title()
+        unknown = table.filter.field_keys() - table.field_keys()
+        if unknown and table.rows:
+            self.notify(f"no {pane.kind} have {', '.join(sorted(unknown))}; filter keys "
+                        f"here: {', '.join(sorted(table.field_keys()))}", severity="warning")
         return True
 
     async def run_command(self, text: str) -> None:
@@ -620,224 +640,29 @@ class FleetApp(ShellActions, App):
         self.screen.maximized = pane
         pane.table.focus()
 
-    # -- verbs -----------------------------------------------------------------------------
+    # -- verbs: each pane binds its own; here, why one is not available -------------------
 
-    def _refuse_read_only(self, what: str) -> bool:
-        if self.read_only:
-            self.notify(f"read-only: cannot {what} (fleet was started with --read-only)",
+    def action_unavailable(self, kind: str, action: str) -> None:
+        """A pane verb's key pressed where that verb cannot run (see
+        `unavailable_bindings`): say why, in the words the verb would use."""
+        owner = self.pane(kind)
+        verb = {b.action: b.description for b in type(owner).BINDINGS}.get(action, action)
+        if self.read_only and action in owner.WRITES:
+            self.notify(f"read-only: cannot {owner.WRITES[action]} "
+                        "(fleet was started with --read-only)", severity="warning")
+        elif self.current_pane() is not owner:
+            self.notify(f"{verb.lower()} works on the {kind} pane ({owner.number})",
                         severity="warning")
-            return True
-        return False
-
-    def _targets(self, kind: str, verb: str) -> list[Hashable] | None:
-        pane = self.current_pane()
-        if pane.kind != kind:
-            self.notify(f"{verb} works on the {kind} pane ({self.pane(kind).number})",
-                        severity="warning")
-            return None
-        targets = pane.table.targets()
-        if not targets:
+        else:
             self.notify(f"no {kind} selected", severity="warning")
-            return None
-        return targets
-
-    def action_details(self) -> None:
-        pane = self.current_pane()
-        key = pane.table.cursor_key
-        if key is not None:
-            self.show_record(pane.kind, key)
-
-    def action_raw(self) -> None:
-        pane = self.current_pane()
-        key = pane.table.cursor_key
-        if key is not None:
-            self._open_record(pane.kind, key, raw=True)
 
     def show_record(self, kind: str, key: Hashable) -> None:
-        """Focus the row and open its details (the palette uses this too)."""
+        """Focus the row and open its details (the palette uses this)."""
         pane = self.pane(kind)
         if pane is not None:
             pane.table.focus()
             pane.table.move_cursor_to(key)
-        self._open_record(kind, key, raw=False)
-
-    @work(group="details", exclusive=True, exit_on_error=False)
-    async def _open_record(self, kind: str, key: Hashable, raw: bool) -> None:
-        engine = self.engine
-        now = self._clock()
-        try:
-            if kind == "machines":
-                record = records.machine(await engine.machine(str(key)), now)
-                title = f"machine {key}"
-            elif kind == "nodes":
-                record = records.node(await engine.node(str(key)))
-                title = f"node {key}"
-            elif kind == "jobs":
-                job = await engine.find_job(int(key))
-                record = records.job(job, now) if job else {"id": key}
-                title = f"job {key}"
-            elif kind == "distributors":
-                dist = {d.name: d for d in await engine.distributors()}[key]
-                seen = self.pane("distributors").table.rows[key].values[-1]
-                record = records.distributor(dist, seen)
-                title = f"distributor {key}"
-            else:
-                # the pane keeps the Event behind each of its rows (the store is not
-                # asked: its newest event is not this one)
-                event = self.pane("events").events[key]
-                record = records.event(event)
-                title = f"event {key}"
-        except (FleetError, KeyError) as err:
-            self.notify(str(err), severity="error")
-            return
-        if raw:
-            await self.push_screen(RawScreen(title, record))
-            return
-        subject = str(key) if kind != "events" else record.get("subject")
-        recent = await engine.events(20, subject) if subject else []
-        command = command_text(event) if kind == "events" else None
-        sections = [("Command (verbatim)", command)] if command is not None else []
-        await self.push_screen(DetailsScreen(title, record, recent, sections))
-
-    def action_lease(self) -> None:
-        if self._refuse_read_only("lease machines"):
-            return
-        macs = self._targets("machines", "lease")
-        if macs is None:
-            return
-
-        def done(result) -> None:
-            if result:
-                self.notify(f"leased {len(result)}: " + ", ".join(
-                    f"{m.mac} -> {m.lease.deployment}" for m in result[:5]))
-                self.pane("machines").table.clear_marks()
-
-        self.push_screen(LeaseDialog(self.engine, [str(m) for m in macs]), done)
-
-    def action_release(self) -> None:
-        if self._refuse_read_only("release machines"):
-            return
-        macs = self._targets("machines", "release")
-        if macs is None:
-            return
-        macs = [str(m) for m in macs]
-
-        def confirmed(answer) -> None:
-            if answer is not None:
-                self._release(macs, bool(answer.get("wipe")))
-
-        n = len(macs)
-        self.push_screen(ConfirmDialog(
-            f"Release {n} machine{'s' if n > 1 else ''}? Their leases end.", macs,
-            action="Release", wipe_option=True), confirmed)
-
-    @work(group="verb", exit_on_error=False)
-    async def _release(self, macs: list[str], wipe: bool) -> None:
-        ok, failed = [], []
-        for mac in macs:
-            try:
-                await self.engine.release(mac, wipe=wipe)
-                ok.append(mac)
-            except FleetError as err:
-                failed.append(f"{mac}: {err}")
-        if ok:
-            self.notify(f"released {len(ok)}{' (wipe)' if wipe else ''}: {', '.join(ok[:5])}")
-            self.pane("machines").table.clear_marks()
-        if failed:
-            self.notify("\n".join(failed[:5]), severity="error", timeout=10)
-
-    def action_switch_distributor(self) -> None:
-        if self._refuse_read_only("switch distributors"):
-            return
-        names = self._targets("distributors", "on/off")
-        if names is None:
-            return
-        table = self.pane("distributors").table
-        name = str(names[0])
-        enabled = table.rows[name].fields.get("on") == "on"
-        word = "off" if enabled else "on"
-
-        def confirmed(answer) -> None:
-            if answer is not None:
-                self._switch(name, not enabled)
-
-        self.push_screen(ConfirmDialog(f"Switch distributor {name} {word}?", [name],
-                                       action=f"Switch {word}"), confirmed)
-
-    @work(group="verb", exit_on_error=False)
-    async def _switch(self, name: str, enabled: bool) -> None:
-        try:
-            await self.engine.switch_distributor(name, enabled)
-        except FleetError as err:
-            self.notify(str(err), severity="error")
-            return
-        self.notify(f"distributor {name} switched {'on' if enabled else 'off'}")
-
-    def action_build(self) -> None:
-        if self._refuse_read_only("build boot media"):
-            return
-        if self.jobs is None:
-            self.notify("builds arrive with the job runner (engine.jobs is not available)",
-                        severity="warning")
-            return
-        pane = self.current_pane()
-        dist = str(pane.table.cursor_key) if pane.kind == "distributors" and \
-            pane.table.cursor_key is not None else None
-
-        def done(job_id) -> None:
-            if job_id is not None:
-                self.notify(f"build queued as job {job_id}" if job_id else
-                            "artifact already built (cached)")
-
-        self.push_screen(BuildDialog(self.engine, dist), done)
-
-    def action_exec(self) -> None:
-        if self._refuse_read_only("run commands on nodes"):
-            return
-        if not self._access_has("exec", "exec"):
-            return
-        names = self._targets("nodes", "exec")
-        if names is not None:
-            self.push_screen(ExecDialog(self.engine, [str(n) for n in names]))
-
-    async def action_shell(self) -> None:
-        if self._refuse_read_only("open shells"):
-            return
-        if not self._access_has("shell", "shells"):
-            return
-        names = self._targets("nodes", "shell")
-        if names is not None:
-            await self._shell(str(names[0]))
-
-    async def _shell(self, node: str) -> None:
-        try:
-            opened = self.shell_runner(node)
-            if inspect.isawaitable(opened):
-                await opened
-        except FleetError as err:
-            self.notify(f"shell {node}: {err}", severity="error")
-
-    def action_forward(self) -> None:
-        if not self._access_has("forward", "port forwards"):
-            return
-        self.notify("port forwards from the console arrive with the node tabs",
-                    severity="warning")
-
-    def _access_has(self, method: str, what: str) -> bool:
-        access = self.access
-        if access is None or not hasattr(access, method):
-            self.notify(f"{what} arrive with the access plane", severity="warning")
-            return False
-        return True
-
-    def action_copy(self) -> None:
-        pane = self.current_pane()
-        keys = pane.table.targets()
-        if not keys:
-            return
-        text = pane.copy_text(keys)  # names, MACs; an event's command or message
-        self.copy_to_clipboard(text)
-        self.notify(f"copied {text if len(text) < 60 else text[:57] + '…'}", markup=False)
+            pane.open_record(key, raw=False)
 
 
 def _esc(text: str) -> str:

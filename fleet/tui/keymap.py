@@ -1,10 +1,11 @@
-"""Every app-level key binding, each with a stable id the user can remap in
+"""The app-level key bindings, each with a stable id the user can remap in
 `config.yaml` (`keymap: {verb.lease: ctrl+l}`) -> `App.set_keymap`.
 
 Ids: `app.*` (global), `pane.*` (focus/maximize), `verb.*` (act on the selected
-or marked rows), `table.*` (movement and marks inside a table, see LineTable),
-`tab.*` (dashboard and shell tabs), `shell.*` (in a shell tab: f12 hands the
-real terminal to the shell until ctrl+], f11 stops broadcasting).
+or marked rows: each pane binds its own, see fleet/tui/panes), `table.*`
+(movement and marks inside a table, see LineTable), `tab.*` (dashboard and shell
+tabs), `shell.*` (in a shell tab: f12 hands the real terminal to the shell until
+ctrl+], f11 stops broadcasting).
 """
 
 from __future__ import annotations
@@ -25,17 +26,6 @@ APP_BINDINGS = [
             id="pane.distributors"),
     Binding("5", "focus_pane('events')", "Events", show=False, id="pane.events"),
     Binding("z", "toggle_maximize", "Zoom", id="pane.maximize"),
-    Binding("enter", "details", "Details", id="verb.details"),
-    Binding("l", "lease", "Lease", id="verb.lease"),
-    Binding("r", "release", "Release", id="verb.release"),
-    Binding("b", "build", "Build", id="verb.build"),
-    Binding("s", "shell", "Shell", id="verb.shell"),
-    Binding("B", "broadcast", "Broadcast", show=False, id="verb.broadcast"),
-    Binding("x", "exec", "Exec", id="verb.exec"),
-    Binding("f", "forward", "Forward", show=False, id="verb.forward"),
-    Binding("o", "switch_distributor", "On/off", show=False, id="verb.distributor"),
-    Binding("c", "copy", "Copy", show=False, id="verb.copy"),
-    Binding("y", "raw", "Raw", show=False, id="verb.raw"),
     # shell tabs (fleet/tui/shells.py): priority, so the terminal widget never
     # swallows them; each acts only where it means something (check_action)
     Binding("ctrl+pagedown", "next_tab", "Next tab", show=False, priority=True,
@@ -48,6 +38,20 @@ APP_BINDINGS = [
     Binding("f11", "stop_broadcast", "Stop broadcast", priority=True,
             id="shell.stop_broadcast"),
 ]
+
+
+
+def unavailable_bindings(panes) -> list[Binding]:
+    """For each pane's own verbs, a hidden app binding with the same key and id (a
+    user's keymap moves both): pressed where the verb is not available (another
+    pane, read-only mode, no row) it runs `unavailable`, which says why."""
+    out = []
+    for pane in panes:
+        for b in pane.__dict__.get("BINDINGS", ()):  # its own, not the common ones
+            out.append(Binding(b.key, f"unavailable({pane.kind!r}, {b.action!r})",
+                               b.description, show=False, id=b.id))
+    return out
+
 
 #: `:` command aliases -> canonical command.
 ALIASES = {

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
         profile = load_profile(args.profile)
     except ProfileError as err:
         print(str(err), file=sys.stderr)
-        return 2
+        return err.exit_code
     from fleet.tui.app import FleetApp
 
     app = FleetApp(profile, read_only=args.read_only, theme_name=args.theme)

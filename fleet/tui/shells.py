@@ -9,7 +9,7 @@ full-terminal handoff.
 - `B` on the nodes pane: a tab per marked node (running ones reused) and
   broadcast mode: whatever is typed into any of them is written to every one
   of their channels, the same bytes once per channel. The tab titles carry
-  `⇉` and each status line says BROADCAST; `B` on the dashboard or f11 stops.
+  `⇉` and each status line says BROADCAST; `B` on the nodes pane or f11 stops.
   The emulator's own answers (cursor position reports) go only to the channel
   that asked.
 - f12 in a shell tab: the full-terminal handoff: the console is suspended and
@@ -360,18 +360,3 @@ class ShellActions:
         if self.shells.broadcast is not None:
             self.shells.stop_broadcast()
             self.notify("broadcast stopped")
-
-    async def action_broadcast(self) -> None:
-        if self.shells.broadcast is not None:
-            self.action_stop_broadcast()
-            return
-        if self._refuse_read_only("broadcast to node shells"):
-            return
-        if not self._access_has("shell", "shells"):
-            return
-        names = self._targets("nodes", "broadcast")
-        if names is None:
-            return
-        tabs = await self.shells.start_broadcast([str(n) for n in names])
-        self.notify(f"broadcasting to {len(tabs)} shell{'s' if len(tabs) > 1 else ''}: "
-                    + ", ".join(t.node for t in tabs) + " (f11 or B on the dashboard stops)")

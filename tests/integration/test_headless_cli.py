@@ -42,7 +42,7 @@ def seeded(profile_path, xdg):
 
 
 def test_demo_profile_machines_as_json_array(xdg):
-    r = fleet("--headless", "--profile", str(REPO / "fleet/bundled/profiles/demo.yaml"), "--format", "json",
+    r = fleet("--headless", "--profile", str(REPO / "profiles/demo.yaml"), "--format", "json",
               "machines", env=xdg, check=0)
     assert isinstance(json.loads(r.stdout), list)
 
@@ -112,7 +112,7 @@ def test_invalid_profile_exits_2_with_file_and_line(tmp_path, xdg):
 
 
 def test_profile_check_ok(xdg):
-    r = fleet("--headless", "profile", "check", str(REPO / "fleet/bundled/profiles/lab.example.yaml"),
+    r = fleet("--headless", "profile", "check", str(REPO / "profiles/lab.example.yaml"),
               env=xdg, check=0)
     assert "ok" in r.stdout
 
@@ -141,9 +141,13 @@ def test_info_lists_every_path(seeded, xdg, tmp_path):
         assert info[key].startswith(str(tmp_path)) or key == "profile_file", key
 
 
-def test_events_follow_streams_another_process_and_stops_on_sigint(seeded, xdg):
+@pytest.mark.parametrize("fmt", [[], ["--format", "table"], ["--format", "jsonl"]])
+def test_events_follow_streams_json_lines_from_another_process_and_sigint_is_130(
+        seeded, xdg, fmt):
+    """As the README says: `events --follow` always streams JSON lines; a signal
+    ends it with 130, as it ends `jobs --follow`."""
     proc = subprocess.Popen([sys.executable, "-m", "fleet", "--headless", "--profile",
-                             str(seeded), "--format", "jsonl", "events", "--follow"],
+                             str(seeded), *fmt, "events", "--follow"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=xdg)
     try:
         first = json.loads(proc.stdout.readline())  # the past: machine.discovered
@@ -155,7 +159,23 @@ def test_events_follow_streams_another_process_and_stops_on_sigint(seeded, xdg):
         assert second["kind"] == "machine.leased" and second["subject"] == MAC
         assert time.monotonic() - t0 < 2
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert proc.wait(10) == 130
+        assert proc.stderr.read() == ""
+    finally:
+        proc.kill()
+
+
+def test_jobs_follow_ends_with_130_on_sigint_too(seeded, xdg):
+    proc = subprocess.Popen([sys.executable, "-m", "fleet", "--headless", "--profile",
+                             str(seeded), "jobs", "--follow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=xdg)
+    try:
+        fleet("--headless", "--profile", str(seeded), "build", "--no-wait", "iso",
+              "--chain-url", "http://10.77.0.1:8067/boot/${mac}.ipxe", env=xdg)
+        assert proc.stdout.readline().startswith("job ")  # it is following
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 130
+        assert proc.stderr.read() == ""
     finally:
         proc.kill()
 

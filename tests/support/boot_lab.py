@@ -20,7 +20,7 @@ MAC = "52:54:00:12:34:56"
 MAC2 = "52:54:00:65:43:21"
 ROOT_KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip() \
     + " ops@example"
-REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "fleet" / "bundled" / "profiles" / "templates"
+REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "profiles" / "templates"
 
 
 @dataclass

@@ -329,6 +329,7 @@ async def test_build_degrades_without_the_jobs_facade(seeded_engine, monkeypatch
     app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
+        await goto(pilot, "distributors", "rack1")  # build is the distributors pane's verb
         await pilot.press("b")
         await pilot.pause()
         assert app.screen is app.screen_stack[0]

@@ -48,6 +48,12 @@ def test_lease_dialog(snap_compare, seeded_dir):
                         run_before=_before("l", cursor=("machines", MACS[0][0])))
 
 
+def test_lease_dialog_for_several_machines(snap_compare, seeded_dir):
+    keys = ["space", "space", "l", "tab", *"api1"]
+    assert snap_compare(make_app(seeded_dir), terminal_size=SIZE,
+                        run_before=_before(*keys, cursor=("machines", MACS[4][0])))
+
+
 def test_release_dialog(snap_compare, seeded_dir):
     assert snap_compare(make_app(seeded_dir), terminal_size=SIZE,
                         run_before=_before("r", cursor=("machines", MACS[2][0])))
@@ -82,3 +88,7 @@ def test_read_only_header(snap_compare, seeded_dir):
 def test_theme(snap_compare, seeded_dir, theme):
     assert snap_compare(make_app(seeded_dir, theme_name=theme), terminal_size=SIZE,
                         run_before=_before())
+
+
+def test_dashboard_at_80x24(snap_compare, seeded_dir):
+    assert snap_compare(make_app(seeded_dir), terminal_size=(80, 24), run_before=_before())

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -221,6 +222,12 @@ def test_installed_console_leases_opens_a_shell_and_restores_the_terminal(tmp_pa
         "the shell prompt after fleet quit", 15)
     assert "FLEET-EXIT=0" in screen, screen
     assert "Traceback" not in screen, screen
+    # nothing else left on the terminal: no Python warning (asyncssh's import
+    # raises some), no library log line (asyncio's "socket.send() raised
+    # exception."): those go to the log file
+    joined = tmux.run("capture-pane", "-p", "-J", "-t", "t")  # wrapped lines joined
+    left = joined.split("; echo FLEET-EXIT=$?", 1)[1].split("FLEET-EXIT=0", 1)[0]
+    assert left.strip() == "", left
 
     # the terminal is given back as it was
     assert tmux.display("#{alternate_on}") == "0"  # main screen again
@@ -241,8 +248,12 @@ def test_wheel_ships_the_bundled_profiles_templates_and_themes(tmp_path):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "fleet", src / "fleet",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # as a checkout has them: the top-level profiles/ and themes/, and the
+    # symlinks in fleet/bundled/ that put them inside the package
+    for name in ("fleet", "profiles", "themes"):
+        shutil.copytree(ROOT / name, src / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    assert (src / "fleet/bundled/profiles").is_symlink()
     out = tmp_path / "wheels"
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
                            "--disable-pip-version-check", "-w", str(out), str(src)],
@@ -250,14 +261,18 @@ def test_wheel_ships_the_bundled_profiles_templates_and_themes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheels = list(out.glob("fleet-*.whl"))
     assert len(wheels) == 1, wheels
-    names = set(zipfile.ZipFile(wheels[0]).namelist())
+    entries = zipfile.ZipFile(wheels[0]).infolist()
+    names = {e.filename for e in entries}
+    # files, not the symlinks of the checkout
+    assert all(stat.S_ISREG(e.external_attr >> 16) for e in entries
+               if e.filename.startswith("fleet/bundled/")), entries
     assert "fleet/bundled/profiles/demo.yaml" in names
     assert "fleet/bundled/profiles/lab.example.yaml" in names
     templates = {n for n in names if n.startswith("fleet/bundled/profiles/templates/")}
     shipped = {f"fleet/bundled/profiles/templates/{p.name}"
-               for p in (ROOT / "fleet/bundled/profiles/templates").iterdir() if p.is_file()}
+               for p in (ROOT / "profiles/templates").iterdir() if p.is_file()}
     assert shipped and shipped <= templates, shipped - templates
     themes = {n for n in names if re.fullmatch(r"fleet/bundled/themes/[^/]+\.yaml", n)}
     expected = {f"fleet/bundled/themes/{p.name}"
-                for p in (ROOT / "fleet/bundled/themes").glob("*.yaml")}
+                for p in (ROOT / "themes").glob("*.yaml")}
     assert len(expected) >= 4 and expected == themes, (expected, themes)

@@ -13,7 +13,7 @@ import yaml
 from fleet.boot.templates import TemplateValues, render, render_deployment
 from fleet.core.templates import TemplateError, placeholders
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "fleet" / "bundled" / "profiles" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "profiles" / "templates"
 KEY1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa0 ops@example"
 KEY2 = 'from="10.0.0.0/8" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa1 backup'
 

@@ -26,7 +26,7 @@ from fleet.profile import (
 )
 
 REPO = Path(fleet.__file__).resolve().parent.parent
-PROFILES = REPO / "fleet" / "bundled" / "profiles"
+PROFILES = REPO / "profiles"
 
 
 def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
@@ -62,7 +62,7 @@ def test_demo_profile_loads() -> None:
 def test_lab_example_loads() -> None:
     p = load_profile(PROFILES / "lab.example.yaml")
     assert p.name == "lab"
-    assert p.store == PROFILES / "lab.db"
+    assert p.store is None  # the default: <data dir>/lab.db, not beside the profile
     assert [j.name for j in p.jumps] == ["gw1", "gw2", "inner"]
     assert p.jump("gw2") == JumpConfig("gw2", "10.90.0.3", 22, "root", None)
     assert p.jump_chain("inner") == (p.jump("gw1"), p.jump("inner"))
@@ -322,7 +322,8 @@ def test_resolve_unknown_lists_where_it_looked(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(ProfileError) as info:
         resolve_profile("nosuch")
     text = str(info.value)
-    assert text.startswith("nosuch: no such profile (looked for ")
+    assert text.startswith("fleet: no such profile 'nosuch' (looked for ")
+    assert text.endswith("`fleet --headless profile new nosuch` writes a starter there")
     assert str(PROFILES / "nosuch.yaml") in text
     assert str(tmp_path / "cfg" / "fleet" / "profiles" / "nosuch.yaml") in text
 
@@ -330,7 +331,7 @@ def test_resolve_unknown_lists_where_it_looked(tmp_path: Path, monkeypatch: pyte
 def test_missing_path_is_profile_error(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as info:
         load_profile(tmp_path / "missing.yaml")
-    assert str(info.value).startswith(f"{tmp_path / 'missing.yaml'}: no such profile")
+    assert str(info.value).startswith(f"fleet: no such profile '{tmp_path / 'missing.yaml'}'")
 
 
 def test_directory_is_profile_error(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import yaml
 
 from fleet.profile import yamlpos
 
-BUNDLED = Path(yamlpos.__file__).resolve().parents[1] / "bundled" / "profiles"
+BUNDLED = Path(yamlpos.__file__).resolve().parents[2] / "profiles"
 EXTRA = """\
 version: 1
 base: &base {user: root, labels: {role: web, backup: on}}

@@ -1,15 +1,29 @@
-"""A pane: a titled, focusable box with one LineTable and a "last updated" stamp."""
+"""A pane: a titled, focusable box with one LineTable and a "last updated" stamp,
+and the verbs (key bindings) that act on its rows.
+
+Each pane binds its own verbs, so the footer shows what the focused pane can
+do. One `check_action` gates them: a verb in `WRITES` is hidden in read-only
+mode, a verb in `ROW_VERBS` is shown disabled while no row is selected. The
+binding ids (`verb.*`) are the keymap's, as before.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, ClassVar, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Iterable, Mapping
 
+from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 
 from fleet.core.durations import format_duration
+from fleet.errors import FleetError
+from fleet.tui.screens.details import DetailsScreen, RawScreen
 from fleet.tui.widgets.linetable import Column, LineTable
+
+if TYPE_CHECKING:
+    from fleet.tui.app import FleetApp
 
 
 def clock_text(ts: float | None, _now: float = 0.0) -> str:
@@ -33,6 +47,15 @@ class Pane(Vertical):
     Pane:focus-within { border: round $accent; border-title-color: $accent;
                         border-title-style: bold; }
     """
+    BINDINGS = [
+        Binding("enter", "details", "Details", id="verb.details"),
+        Binding("c", "copy", "Copy", show=False, id="verb.copy"),
+        Binding("y", "raw", "Raw", show=False, id="verb.raw"),
+    ]
+    #: the actions that change the fleet -> what read-only mode refuses ("lease machines")
+    WRITES: ClassVar[dict[str, str]] = {}
+    #: the actions that act on the marked rows, else the row under the cursor
+    ROW_VERBS: ClassVar[frozenset[str]] = frozenset({"details", "copy", "raw"})
     kind: ClassVar[str] = ""
     title: ClassVar[str] = ""
     number: ClassVar[int] = 0
@@ -52,6 +75,11 @@ class Pane(Vertical):
         self.table = LineTable(self.COLUMNS, sort_column=self.SORT, clock=clock,
                                counted=self.COUNTED, id=f"table-{self.kind}")
         self.table.sort_reverse = self.REVERSE
+        self._had_targets = False
+
+    @property
+    def fleet(self) -> "FleetApp":
+        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield self.table
@@ -96,6 +124,7 @@ class Pane(Vertical):
         self.update_title()
 
     def update_title(self) -> None:
+        self._sync_bindings()
         t = self.table
         shown = t.row_count
         total = len(t.rows)
@@ -117,3 +146,73 @@ class Pane(Vertical):
             subtitle = "updated " + time.strftime("%H:%M:%S", time.localtime(self.updated_at))
             if subtitle != self.border_subtitle:
                 self.border_subtitle = subtitle
+
+    # -- verbs ---------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.screen is not self.app.screen:
+            return False  # a dialog or details screen is up: its keys, not these
+        if action in self.WRITES and self.fleet.read_only:
+            return False  # hidden: the header says READ-ONLY
+        if action in self.ROW_VERBS and not self.has_targets:
+            return None  # shown, disabled: there is no row to act on
+        return True
+
+    @property
+    def has_targets(self) -> bool:
+        return bool(self.table.marks) or self.table.row_count > 0
+
+    def _sync_bindings(self) -> None:
+        """Tell the footer when the row verbs become (un)available."""
+        has = self.has_targets
+        if has != self._had_targets:
+            self._had_targets = has
+            self.refresh_bindings()
+
+    def targets(self) -> list[str]:
+        return [str(k) for k in self.table.targets()]
+
+    def action_details(self) -> None:
+        key = self.table.cursor_key
+        if key is not None:
+            self.open_record(key, raw=False)
+
+    def action_raw(self) -> None:
+        key = self.table.cursor_key
+        if key is not None:
+            self.open_record(key, raw=True)
+
+    def action_copy(self) -> None:
+        keys = self.table.targets()
+        if not keys:
+            return
+        text = self.copy_text(keys)  # names, MACs; an event's command or message
+        self.app.copy_to_clipboard(text)
+        self.notify(f"copied {text if len(text) < 60 else text[:57] + '…'}", markup=False)
+
+    async def record(self, key: Hashable) -> tuple[str, dict]:
+        """(title, record as the headless CLI prints it) for the details views."""
+        raise NotImplementedError
+
+    def record_sections(self, key: Hashable) -> list[tuple[str, str]]:
+        """More sections for the details screen (a verbatim command)."""
+        return []
+
+    def record_subject(self, key: Hashable, record: dict) -> str | None:
+        """Whose recent events the details screen lists."""
+        return str(key)
+
+    @work(group="details", exclusive=True, exit_on_error=False)
+    async def open_record(self, key: Hashable, raw: bool) -> None:
+        try:
+            title, record = await self.record(key)
+        except (FleetError, KeyError) as err:
+            self.notify(str(err), severity="error")
+            return
+        if raw:
+            await self.app.push_screen(RawScreen(title, record))
+            return
+        subject = self.record_subject(key, record)
+        recent = await self.fleet.engine.events(20, subject) if subject else []
+        await self.app.push_screen(DetailsScreen(title, record, recent,
+                                                 self.record_sections(key)))

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Hashable
+
+from fleet import records
 from fleet.core.model import Event
 from fleet.tui.panes.base import Pane, clock_text
 from fleet.tui.widgets.linetable import Column, Row
@@ -61,6 +64,17 @@ class EventsPane(Pane):
                 command = command_text(e)
                 out.append(command if command is not None else e.message)
         return "\n".join(out)
+
+    async def record(self, key: Hashable) -> tuple[str, dict]:
+        # the Event behind the row (the store's newest event is not this one)
+        return f"event {key}", records.event(self.events[key])
+
+    def record_subject(self, key: Hashable, record: dict) -> str | None:
+        return record.get("subject")
+
+    def record_sections(self, key: Hashable) -> list[tuple[str, str]]:
+        command = command_text(self.events[key])
+        return [("Command (verbatim)", command)] if command is not None else []
 
     def load(self, events) -> None:
         self.events.clear()

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Hashable
+
+from fleet import records
 from fleet.core.durations import format_duration
 from fleet.core.model import Job
 from fleet.tui.panes.base import Pane
@@ -40,3 +43,7 @@ class JobsPane(Pane):
         values = (j.id, j.kind, j.state.value, j.progress, j.phase or None,
                   (j.started_at, j.finished_at))
         return j.id, values, {"state": j.state.value, "kind": j.kind}
+
+    async def record(self, key: Hashable) -> tuple[str, dict]:
+        job = await self.fleet.engine.find_job(int(key))
+        return f"job {key}", records.job(job, self.clock()) if job else {"id": key}

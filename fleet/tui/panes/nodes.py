@@ -1,18 +1,35 @@
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Hashable
 
+from textual.binding import Binding
+
+from fleet import records
 from fleet.core.model import Node
+from fleet.errors import FleetError
 from fleet.tui.panes.base import Pane, ago_text
+from fleet.tui.screens.exec import ExecDialog
 from fleet.tui.widgets.linetable import Column
 
 
 class NodesPane(Pane):
-    """Declared and registered nodes, with the route the access plane would take."""
+    """Declared and registered nodes, with the route the access plane would take.
+    Verbs: a shell on the selected node, broadcast to the marked ones (a shell tab
+    each, see fleet/tui/shells.py), exec a command on them, port forwards."""
 
     kind = "nodes"
     title = "Nodes"
     number = 2
+    BINDINGS = [
+        Binding("s", "shell", "Shell", id="verb.shell"),
+        Binding("B", "broadcast", "Broadcast", show=False, id="verb.broadcast"),
+        Binding("x", "exec", "Exec", id="verb.exec"),
+        Binding("f", "forward", "Forward", show=False, id="verb.forward"),
+    ]
+    WRITES = {"shell": "open shells", "broadcast": "broadcast to node shells",
+              "exec": "run commands on nodes"}
+    ROW_VERBS = Pane.ROW_VERBS | {"shell", "exec", "forward"}
     COLUMNS = [
         Column("name", "Name", 14),
         Column("site", "Site", 8),
@@ -53,6 +70,61 @@ class NodesPane(Pane):
         fields = {"site": node.site or "", "source": node.source,
                   "reachable": node.reachability.value, **dict(node.labels)}
         return node.name, values, fields
+
+    async def record(self, key: Hashable) -> tuple[str, dict]:
+        return f"node {key}", records.node(await self.fleet.engine.node(str(key)))
+
+    # -- verbs ---------------------------------------------------------------------------
+
+    def _access_has(self, method: str, what: str) -> bool:
+        access = self.fleet.access
+        if access is None or not hasattr(access, method):
+            self.notify(f"{what} arrive with the access plane", severity="warning")
+            return False
+        return True
+
+    async def action_shell(self) -> None:
+        if not self._access_has("shell", "shells"):
+            return
+        names = self.targets()
+        if not names:
+            return
+        node = names[0]
+        try:
+            opened = self.fleet.shell_runner(node)
+            if inspect.isawaitable(opened):
+                await opened
+        except FleetError as err:
+            self.notify(f"shell {node}: {err}", severity="error")
+
+    async def action_broadcast(self) -> None:
+        """Start broadcasting to the marked nodes' shells, or stop (as f11 does)."""
+        shells = self.fleet.shells
+        if shells.broadcast is not None:
+            self.fleet.action_stop_broadcast()
+            return
+        if not self._access_has("shell", "shells"):
+            return
+        names = self.targets()
+        if not names:
+            self.notify("no nodes selected", severity="warning")
+            return
+        tabs = await shells.start_broadcast(names)
+        self.notify(f"broadcasting to {len(tabs)} shell{'s' if len(tabs) > 1 else ''}: "
+                    + ", ".join(t.node for t in tabs) + " (f11 or B on the nodes pane stops)")
+
+    def action_exec(self) -> None:
+        if not self._access_has("exec", "exec"):
+            return
+        names = self.targets()
+        if names:
+            self.app.push_screen(ExecDialog(self.fleet.engine, names))
+
+    def action_forward(self) -> None:
+        if not self._access_has("forward", "port forwards"):
+            return
+        self.notify("port forwards from the console arrive with the node tabs",
+                    severity="warning")
 
 
 def route_text(route: Any) -> str | None:

@@ -1,4 +1,5 @@
-"""Build form: an artifact kind and the distributor to serve it; submits a job."""
+"""Build form: an artifact kind and the distributor to serve it; submits a job
+(enter in any field builds)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from fleet.errors import FleetError
 from fleet.tui.screens.confirm import DIALOG_CSS
+from fleet.tui.widgets.form_select import FormSelect
 
 KINDS = ("ipxe", "grub", "syslinux", "iso")
 
@@ -31,9 +33,11 @@ class BuildDialog(ModalScreen[int | None]):
         with Vertical():
             yield Label("Build boot media", classes="title")
             yield Label("Kind")
-            yield Select([(k, k) for k in KINDS], id="kind", allow_blank=False, value="ipxe")
+            yield FormSelect([(k, k) for k in KINDS], id="kind", allow_blank=False,
+                             value="ipxe")
             yield Label("Serve from distributor (optional)")
-            yield Select(sites, id="distributor", value=self.distributor or Select.BLANK)
+            yield FormSelect(sites, id="distributor",
+                             value=self.distributor or Select.NULL)
             yield Label("Label (ISO volume label, optional)")
             yield Input(id="label", placeholder="FLEET")
             yield Static("", classes="error", id="error")
@@ -51,6 +55,7 @@ class BuildDialog(ModalScreen[int | None]):
 
     @on(Button.Pressed, "#build")
     @on(Input.Submitted)
+    @on(FormSelect.Submitted)
     def _go(self) -> None:
         self.submit()
 
@@ -60,7 +65,7 @@ class BuildDialog(ModalScreen[int | None]):
         dist = self.query_one("#distributor", Select).value
         label = self.query_one("#label", Input).value.strip() or None
         options = {}
-        if dist not in (None, Select.BLANK):
+        if dist not in (None, Select.NULL):
             options["distributor"] = str(dist)
         if label:
             options["label"] = label

@@ -23,7 +23,8 @@ def binding_rows(app) -> list[tuple[str, str, str]]:
     keys: dict[str, list[str]] = {}
     desc: dict[str, str] = {}
     tables = list(app.query(LineTable).results())[:1]
-    for node in [app, app.screen, *tables]:
+    panes = list(getattr(app, "_panes", {}).values())
+    for node in [app, app.screen, *panes, *tables]:
         for key, b in node._bindings:
             if not b.id:
                 continue

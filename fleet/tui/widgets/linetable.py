@@ -89,6 +89,10 @@ class Filter:
     def __bool__(self) -> bool:
         return bool(self.terms)
 
+    def field_keys(self) -> set[str]:
+        """The keys of its `key=value` terms."""
+        return {what[0] for kind, what, _ in self.terms if kind == "field"}
+
     def matches(self, row: Row) -> bool:
         for kind, what, negate in self.terms:
             if kind == "re":
@@ -298,6 +302,13 @@ class LineTable(ScrollView, can_focus=True):
         self._order = sorted((v, k) for k, v in self._sortkey.items())
         self._after_order_change()
 
+    def field_keys(self) -> set[str]:
+        """Every field key some row has (what `/key=value` can match)."""
+        keys: set[str] = set()
+        for row in self.rows.values():
+            keys.update(row.fields)
+        return keys
+
     def set_filter(self, text: str) -> None:
         self.filter = Filter(text)  # ValueError for a bad regex, before changing anything
         self.rebuild()
@@ -502,19 +513,28 @@ class LineTable(ScrollView, can_focus=True):
                 "changed": self.get_component_rich_style("linetable--changed"),
                 "accent": self.get_component_rich_style("linetable--accent")}
 
+    def _widths(self, width: int) -> list[int]:
+        """Each column's width: the last one takes what the others leave (a long
+        message uses a wide terminal), never less than its own width."""
+        widths = [c.width for c in self.columns]
+        if widths:
+            widths[-1] = max(widths[-1], width - (self._width - widths[-1]))
+        return widths
+
     def render_line(self, y: int) -> Strip:
         frame = getattr(self, "_frame", None) or self._frame_styles()
         width = self.size.width
         scroll_x = self.scroll_offset.x
         base = frame["base"]
+        widths = self._widths(width)
         if y == 0:
             header = frame["header"]
             segs = [Segment(" ", header)]
-            for col in self.columns:
+            for col, w in zip(self.columns, widths):
                 label = col.label.upper()
                 if col.key == self.sort_column:
                     label += "↓" if self.sort_reverse else "↑"
-                segs.append(Segment(_fit(label, col.width) + " ", header))
+                segs.append(Segment(_fit(label, w) + " ", header))
             strip = Strip(segs).crop(scroll_x, scroll_x + width)
             return strip.extend_cell_length(width, header)
         index = self.scroll_offset.y + y - 1
@@ -535,7 +555,8 @@ class LineTable(ScrollView, can_focus=True):
         changed = self.changed.get(key)
         changed_cols = changed[1] if changed and changed[0] > now else frozenset()
         segs = []
-        for i, (col, text) in enumerate(zip(self.columns, self._cells(row.values, now))):
+        for i, (col, w, text) in enumerate(zip(self.columns, widths,
+                                               self._cells(row.values, now))):
             cell = style
             if col.styled and not is_cursor:
                 extra = self._styles.get(str(row.values[i]))
@@ -545,7 +566,7 @@ class LineTable(ScrollView, can_focus=True):
                 cell = cell + frame["changed"]
             if i == 0:
                 segs.append(Segment("●" if marked else " ", style))
-            segs.append(Segment(_fit(text, col.width), cell))
+            segs.append(Segment(_fit(text, w), cell))
             segs.append(Segment(" ", style))
         strip = Strip(segs).crop(scroll_x, scroll_x + width)
         return strip.extend_cell_length(width, style)

@@ -1,0 +1,548 @@
+"""The site agent as a console meets it: a real `fleet --headless agent`
+process on real pipes and a real store, with other fleet processes beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet.engine import Engine
+from fleet.sites.protocol import ERROR_KINDS, MAX_FRAME
+from support.profiles import XDG_VARS
+
+MAC = "ac:1f:6b:00:00:42"
+OTHER_MAC = "ac:1f:6b:00:00:43"
+
+
+def agent_argv(profile, site: str | None = "rack1") -> list[str]:
+    argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile), "agent"]
+    return argv + ["--site", site] if site is not None else argv
+
+
+class AgentProcess:
+    """One `fleet --headless agent` subprocess and the console's end of its pipes."""
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+        self.streamed: list[dict] = []
+        self._next_id = 0
+
+    @classmethod
+    async def start(cls, profile, env, *, site: str | None = "rack1",
+                    extra_env: dict | None = None) -> "AgentProcess":
+        return await cls.spawn(agent_argv(profile, site), {**env, **(extra_env or {})})
+
+    @classmethod
+    async def spawn(cls, argv: list[str], env: dict) -> "AgentProcess":
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, limit=2 * MAX_FRAME)
+        return cls(proc)
+
+    async def write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+
+    async def send(self, frame: dict) -> None:
+        await self.write(json.dumps(frame).encode() + b"\n")
+
+    async def frame(self, timeout: float = 15) -> dict:
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        assert line.endswith(b"\n"), f"agent ended: {await self._stderr()}"
+        return json.loads(line)
+
+    async def reply(self, timeout: float = 15) -> dict:
+        """The next reply; stream frames on the way are kept in `streamed`."""
+        while True:
+            frame = await self.frame(timeout)
+            if "stream" in frame:
+                self.streamed.append(frame)
+                continue
+            return frame
+
+    async def call(self, op: str, **fields) -> dict:
+        self._next_id += 1
+        await self.send({"id": self._next_id, "op": op, **fields})
+        answer = await self.reply()
+        assert answer["id"] == self._next_id, answer
+        return answer
+
+    async def hello(self, site: str = "rack1") -> dict:
+        answer = await self.call("hello", version="0.1.0", site=site)
+        assert answer["ok"], answer
+        return answer["result"]
+
+    async def close(self) -> int:
+        """End of input: the agent answers what it has and exits."""
+        if not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        return await asyncio.wait_for(self.proc.wait(), 15)
+
+    async def _stderr(self) -> str:
+        with_timeout = asyncio.wait_for(self.proc.stderr.read(), 5)
+        return (await with_timeout).decode(errors="replace")
+
+
+@pytest.fixture
+async def seeded(profile_path):
+    """Two discovered machines in the profile's store."""
+    async with await Engine.open(profile_path) as engine:
+        engine.record_sighting(MAC, stage="firmware")
+        engine.record_sighting(OTHER_MAC, stage="firmware")
+        await engine.flush_sightings()
+    return profile_path
+
+
+@pytest.fixture
+async def agents():
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        if agent.proc.returncode is None:
+            agent.proc.kill()
+            await agent.proc.wait()
+
+
+async def open_agent(agents, profile, env, **kw) -> AgentProcess:
+    agent = await AgentProcess.start(profile, env, **kw)
+    agents.append(agent)
+    return agent
+
+
+async def store_facts(profile) -> dict:
+    """What a test compares before and after: nothing written means all equal."""
+    async with await Engine.open(profile, read_only=True) as engine:
+        return {
+            "last_event_id": await engine.last_event_id(),
+            "keys": (await engine.store.fetchone("SELECT count(*) FROM command_keys"))[0],
+            "leases": (await engine.store.fetchone(
+                "SELECT count(*) FROM leases WHERE deployment != ''"))[0],
+            "states": {m.mac: m.state.value for m in await engine.machines()},
+        }
+
+
+def lease_args(key: str, mac: str = MAC, **more) -> dict:
+    return {"mac": mac, "deployment": "debian12", "key": key, **more}
+
+
+# -- hello, lease, events_since -----------------------------------------------------
+
+async def test_a_lease_through_the_agent_is_in_the_events_after_the_cursor_with_who(
+        seeded, xdg, agents, tmp_path):
+    public, fingerprint = keygen(tmp_path / "op")
+    kind, blob = public.split()[:2]
+    auth = tmp_path / "auth"  # what sshd's ExposeAuthInfo writes
+    auth.write_text(f"publickey {kind} {blob}\n")
+    agent = await open_agent(agents, seeded, xdg, extra_env={
+        "USER": "alice", "SSH_CONNECTION": "10.0.0.9 50022 10.0.0.1 22",
+        "SSH_USER_AUTH": str(auth)})
+
+    hello = await agent.hello()
+    assert hello["site"] == "rack1" and hello["protocol"] == 1 and hello["version"]
+    cursor = hello["last_event_id"]
+    assert cursor == 2  # the two machine.discovered events
+
+    leased = await agent.call("lease", **lease_args("k-1", hostname="web42"))
+    assert leased["ok"], leased
+    machine = leased["result"]["machine"]
+    assert (machine["mac"], machine["state"], machine["hostname"]) == (MAC, "leased", "web42")
+    assert leased["result"]["replayed"] is False
+
+    since = await agent.call("events_since", after=cursor)
+    events = since["result"]["events"]
+    assert [(e["kind"], e["subject"]) for e in events] == [("machine.leased", MAC)]
+    assert events[0]["id"] == cursor + 1 == since["result"]["last_id"]
+    assert since["result"]["more"] is False
+    assert events[0]["data"]["by"] == {"user": "alice", "from": "10.0.0.9", "key": fingerprint}
+    # the whole log, in id order, in pages
+    page = await agent.call("events_since", after=0, limit=2)
+    assert [e["id"] for e in page["result"]["events"]] == [1, 2]
+    assert page["result"]["more"] is True
+    assert await agent.close() == 0
+    assert (await store_facts(seeded))["states"][MAC] == "leased"
+
+
+async def test_the_snapshot_is_what_json_output_prints(seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg)
+    await agent.hello()
+    snap = (await agent.call("snapshot"))["result"]
+    out = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile", str(seeded),
+                          "--format", "json", "machines"], env=xdg, capture_output=True,
+                         text=True, check=True).stdout
+    printed = json.loads(out)
+    drop = {"seen_ago_s"}  # relative to the moment each was made
+    assert [{k: v for k, v in m.items() if k not in drop} for m in snap["machines"]] == [
+        {k: v for k, v in m.items() if k not in drop} for m in sorted(printed,
+                                                                      key=lambda m: m["mac"])]
+    assert [n["name"] for n in snap["nodes"]] == ["db1", "edge1", "web1"]
+    assert snap["more"] is False and snap["last_event_id"] == 2
+
+
+async def test_pages_fit_a_frame_and_the_cursor_misses_and_repeats_nothing(
+        profile_path, xdg, agents):
+    """Events and machines worth several frames come in pages under the limit;
+    following the cursors gets each exactly once, in order."""
+    async with await Engine.open(profile_path) as engine:
+        await engine.record(*(engine.event("test.bulk", f"s{i}", "bulk", blob="b" * 9000)
+                              for i in range(300)))
+        for i in range(2500):
+            engine.record_sighting(f"52:54:00:00:{i // 256:02x}:{i % 256:02x}",
+                                   stage="firmware")
+        await engine.flush_sightings()
+        last = await engine.last_event_id()
+    agent = await open_agent(agents, profile_path, xdg)
+    await agent.hello()
+
+    ids, pages, after = [], 0, 0
+    while True:
+        await agent.send({"id": 1, "op": "events_since", "after": after, "limit": 5000})
+        line = await asyncio.wait_for(agent.proc.stdout.readline(), 15)
+        assert len(line) <= MAX_FRAME
+        page = json.loads(line)["result"]
+        ids += [e["id"] for e in page["events"]]
+        after, pages = page["last_id"], pages + 1
+        if not page["more"]:
+            break
+    assert ids == list(range(1, last + 1)) and pages >= 3
+
+    macs, pages, cursor = [], 0, {}
+    while True:
+        await agent.send({"id": 2, "op": "snapshot", **cursor})
+        line = await asyncio.wait_for(agent.proc.stdout.readline(), 15)
+        assert len(line) <= MAX_FRAME
+        page = json.loads(line)["result"]
+        macs += [m["mac"] for m in page["machines"]]
+        cursor = {"after_mac": page["after_mac"], "after_node": page["after_node"]}
+        pages += 1
+        if not page["more"]:
+            break
+    assert len(macs) == 2500 and macs == sorted(set(macs)) and pages >= 2
+
+
+async def test_a_cursor_from_another_store_is_refused_not_answered_empty(seeded, xdg, agents):
+    first = await open_agent(agents, seeded, xdg)
+    second = await open_agent(agents, seeded, xdg)
+    one, two = await asyncio.gather(first.hello(), second.hello())
+    assert one["store_id"] == two["store_id"] and len(one["store_id"]) == 32
+    for op in ("events_since", "follow"):
+        answer = await first.call(op, after=one["last_event_id"] + 1)
+        assert answer["error"]["kind"] == "conflict", answer
+        assert f"past this site's last event {one['last_event_id']}" in answer["error"]["message"]
+    assert (await first.call("events_since", after=one["last_event_id"]))["result"][
+        "events"] == []
+
+
+# -- follow -------------------------------------------------------------------------
+
+async def test_follow_streams_an_event_another_process_writes(seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg)
+    cursor = (await agent.hello())["last_event_id"]
+    started = await agent.call("follow", after=cursor - 1)  # one old event, then live
+    assert started["ok"] and started["result"]["following"] is True
+    first = await agent.frame()
+    assert first["stream"] == "events" and first["event"]["id"] == cursor
+
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleet", "--headless", "--profile", str(seeded), "lease", MAC,
+        "--deployment", "debian12", "--hostname", "cli42", env=xdg,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = await cli.communicate()
+    assert cli.returncode == 0, err.decode()
+    live = await agent.frame(timeout=10)
+    assert live["stream"] == "events"
+    assert (live["event"]["kind"], live["event"]["subject"]) == ("machine.leased", MAC)
+    assert live["event"]["data"]["hostname"] == "cli42"
+    assert live["event"]["id"] == cursor + 1
+    assert "by" not in live["event"]["data"]  # not written through an agent
+
+    again = await agent.call("follow", after=0)
+    assert again["error"]["kind"] == "conflict"
+    stopped = await agent.call("unfollow")
+    assert stopped["result"] == {"following": False, "was_following": True}
+    assert await agent.close() == 0
+
+
+# -- idempotency and races ------------------------------------------------------------
+
+async def test_a_retry_with_the_same_key_leases_once(seeded, xdg, agents):
+    first = await open_agent(agents, seeded, xdg)
+    await first.hello()
+    done = await first.call("lease", **lease_args("retry-1"))
+    assert done["ok"] and done["result"]["replayed"] is False
+    await first.close()  # the reply was "lost": the console reconnects and retries
+
+    second = await open_agent(agents, seeded, xdg)
+    await second.hello()
+    again = await second.call("lease", **lease_args("retry-1"))
+    assert again["ok"], again
+    assert again["result"]["replayed"] is True
+    assert again["result"]["machine"]["lease_id"] == done["result"]["machine"]["lease_id"]
+
+    reused = await second.call("lease", **lease_args("retry-1", mac=OTHER_MAC))
+    assert reused["error"]["kind"] == "conflict"
+    assert "was used for another command" in reused["error"]["message"]
+
+    facts = await store_facts(seeded)
+    assert facts["leases"] == 1 and facts["keys"] == 1
+    assert facts["states"] == {MAC: "leased", OTHER_MAC: "discovered"}
+    async with await Engine.open(seeded, read_only=True) as engine:
+        kinds = [e.kind for e in await engine.events(100)]
+    assert kinds.count("machine.leased") == 1
+
+
+@pytest.mark.parametrize("second_hostname", ["same", "other"])
+async def test_two_agents_leasing_one_machine_at_once_one_wins(seeded, xdg, agents,
+                                                               second_hostname):
+    a = await open_agent(agents, seeded, xdg, extra_env={"USER": "alice"})
+    b = await open_agent(agents, seeded, xdg, extra_env={"USER": "bob"})
+    await asyncio.gather(a.hello(), b.hello())
+    hostnames = ("web1x", "web1x" if second_hostname == "same" else "web2x")
+    await asyncio.gather(
+        a.send({"id": 1, "op": "lease", **lease_args("a-1", hostname=hostnames[0])}),
+        b.send({"id": 1, "op": "lease", **lease_args("b-1", hostname=hostnames[1])}))
+    answers = await asyncio.gather(a.reply(), b.reply())
+    oks = [r for r in answers if r["ok"]]
+    refused = [r for r in answers if not r["ok"]]
+    assert len(oks) == 1 and len(refused) == 1, answers
+    error = refused[0]["error"]
+    assert error["kind"] == "conflict"
+    winner = "alice" if answers[0]["ok"] else "bob"
+    assert "already leased" in error["message"] and f"leased by {winner}" in error["message"]
+    facts = await store_facts(seeded)
+    assert facts["leases"] == 1 and facts["keys"] == 1 and facts["states"][MAC] == "leased"
+
+
+# -- bad input --------------------------------------------------------------------------
+
+async def test_bad_input_gets_an_error_frame_and_nothing_is_written(seeded, xdg, agents):
+    before = await store_facts(seeded)
+    agent = await open_agent(agents, seeded, xdg)
+    early = await agent.call("lease", **lease_args("early"))
+    assert early["error"]["kind"] == "bad_input" and "hello first" in early["error"]["message"]
+
+    wrong = await agent.call("hello", version="0.1.0", site="rack2")
+    assert wrong["error"] == {"kind": "wrong_site",
+                              "message": "this agent serves site 'rack1', not 'rack2'"}
+    newer = await agent.call("hello", version="9.0.0", site="rack1", protocol=2)
+    assert newer["error"]["kind"] == "version"
+    assert "speaks site protocol 1" in newer["error"]["message"]
+    assert "9.0.0" in newer["error"]["message"]
+    await agent.hello()
+
+    cases = [
+        (b"garbage\n", "bad_input"),
+        (b"\n", "bad_input"),
+        (b'{"id": 5, "op": "format_disks"}\n', "unknown_op"),
+        (json.dumps({"id": 6, "op": "lease", **lease_args("t"), "site": "rack2"}).encode()
+         + b"\n", "wrong_site"),
+        (json.dumps({"id": 7, "op": "lease", "mac": MAC, "deployment": 12, "key": "t"}
+                    ).encode() + b"\n", "bad_input"),
+        (json.dumps({"id": 8, "op": "lease", **lease_args("t", mac="zz:zz")}).encode()
+         + b"\n", "bad_input"),
+        (json.dumps({"id": 9, "op": "lease", **lease_args("t"), "deployment": "nope"}
+                    ).encode() + b"\n", "bad_input"),
+        (json.dumps({"id": 10, "op": "release", "mac": OTHER_MAC, "wipe": "yes", "key": "t"}
+                    ).encode() + b"\n", "bad_input"),
+        (b'{"id": 11, "op": "lease", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "bad_input"),
+        (b'{"id": 12, "op": "lease", "mac": "' + b"a" * (MAX_FRAME + 10) + b'"}\n',
+         "too_large"),
+    ]
+    for line, kind in cases:
+        writer = asyncio.ensure_future(agent.write(line))
+        answer = await agent.reply()
+        await writer
+        assert answer["ok"] is False and answer["error"]["kind"] == kind, (line[:80], answer)
+        assert "\n" not in answer["error"]["message"]
+    assert (await agent.call("hello", version="0.1.0", site="rack1"))["ok"]
+    assert await store_facts(seeded) == before
+
+
+async def test_a_frame_cut_by_the_end_of_input_gets_an_error_and_the_agent_exits(
+        seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg)
+    await agent.hello()
+    await agent.write(b'{"id": 2, "op": "lease", "mac": "ac:1f')
+    agent.proc.stdin.close()
+    answer = await agent.reply()
+    assert answer["id"] is None and answer["error"]["kind"] == "bad_input"
+    assert "truncated frame" in answer["error"]["message"]
+    assert await agent.close() == 0
+    assert await agent.proc.stdout.read() == b""
+
+
+def fuzz_lines(rng: random.Random, count: int) -> list[bytes]:
+    """Lines no agent may act on: garbage, broken JSON, oversized, deep, and
+    requests with fields of the wrong type, size or name."""
+    ops = ["hello", "events_since", "follow", "snapshot", "lease", "release", "unfollow", "x"]
+    junk = [None, True, -1, 2**70, 1.5, "", "x" * 300, [], {}, [[[]]], "\u0000", "rack2"]
+    out = []
+    for _ in range(count):
+        shape = rng.randrange(7)
+        if shape == 0:
+            out.append(bytes(rng.choice([b for b in range(256) if b != 10])
+                             for _ in range(rng.randrange(1, 200))))
+        elif shape == 1:
+            whole = json.dumps({"id": rng.randrange(100), "op": rng.choice(ops),
+                                "key": "k", "mac": MAC}).encode()
+            out.append(whole[:rng.randrange(1, len(whole) - 1)])
+        elif shape == 2:
+            out.append(b"[" * rng.randrange(17, 3000))
+        elif shape == 3:
+            out.append(b"z" * (MAX_FRAME + rng.randrange(1, 5000)))
+        else:  # an object with one field wrong
+            frame = {"id": rng.randrange(100), "op": rng.choice(ops[:6]), **lease_args("f"),
+                     "after": 0, "version": "1", "site": "rack1", "wipe": False}
+            frame[rng.choice(list(frame))] = rng.choice(junk)
+            frame["extra" if rng.random() < 0.5 else "site"] = rng.choice(junk[1:])
+            out.append(json.dumps(frame).encode())
+    return [line.replace(b"\n", b" ") + b"\n" for line in out]
+
+
+async def test_fuzzed_frames_each_get_an_error_and_the_agent_still_answers(seeded, xdg,
+                                                                          agents):
+    before = await store_facts(seeded)
+    agent = await open_agent(agents, seeded, xdg)
+    await agent.hello()
+    lines = fuzz_lines(random.Random(1414), 300)
+
+    async def feed():
+        for line in lines:
+            await agent.write(line)
+
+    writer = asyncio.ensure_future(feed())
+    answers = [await agent.reply(timeout=30) for _ in lines]
+    await writer
+    assert all(a["ok"] is False and a["error"]["kind"] in ERROR_KINDS for a in answers), [
+        a for a in answers if a["ok"] or a["error"]["kind"] not in ERROR_KINDS]
+    kinds = {a["error"]["kind"] for a in answers}
+    assert {"bad_input", "too_large"} <= kinds
+    assert (await agent.call("hello", version="0.1.0", site="rack1"))["ok"]
+    assert await agent.close() == 0
+    assert await store_facts(seeded) == before
+
+
+# -- starting ------------------------------------------------------------------------------
+
+def test_an_agent_needs_to_know_its_site(profile_path, xdg):
+    base = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile_path), "agent"]
+    cp = subprocess.run(base, env=xdg, capture_output=True, text=True, input="", timeout=60)
+    assert cp.returncode == 2 and cp.stdout == ""
+    assert cp.stderr.strip() == ("fleet: the profile has 2 sites (rack1, rack2); name this "
+                                 "agent's with --site")
+    cp = subprocess.run(base + ["--site", "rack9"], env=xdg, capture_output=True, text=True,
+                        input="", timeout=60)
+    assert cp.returncode == 2
+    assert cp.stderr.strip() == "fleet: unknown site 'rack9'; the profile has: rack1, rack2"
+
+
+def test_requests_from_a_file_get_replies_in_a_file(seeded, xdg, tmp_path):
+    requests = tmp_path / "requests"
+    requests.write_text(
+        '{"id": 1, "op": "hello", "version": "0.1.0", "site": "rack1"}\n'
+        'nonsense\n'
+        '{"id": 2, "op": "events_since", "after": 1}\n')
+    replies = tmp_path / "replies"
+    with open(requests, "rb") as stdin, open(replies, "wb") as stdout:
+        cp = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                             str(seeded), "agent", "--site", "rack1"], env=xdg, stdin=stdin,
+                            stdout=stdout, stderr=subprocess.PIPE, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    frames = [json.loads(line) for line in replies.read_text().splitlines()]
+    assert [f["ok"] for f in frames] == [True, False, True]
+    assert [e["id"] for e in frames[2]["result"]["events"]] == [2]
+    assert os.path.getsize(replies) > 0
+
+
+async def test_one_key_sent_through_two_agents_at_once_acts_once(seeded, xdg, agents):
+    """A console that retried on a second channel while the first attempt was
+    still running: one acts, the other gets the first result."""
+    a = await open_agent(agents, seeded, xdg)
+    b = await open_agent(agents, seeded, xdg)
+    await asyncio.gather(a.hello(), b.hello())
+    frame = {"id": 1, "op": "lease", **lease_args("twice")}
+    await asyncio.gather(a.send(frame), b.send(frame))
+    answers = await asyncio.gather(a.reply(), b.reply())
+    assert all(r["ok"] for r in answers), answers
+    assert sorted(r["result"]["replayed"] for r in answers) == [False, True]
+    assert answers[0]["result"]["machine"]["lease_id"] == \
+        answers[1]["result"]["machine"]["lease_id"]
+    facts = await store_facts(seeded)
+    assert facts["leases"] == 1 and facts["keys"] == 1
+
+
+# -- over a real SSH channel ---------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path) -> tuple[str, str]:
+    """A new ed25519 key at `path`: (public line, fingerprint as ssh-keygen prints it)."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                   check=True)
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{path}.pub"], check=True,
+                                 capture_output=True, text=True).stdout.split()[1]
+    return Path(f"{path}.pub").read_text().strip(), fingerprint
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """OpenSSH's sshd on 127.0.0.1 with ExposeAuthInfo (root: it switches users)."""
+    folder = tmp_path / "sshd"
+    folder.mkdir()
+    host_public, _ = keygen(folder / "host")
+    operator_public, fingerprint = keygen(folder / "operator")
+    (folder / "authorized_keys").write_text(operator_public + "\n")
+    port = free_port()
+    (folder / "conf").write_text(
+        f"ListenAddress 127.0.0.1:{port}\nHostKey {folder / 'host'}\n"
+        f"PidFile {folder / 'pid'}\nAuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        "StrictModes no\nUsePAM no\nUseDNS no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "ExposeAuthInfo yes\nPrintMotd no\nPrintLastLog no\n")
+    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n")
+    log = folder / "log"
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(folder / "conf"), "-E", str(log)])
+    deadline = time.monotonic() + 10
+    while "Server listening on" not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    yield {"port": port, "folder": folder, "fingerprint": fingerprint}
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.root
+async def test_the_agent_over_ssh_knows_the_operators_key(seeded, xdg, agents, sshd):
+    folder = sshd["folder"]
+    xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
+    remote = (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} "
+              + " ".join(shlex.quote(a) for a in agent_argv(seeded)))
+    agent = await AgentProcess.spawn(
+        ["ssh", "-p", str(sshd["port"]), "-i", str(folder / "operator"),
+         "-o", f"UserKnownHostsFile={folder / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "root@127.0.0.1", remote], xdg)
+    agents.append(agent)
+    hello = await agent.hello()
+    expected = {"user": "root", "from": "127.0.0.1", "key": sshd["fingerprint"]}
+    assert hello["by"] == expected
+    assert (await agent.call("lease", **lease_args("ssh-1")))["ok"]
+    events = (await agent.call("events_since", after=hello["last_event_id"]))["result"]["events"]
+    assert [e["kind"] for e in events] == ["machine.leased"]
+    assert events[0]["data"]["by"] == expected
+    assert await agent.close() == 0  # end of input on the channel ends the agent
