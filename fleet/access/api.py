@@ -146,6 +146,15 @@ class AccessAPI:
                               retries=retries, script=script, script_args=script_args,
                               on_line=on_line, on_result=on_result, keep_output=keep_output)
 
+    def pool_counts(self) -> dict[str, int]:
+        """Open pooled connections by kind and connects so far; zeros before the
+        pool is opened (for metrics: never opens it)."""
+        pool = self._pool
+        if pool is None:
+            return {"node": 0, "jump": 0, "node_connects": 0, "jump_connects": 0}
+        return {**pool.open_connections(), "node_connects": pool.stats["node_connects"],
+                "jump_connects": pool.stats["jump_connects"]}
+
     async def close(self) -> None:
         """The pool and the command log (the engine stops liveness and jobs first)."""
         pool, self._pool = self._pool, None

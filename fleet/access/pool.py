@@ -363,6 +363,13 @@ class Pool:
         link.conn.close()
         return True
 
+    def open_connections(self) -> dict[str, int]:
+        """Live pooled connections: {"node": n, "jump": n} (for metrics)."""
+        nodes = sum(1 for link in self._nodes.values() if link.alive())
+        jumps = sum(1 for j in self._jumps.values()
+                    if j.conn is not None and not j.conn.is_closed())
+        return {"node": nodes, "jump": jumps}
+
     def spawn(self, coro) -> asyncio.Task:
         """Work on pooled connections that must outlive its caller, such as killing a
         cancelled command; close() waits up to 3 s in all for such work (also work

@@ -4,11 +4,13 @@
     await engine.boot.stop_services()
     engine.boot.files("rack1")           # BootFiles of a site
     engine.boot.services                 # BootServices (running distributors, stats)
+    engine.boot.metrics                  # FleetMetrics: what GET /metrics serves
 """
 
 from __future__ import annotations
 
 import resource
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from fleet.boot.files import BootFiles
@@ -16,6 +18,7 @@ from fleet.oui import nic_vendor
 
 
 if TYPE_CHECKING:
+    from fleet.boot.metrics import FleetMetrics
     from fleet.engine import Engine
 
 
@@ -40,6 +43,16 @@ class BootAPI:
             self._services = BootServices(self.engine)
         return self._services
 
+    @cached_property
+    def metrics(self) -> "FleetMetrics":
+        from fleet.boot.metrics import FleetMetrics
+
+        return FleetMetrics(self.engine, self)
+
+    def running(self) -> dict:
+        """site -> DistributorServices of the distributors serving now."""
+        return {} if self._services is None else dict(self._services.running)
+
     def files(self, site: str) -> BootFiles:
         if site not in self._files:
             self._files[site] = BootFiles(self.engine.profile, site)
@@ -51,12 +64,15 @@ class BootAPI:
         self._started = True  # a half-started set is stopped too
         _raise_fd_limit(4096)  # a socket per TFTP session
         nic_vendor("00:00:00:00:00:00")  # load netaddr's OUI index now, not on a first DISCOVER
+        self.metrics.start()
         await self.services.start()
 
     async def stop_services(self) -> None:
         self._started = False
         if self._services is not None:
             await self._services.stop()
+        if "metrics" in self.__dict__:
+            await self.metrics.stop()
 
     def stats(self) -> dict[str, dict]:
         """Counters per running distributor (proxyDHCP and TFTP)."""

@@ -17,6 +17,7 @@ URL scheme (`<base>` is `http://<distributor address>:<port>`):
     GET  /files/<path>           files under the distributor's folders (Range, HEAD)
     GET  /artifacts/<name>       the distributor's assigned artifacts (fleet.boot.assigned)
     GET  /healthz                "ok"
+    GET  /metrics                Prometheus metrics of the engine (fleet.boot.metrics)
 
 The routes are thin: the policy (`fleet.boot.policy`) says what a machine
 boots, `fleet.boot.scripts` and `fleet.boot.templates` write the text, and
@@ -115,6 +116,7 @@ class HttpService:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._middleware])
         r = app.router
         r.add_get("/healthz", self.healthz, allow_head=True)
+        r.add_get("/metrics", self.metrics, allow_head=False)
         r.add_get("/boot/{name}", self.boot_script, allow_head=False)
         r.add_get("/boot/{mac}/sub/{name}", self.boot_subscript, allow_head=False)
         r.add_get("/templates/{token}", self.template, allow_head=False)
@@ -145,6 +147,8 @@ class HttpService:
             status = 500
             return web.Response(status=500, text="internal error\n")
         finally:
+            if status != 499:  # the client went away: nothing was answered
+                self.engine.boot.metrics.http_answered(self.site, status)
             if log.isEnabledFor(logging.DEBUG):
                 keys = ",".join(sorted(request.query)[:10])
                 log.debug("HTTP %s %s %s%s -> %d in %.1f ms", request.remote, request.method,
@@ -153,6 +157,13 @@ class HttpService:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        from fleet.boot.metrics import CONTENT_TYPE
+
+        body = await self.engine.boot.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE,
+                                                "Cache-Control": "no-store"})
 
     # -- /boot/<mac>.ipxe ------------------------------------------------------------
 

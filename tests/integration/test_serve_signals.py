@@ -138,3 +138,20 @@ async def test_a_part_that_never_stops_delays_the_exit_by_seconds(xdg, demo_prof
     assert f"liveness did not stop within {STOP_SECONDS:g}s" in err, err
     # the parts after it still stopped
     assert "stopped boot" in err and "stopped access" in err, err
+
+
+async def test_a_second_signal_while_stopping_exits_at_once(xdg, demo_profile):
+    proc = await _serve(xdg, demo_profile, sys.executable, "-c", STUCK_LIVENESS)
+    await _until_kind(proc, "demo.started")
+    drain = asyncio.ensure_future(_drain(proc))
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(1.0)  # stuck in the liveness stop now
+    assert proc.returncode is None
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = await asyncio.wait_for(proc.wait(), 5)
+    took = time.monotonic() - t0
+    await drain
+    err = (await proc.stderr.read()).decode()
+    assert rc == 0 and took < 1.0, (rc, took, err)
+    assert "fleet: stopping at once (second signal)" in err, err
