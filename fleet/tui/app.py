@@ -405,6 +405,30 @@ class FleetApp(ShellActions, App):
             if pane is not None and pane.table.row_count and pane.display:
                 pane.table.refresh()
         self._update_header()
+        # Sightings and liveness rounds move last_seen without an event: re-read the
+        # rows on screen, so "Since" tracks the store as `machines` does.
+        on_screen = {kind: self.pane(kind).table.keys_on_screen()
+                     for kind in ("machines", "nodes")
+                     if self.pane(kind) is not None and self.pane(kind).region.area}
+        if self.engine is not None and not self._refreshing and any(on_screen.values()):
+            self._refreshing = True
+            self.run_worker(partial(self._refresh_seen, on_screen.get("machines", []),
+                                    on_screen.get("nodes", [])),
+                            group="refresh", exit_on_error=False)
+
+    async def _refresh_seen(self, macs: list, names: list) -> None:
+        engine = self.engine
+        try:
+            machines = [await engine.find_machine(str(mac)) for mac in macs]
+            nodes = [await engine.find_node(str(name)) for name in names]
+            self.pane("machines").update(m for m in machines if m is not None)
+            self.pane("nodes").update(n for n in nodes if n is not None)
+        except FleetError:
+            pass  # the next tick or refresh tries again
+        finally:
+            self._refreshing = False
+            if self._pending or self._full_reload:
+                self._schedule()
 
     def _update_header(self) -> None:
         header = self._header

@@ -195,7 +195,9 @@ class LineTable(ScrollView, can_focus=True):
         self._count(old, -1)
         self._count(row, 1)
         if old is not None and mark_changes:
-            cols = frozenset(i for i, (a, b) in enumerate(zip(old.values, values)) if a != b)
+            # a clock-driven cell (time since last seen) moving on is not news
+            cols = frozenset(i for i, (a, b) in enumerate(zip(old.values, values))
+                             if a != b and not self.columns[i].dynamic)
             if cols:
                 self.changed[key] = (self.clock() + CHANGE_MARK_SECONDS, cols)
         new_sort = self._key_of(row)
@@ -344,6 +346,12 @@ class LineTable(ScrollView, can_focus=True):
     @property
     def cursor_key(self) -> Hashable | None:
         return self.key_at(self.cursor)
+
+    def keys_on_screen(self) -> list[Hashable]:
+        """The keys of the rows drawn now (below the header line)."""
+        top = self.scroll_offset.y
+        keys = (self.key_at(i) for i in range(top, top + max(0, self.size.height - 1)))
+        return [k for k in keys if k is not None]
 
     def visible_keys(self) -> list[Hashable]:
         keys = [k for _, k in self._order]
