@@ -50,7 +50,7 @@ import asyncssh
 
 from fleet.access.trust import jump_pins, store_jump_pins
 from fleet.access.keys import KeyStore, operator_key
-from fleet.core.model import HostKey, MachineState
+from fleet.core.model import HostKey, MachineState, Severity
 from fleet.errors import BadInput
 from fleet.sim.disks import DiskShelf
 from fleet.sim.jump import JumpServer
@@ -246,11 +246,16 @@ class DemoSite:
         unreachable), and an event says so."""
         engine = self.engine
         states = engine.machine_states
-        names = []
+        names, diskless = [], []
         now = engine.clock()
+        node_of = {n.mac: n.name for n in await engine.store.nodes.list() if n.mac}
         async with engine.store.transaction() as tx:
             for m in self.machines:
-                if m.disk is None or states.get(m.mac) is not MachineState.PROVISIONED:
+                if states.get(m.mac) is not MachineState.PROVISIONED:
+                    continue
+                if m.disk is None:  # installed before the demo kept disks, or deleted
+                    if m.mac in node_of:
+                        diskless.append(node_of[m.mac])
                     continue
                 node = await engine.store.nodes.get(m.disk.os.hostname)
                 if node is None or node.mac != m.mac:
@@ -263,6 +268,13 @@ class DemoSite:
                     f"demo: {len(names)} provisioned "
                     f"{'machine boots' if len(names) == 1 else 'machines boot'} from disk "
                     f"again: {', '.join(sorted(names))}", nodes=sorted(names))])
+            if diskless:
+                await engine.store.events.append(tx, [engine.event(
+                    "demo.disks_missing", self.site_name,
+                    f"demo: {len(diskless)} provisioned machines have no disk to boot "
+                    f"from, so their nodes stay down: {', '.join(sorted(diskless))}; "
+                    "release them (fleet --headless release MAC) to install them again",
+                    severity=Severity.WARNING, nodes=sorted(diskless))])
 
     async def stop(self) -> None:
         if self._sub is not None:

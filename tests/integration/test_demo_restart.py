@@ -97,3 +97,40 @@ async def test_a_restarted_demo_boots_its_provisioned_machines_from_disk(tmp_pat
 
 async def _discovered(engine, mac):
     return (await engine.machine(mac)).state.value == "discovered"
+
+
+async def test_a_provisioned_machine_whose_disk_is_gone_is_named_with_the_fix(tmp_path, xdg):
+    """A store from before the demo kept disks (or a deleted disk folder): the
+    node cannot come back, and the demo says so plainly instead of leaving it
+    silently unreachable."""
+    import shutil
+
+    path = write_demo_profile(tmp_path, machines=1, misbehave=False, install_seconds=0.5,
+                              ports=free_ports(), subnet_octet=246,
+                              options={"stagger_seconds": 0.1, "ipxe_size": 4096})
+    engine = await Engine.open(path)
+    try:
+        await start_demo(engine)
+
+        async def at_ipxe():
+            ms = [m for m in await engine.machines() if m.stage == "ipxe"]
+            return ms or None
+
+        mac = (await until("machine at iPXE", at_ipxe, 30))[0].mac
+        await engine.lease(mac, "debian12", hostname="lost1")
+        await until("lost1 answers", lambda: answers(engine, "lost1"), 40)
+    finally:
+        await engine.close()
+    shutil.rmtree(Path(xdg["XDG_DATA_HOME"]) / "fleet" / "demo" / "disks")
+
+    engine = await Engine.open(path)
+    try:
+        restarted = await engine.last_event_id()
+        await start_demo(engine)
+        since = [e for e in await engine.events(500) if e.id > restarted]
+        missing = [e for e in since if e.kind == "demo.disks_missing"]
+        assert len(missing) == 1 and missing[0].severity.value == "warning"
+        assert "lost1" in missing[0].message and "release" in missing[0].message
+        assert not any(e.kind == "demo.disks" for e in since)
+    finally:
+        await engine.close()
