@@ -50,7 +50,7 @@ from fleet.core.templates import BUILTIN_SUBSCRIPTS, MAX_TEMPLATE_BYTES, Templat
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import Machine, MachineState, Severity
 from fleet.core.values import parse_mac
-from fleet.errors import BadInput
+from fleet.errors import BadInput, EnvironmentProblem
 from fleet.access import postboot
 from fleet.access.keys import authorized_keys_for
 
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+#: what a client that met an environment problem (a full disk) is told to wait
+RETRY_AFTER_SECONDS = 30
 IPXE_TYPE = "text/plain"
 _SECRET_PATH = re.compile(r"^(/templates/)[^/]*")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -142,6 +144,11 @@ class HttpService:
         except (asyncio.CancelledError, ConnectionError):
             status = 499
             raise
+        except EnvironmentProblem as err:  # a full disk, say: the client may retry later
+            log.error("HTTP %s %s: %s", request.method, _loggable(request.path), err)
+            status = 503
+            return web.Response(status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                                text="fleet cannot store this now; try again later\n")
         except Exception:
             log.exception("HTTP %s %s failed", request.method, _loggable(request.path))
             status = 500

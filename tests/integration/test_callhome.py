@@ -293,3 +293,34 @@ async def test_concurrent_callhomes_with_one_token_register_once(lab, host_keys)
     assert len(await lab.events_of("machine.provisioned")) == 1
     assert len(await lab.events_of("node.registered")) == 1
     assert len(await lab.events_of("callhome.rejected")) == 7
+
+
+@pytest.mark.root
+async def test_a_callhome_while_the_disk_is_full_is_a_503_and_works_after(tmp_path, xdg,
+                                                                        host_keys):
+    """The installer's call-home retries: a full disk is 'try again later', not a
+    500, and nothing is half-registered."""
+    import sqlite3
+
+    from support.faults import fill, tmpfs
+
+    disk = tmp_path / "disk"
+    with tmpfs(disk, "2m"):
+        lab = await open_lab(tmp_path, {"store": str(disk / "t.db")})
+        try:
+            m = await provisioning(lab)
+            other = sqlite3.connect(disk / "t.db")  # keeps the WAL index in place
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            filler = fill(disk)
+            r = await lab.client.post("/api/callhome",
+                                      json=body(lab.engine.callhome_token(m), host_keys))
+            assert r.status_code == 503 and r.headers["retry-after"] == "30", r.text
+            assert await lab.engine.nodes() == []
+            filler.unlink()
+            other.close()
+            r = await lab.client.post("/api/callhome",
+                                      json=body(lab.engine.callhome_token(m), host_keys))
+            assert r.status_code == 200, r.text
+            assert (await lab.engine.machine(MAC)).state is MachineState.PROVISIONED
+        finally:
+            await close_lab(lab)

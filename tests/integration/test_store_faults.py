@@ -9,8 +9,6 @@ modes do not stop), an unreadable secret is a folder where the file should be.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from fleet.engine import Engine
 from fleet.errors import EnvironmentProblem
 from fleet.tokens import TokenSigner
 
+from support.faults import fill, tmpfs
 from support.profiles import write_profile
 
 MAC = "ac:1f:6b:00:00:26"
@@ -38,30 +37,6 @@ def one_line(proc) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.startswith("fleet: ")]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     return lines[0]
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str, *options: str):
-    where.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", *options]),
-                    "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write until the disk is full; the file that filled it."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-    finally:
-        os.close(fd)
-    return filler
 
 
 @pytest.mark.root
