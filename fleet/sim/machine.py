@@ -126,7 +126,8 @@ async def http_request(method: str, url: str, *, local: str | None = None,
             payload = _dechunk(payload)
         return status, payload.decode("utf-8", "replace")
 
-    return await asyncio.wait_for(go(), timeout)
+    async with asyncio.timeout(timeout):
+        return await go()
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -184,12 +185,16 @@ class SimMachine:
         self._reboot.set()
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, unless the machine is power-cycled meanwhile (then Rebooted)."""
+        """Sleep, unless the machine is power-cycled meanwhile (then Rebooted).
+        asyncio.timeout, not wait_for, here and in the simulated clients: on
+        Python 3.11 wait_for drops a cancel that coincides with its result, and a
+        machine whose stop was lost that way runs on and keeps the demo from stopping."""
         if self._reboot.is_set():
             raise Rebooted()
         try:
-            await asyncio.wait_for(self._reboot.wait(), seconds)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(seconds):
+                await self._reboot.wait()
+        except TimeoutError:
             return
         raise Rebooted()
 

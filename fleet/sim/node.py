@@ -451,8 +451,9 @@ class Shell:
                 screen = "\x1b[H\x1b[2J" + "\r\n".join(l[:cols] for l in lines[:rows])
                 self.p.stdout.write(screen)
                 try:
-                    data = await asyncio.wait_for(self.p.stdin.read(1), 1.0)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(1.0):
+                        data = await self.p.stdin.read(1)
+                except TimeoutError:
                     continue
                 except asyncssh.TerminalSizeChanged:
                     continue

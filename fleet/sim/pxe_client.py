@@ -195,7 +195,8 @@ class DhcpSocket:
             if left <= 0:
                 return out
             try:
-                data, addr = await asyncio.wait_for(self.proto.queue.get(), left)
+                async with asyncio.timeout(left):
+                    data, addr = await self.proto.queue.get()
             except (asyncio.TimeoutError, TimeoutError):
                 return out
             try:

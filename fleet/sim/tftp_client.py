@@ -306,7 +306,8 @@ class RawClient:
         self.transport.sendto(data, addr)
 
     async def recv(self, timeout: float = 2.0) -> Received:
-        return await asyncio.wait_for(self.protocol.queue.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self.protocol.queue.get()
 
     async def recv_packet(self, timeout: float = 2.0) -> tuple[Packet, tuple[str, int]]:
         item = await self.recv(timeout)
@@ -321,7 +322,8 @@ class RawClient:
             if left <= 0:
                 return out
             try:
-                out.append(await asyncio.wait_for(self.protocol.queue.get(), left))
+                async with asyncio.timeout(left):
+                    out.append(await self.protocol.queue.get())
             except (asyncio.TimeoutError, TimeoutError):
                 return out
 
