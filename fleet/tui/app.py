@@ -167,6 +167,10 @@ class FleetApp(ShellActions, App):
         yield self._cmdline
         yield Footer()
 
+    def on_resize(self) -> None:
+        # the header's wording follows the width (after the screen's breakpoint class)
+        self.call_after_refresh(self._update_header)
+
     def pane(self, kind: str) -> Pane | None:
         return getattr(self, "_panes", {}).get(kind)
 
@@ -438,19 +442,28 @@ class FleetApp(ShellActions, App):
         running = sum(1 for r in jobs.rows.values() if r.fields.get("state") == "running")
         dist = self.pane("distributors").table
         on = sum(1 for r in dist.rows.values() if r.fields.get("on") == "on")
-        parts = [f"fleet · profile [b]{_esc(self.profile.name)}[/b]"]
+        # a small terminal's header is short: it stands in for the jobs and
+        # distributors panes the dashboard leaves out
+        narrow = self.screen_stack[0].has_class("-narrow")
+        name = _esc(self.profile.name)
+        parts = [f"[b]{name}[/b]" if narrow else f"fleet · profile [b]{name}[/b]"]
         if self.read_only:
             parts.append("[b reverse] READ-ONLY [/]")
         machines = self.pane("machines")
+        failed = states.get('failed', 0) + states.get('stalled', 0)
         if machines.expected is not None:
             parts.append(f"{machines.total} machines (loading…)")
+        elif narrow:
+            parts.append(f"{len(m.rows)} machines: {states.get('discovered', 0)} unleased, "
+                         f"{failed} failed")
         else:
             parts.append(f"{len(m.rows)} machines ({states.get('discovered', 0)} unleased, "
-                         f"{states.get('failed', 0) + states.get('stalled', 0)} failed/stalled)")
+                         f"{failed} failed/stalled)")
         parts.append(f"{self.pane('nodes').total} nodes")
-        parts.append(f"{running} jobs running")
-        parts.append(f"{on}/{len(dist.rows)} distributors on")
-        text = "  ·  ".join(parts)
+        parts.append(f"{running} jobs" if narrow else f"{running} jobs running")
+        parts.append(f"{on}/{len(dist.rows)} dist on" if narrow else
+                     f"{on}/{len(dist.rows)} distributors on")
+        text = (" · " if narrow else "  ·  ").join(parts)
         if text != getattr(self, "_header_text", None):  # an update costs a layout pass
             self._header_text = text
             header.update(text)

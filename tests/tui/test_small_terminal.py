@@ -23,6 +23,9 @@ async def test_main_panes_get_the_room_at_80x24(seeded_engine):
         assert not app.pane("distributors").region.area
         assert not app.pane("jobs").region.area
         assert machines.table.region.height >= 5  # header and a few machines
+        header = str(app.query_one("#header").render())
+        assert len(header) <= 78 and " jobs · " in header and "1/2 dist on" in header
+        assert "SINCE" in "".join(s.text for s in machines.table.render_line(0))
         await pilot.press("4")  # a pane left out of the dashboard zooms in
         await pilot.pause()
         dists = app.pane("distributors")

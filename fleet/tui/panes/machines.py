@@ -32,8 +32,8 @@ class MachinesPane(Pane):
         Column("vendor", "Vendor", 16),
         Column("arch", "Arch", 10),
         Column("state", "State", 12, styled=True),
-        Column("first_seen", "First seen", 14, fmt=clock_text),
         Column("last_seen", "Since", 7, fmt=ago_text, dynamic=True),
+        Column("first_seen", "First seen", 14, fmt=clock_text),
         Column("distributor", "Dist", 8),
         Column("deployment", "Deployment", 11),
         Column("hostname", "Hostname", 14),
@@ -43,8 +43,8 @@ class MachinesPane(Pane):
 
     def row(self, m: Machine):
         lease = m.lease
-        values = (m.mac, m.nic_vendor, m.arch.label, m.state.value, m.first_seen,
-                  m.last_seen, m.distributor, lease.deployment if lease else None,
+        values = (m.mac, m.nic_vendor, m.arch.label, m.state.value, m.last_seen,
+                  m.first_seen, m.distributor, lease.deployment if lease else None,
                   lease.hostname if lease else None)
         fields = {"state": m.state.value, "arch": m.arch.value,
                   "distributor": m.distributor or "", "vendor": m.nic_vendor or "",
