@@ -43,6 +43,7 @@ from fleet.tui.screens.help import HelpScreen, binding_rows
 from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
 
+DEMO_STARTED = "demo.started"
 REFRESH_INTERVAL = 0.25
 TICK_INTERVAL = 2.0
 RECONCILE_INTERVAL = 30.0
@@ -284,6 +285,7 @@ class FleetApp(ShellActions, App):
         self._last_flush = time.monotonic()
         if events:
             self.pane("events").add(events)
+            self._note_demo(events)
         macs, nodes, jobs, dists = set(), set(), False, False
         machine_rows = self.pane("machines").table.rows
         node_rows = self.pane("nodes").table.rows
@@ -319,6 +321,7 @@ class FleetApp(ShellActions, App):
     async def _initial_load(self) -> None:
         try:
             await self._refresh_body(True, set(), set(), True, True)
+            await self._find_demo_start()
         except FleetError as err:
             self.notify(f"cannot load: {err}", severity="error")
         finally:
@@ -339,6 +342,7 @@ class FleetApp(ShellActions, App):
         if first is None:
             return
         self.pane("events").load(first["events"])
+        self._note_demo(first["events"])
         for name in ("machines", "nodes"):
             rows, total = first[name]
             self.pane(name).load(rows, expected=total if total > len(rows) else None)
@@ -393,6 +397,22 @@ class FleetApp(ShellActions, App):
             self.pane("jobs").load(await engine.recent_jobs(500))
         if dists:
             self._load_distributors(await engine.distributors())
+
+    def _note_demo(self, events) -> None:
+        """The demo's newest `demo.started` event names the machines that misbehave
+        on purpose: the machines pane flags them and explains them in details."""
+        started = [e for e in events if e.kind == DEMO_STARTED]
+        if started:
+            newest = max(started, key=lambda e: e.id)
+            self.pane("machines").set_quirks(newest.data.get("quirks") or {})
+
+    async def _find_demo_start(self) -> None:
+        """A demo started long ago (its event out of the first screen's events)."""
+        if self.pane("machines").quirks:
+            return
+        for site in self.engine.profile.sites:
+            if site.distributor is not None:
+                self._note_demo(await self.engine.events(50, site.name))
 
     def _load_distributors(self, distributors) -> None:
         """With the machines each has seen, counted from the machines pane (unknown,
