@@ -39,7 +39,8 @@ from fleet.tui.config import ConsoleConfig, load_config
 from fleet.tui.keymap import ALIASES, APP_BINDINGS, command_words, unavailable_bindings
 from fleet.tui.panes import (DistributorsPane, EventsPane, JobsPane, MachinesPane, NodesPane,
                              Pane)
-from fleet.tui.screens.help import HelpScreen, binding_rows
+from fleet.tui.keyhelp import help_sections
+from fleet.tui.screens.help import HelpScreen
 from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
 
@@ -557,7 +558,7 @@ class FleetApp(ShellActions, App):
             pane.table.focus()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(binding_rows(self)))
+        self.push_screen(HelpScreen(help_sections(self.config.keymap)))
 
     def action_back(self) -> None:
         cmd = self._cmdline
