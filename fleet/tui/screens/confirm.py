@@ -20,6 +20,16 @@ DIALOG_CSS = """
 """
 
 
+#: Tab and shift+tab in a form move the focus as the key arrives (priority), not
+#: after it came back from the focused field: keys typed right behind a Tab (a
+#: fast typist, a paste) belong to the next field, not the one just left.
+FORM_BINDINGS = [
+    Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", "Previous field", show=False,
+            priority=True),
+]
+
+
 def name_targets(targets: list[str], limit: int = 10) -> str:
     shown = "\n".join(f"  {t}" for t in targets[:limit])
     if len(targets) > limit:
@@ -31,7 +41,8 @@ class ConfirmDialog(ModalScreen[dict | None]):
     """Dismisses with {"wipe": bool} (or {}) when confirmed, None when cancelled."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+                *FORM_BINDINGS]
 
     def __init__(self, title: str, targets: list[str], *, action: str = "Confirm",
                  wipe_option: bool = False):
