@@ -89,3 +89,19 @@ async def test_unknown_filter_key_says_so(seeded_engine):
         assert await settle(pilot, lambda: app.pane("nodes").table.row_count == 2)
         assert sum("no " in n and " have " in n for n in
                    (n.message for n in app._notifications)) == 1  # a label is a key
+
+
+async def test_the_build_form_fits_80x24(seeded_engine):
+    from fleet.tui.screens.build import BuildDialog
+
+    app = app_for(seeded_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        await pilot.press("b")
+        assert await settle(pilot, lambda: isinstance(app.screen, BuildDialog)
+                            and app.screen.query("#build"))
+        await pilot.pause()
+        button = app.screen.query_one("#build").region
+        assert button.height and button.bottom <= 24  # on screen, not cut off

@@ -19,7 +19,6 @@ KINDS = ("ipxe", "grub", "syslinux", "iso")
 
 class BuildDialog(ModalScreen[int | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="BuildDialog") + """
-    BuildDialog Input, BuildDialog Select { margin-bottom: 1; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
                 *FORM_BINDINGS]
