@@ -105,3 +105,25 @@ async def test_the_build_form_fits_80x24(seeded_engine):
         await pilot.pause()
         button = app.screen.query_one("#build").region
         assert button.height and button.bottom <= 24  # on screen, not cut off
+
+
+async def test_help_and_exec_fit_80_columns(seeded_engine):
+    from fleet.tui.screens.exec import ExecDialog
+    from fleet.tui.screens.help import HelpScreen
+
+    app = app_for(seeded_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("question_mark")
+        assert await settle(pilot, lambda: isinstance(app.screen, HelpScreen)
+                            and app.screen.query("#bindings"))
+        await pilot.pause()
+        box = app.screen.query_one("VerticalScroll").region
+        assert box.x >= 0 and box.right <= 80
+        await pilot.press("escape", "2")
+        await pilot.press("x")
+        assert await settle(pilot, lambda: isinstance(app.screen, ExecDialog)
+                            and app.screen.query("#run"))
+        await pilot.pause()
+        box = app.screen.query_one("#run").region
+        assert box.width and box.right <= 80

@@ -10,8 +10,9 @@ from textual.widgets import Button, Checkbox, Label, Static
 
 DIALOG_CSS = """
 {name} {{ align: center middle; background: $background 60%; }}
-{name} > Vertical {{ width: 72; height: auto; max-height: 100%; border: thick $primary;
-                    background: $surface; padding: 1 2; overflow-y: auto; }}
+{name} > Vertical {{ width: 72; max-width: 100%; height: auto; max-height: 100%;
+                    border: thick $primary; background: $surface; padding: 1 2;
+                    overflow-y: auto; }}
 {name} .title {{ text-style: bold; color: $accent; margin-bottom: 1; }}
 {name} .targets {{ color: $warning; height: auto; max-height: 12; margin-bottom: 1; }}
 {name} .error {{ color: $error; height: auto; }}

@@ -19,7 +19,8 @@ COMMANDS_HELP = """\
 class HelpScreen(ModalScreen):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; background: $background 60%; }
-    HelpScreen > VerticalScroll { width: 84; height: 90%; border: thick $primary;
+    HelpScreen > VerticalScroll { width: 84; max-width: 100%; height: 90%;
+                                  border: thick $primary;
                                   background: $surface; padding: 0 1; }
     HelpScreen .title { color: $accent; text-style: bold; }
     """
