@@ -39,10 +39,12 @@ from fleet.tui.config import ConsoleConfig, load_config
 from fleet.tui.keymap import ALIASES, APP_BINDINGS, command_words, unavailable_bindings
 from fleet.tui.panes import (DistributorsPane, EventsPane, JobsPane, MachinesPane, NodesPane,
                              Pane)
-from fleet.tui.screens.help import HelpScreen, binding_rows
+from fleet.tui.keyhelp import help_sections
+from fleet.tui.screens.help import HelpScreen
 from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
 
+DEMO_STARTED = "demo.started"
 REFRESH_INTERVAL = 0.25
 TICK_INTERVAL = 2.0
 RECONCILE_INTERVAL = 30.0
@@ -167,6 +169,10 @@ class FleetApp(ShellActions, App):
         yield self._cmdline
         yield Footer()
 
+    def on_resize(self) -> None:
+        # the header's wording follows the width (after the screen's breakpoint class)
+        self.call_after_refresh(self._update_header)
+
     def pane(self, kind: str) -> Pane | None:
         return getattr(self, "_panes", {}).get(kind)
 
@@ -280,6 +286,7 @@ class FleetApp(ShellActions, App):
         self._last_flush = time.monotonic()
         if events:
             self.pane("events").add(events)
+            self._note_demo(events)
         macs, nodes, jobs, dists = set(), set(), False, False
         machine_rows = self.pane("machines").table.rows
         node_rows = self.pane("nodes").table.rows
@@ -315,6 +322,7 @@ class FleetApp(ShellActions, App):
     async def _initial_load(self) -> None:
         try:
             await self._refresh_body(True, set(), set(), True, True)
+            await self._find_demo_start()
         except FleetError as err:
             self.notify(f"cannot load: {err}", severity="error")
         finally:
@@ -335,6 +343,7 @@ class FleetApp(ShellActions, App):
         if first is None:
             return
         self.pane("events").load(first["events"])
+        self._note_demo(first["events"])
         for name in ("machines", "nodes"):
             rows, total = first[name]
             self.pane(name).load(rows, expected=total if total > len(rows) else None)
@@ -390,6 +399,22 @@ class FleetApp(ShellActions, App):
         if dists:
             self._load_distributors(await engine.distributors())
 
+    def _note_demo(self, events) -> None:
+        """The demo's newest `demo.started` event names the machines that misbehave
+        on purpose: the machines pane flags them and explains them in details."""
+        started = [e for e in events if e.kind == DEMO_STARTED]
+        if started:
+            newest = max(started, key=lambda e: e.id)
+            self.pane("machines").set_quirks(newest.data.get("quirks") or {})
+
+    async def _find_demo_start(self) -> None:
+        """A demo started long ago (its event out of the first screen's events)."""
+        if self.pane("machines").quirks:
+            return
+        for site in self.engine.profile.sites:
+            if site.distributor is not None:
+                self._note_demo(await self.engine.events(50, site.name))
+
     def _load_distributors(self, distributors) -> None:
         """With the machines each has seen, counted from the machines pane (unknown,
         "-", while that pane holds only its first rows)."""
@@ -438,19 +463,28 @@ class FleetApp(ShellActions, App):
         running = sum(1 for r in jobs.rows.values() if r.fields.get("state") == "running")
         dist = self.pane("distributors").table
         on = sum(1 for r in dist.rows.values() if r.fields.get("on") == "on")
-        parts = [f"fleet · profile [b]{_esc(self.profile.name)}[/b]"]
+        # a small terminal's header is short: it stands in for the jobs and
+        # distributors panes the dashboard leaves out
+        narrow = self.screen_stack[0].has_class("-narrow")
+        name = _esc(self.profile.name)
+        parts = [f"[b]{name}[/b]" if narrow else f"fleet · profile [b]{name}[/b]"]
         if self.read_only:
             parts.append("[b reverse] READ-ONLY [/]")
         machines = self.pane("machines")
+        failed = states.get('failed', 0) + states.get('stalled', 0)
         if machines.expected is not None:
             parts.append(f"{machines.total} machines (loading…)")
+        elif narrow:
+            parts.append(f"{len(m.rows)} machines: {states.get('discovered', 0)} unleased, "
+                         f"{failed} failed")
         else:
             parts.append(f"{len(m.rows)} machines ({states.get('discovered', 0)} unleased, "
-                         f"{states.get('failed', 0) + states.get('stalled', 0)} failed/stalled)")
+                         f"{failed} failed/stalled)")
         parts.append(f"{self.pane('nodes').total} nodes")
-        parts.append(f"{running} jobs running")
-        parts.append(f"{on}/{len(dist.rows)} distributors on")
-        text = "  ·  ".join(parts)
+        parts.append(f"{running} jobs" if narrow else f"{running} jobs running")
+        parts.append(f"{on}/{len(dist.rows)} dist on" if narrow else
+                     f"{on}/{len(dist.rows)} distributors on")
+        text = (" · " if narrow else "  ·  ").join(parts)
         if text != getattr(self, "_header_text", None):  # an update costs a layout pass
             self._header_text = text
             header.update(text)
@@ -524,7 +558,7 @@ class FleetApp(ShellActions, App):
             pane.table.focus()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(binding_rows(self)))
+        self.push_screen(HelpScreen(help_sections(self.config.keymap)))
 
     def action_back(self) -> None:
         cmd = self._cmdline

@@ -83,3 +83,26 @@ async def test_a_failed_machine_keeps_the_form_and_a_retry_skips_the_leased(seed
         assert await settle(pilot, lambda: not isinstance(app.screen, LeaseDialog))
         for mac in (FREE, FREE2):
             assert (await seeded_engine.machine(mac)).state is MachineState.LEASED
+
+
+def burst(app, keys: list[str]) -> None:
+    """Keys as a fast typist or a paste sends them: all queued at once (the pilot
+    waits for each key to be handled before the next; a terminal does not)."""
+    from textual import events
+
+    for key in keys:
+        app.post_message(events.Key(key, key if len(key) == 1 else None))
+
+
+async def test_fast_typing_after_tab_lands_in_the_next_field(seeded_engine):
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        dialog = await open_form(pilot, FREE, FREE2)
+        burst(app, ["tab", *"web1", "tab", "tab", *"web2"])
+        await pilot.pause(0.3)
+        assert dialog.query_one("#hostname-0", Input).value == "web1"
+        assert dialog.query_one("#hostname-1", Input).value == "web2"
+        burst(app, ["shift+tab", "shift+tab", *"api1"])  # a field tabbed into is selected
+        await pilot.pause(0.3)
+        assert dialog.query_one("#hostname-0", Input).value == "api1"

@@ -23,6 +23,9 @@ async def test_main_panes_get_the_room_at_80x24(seeded_engine):
         assert not app.pane("distributors").region.area
         assert not app.pane("jobs").region.area
         assert machines.table.region.height >= 5  # header and a few machines
+        header = str(app.query_one("#header").render())
+        assert len(header) <= 78 and " jobs · " in header and "1/2 dist on" in header
+        assert "SINCE" in "".join(s.text for s in machines.table.render_line(0))
         await pilot.press("4")  # a pane left out of the dashboard zooms in
         await pilot.pause()
         dists = app.pane("distributors")
@@ -86,3 +89,41 @@ async def test_unknown_filter_key_says_so(seeded_engine):
         assert await settle(pilot, lambda: app.pane("nodes").table.row_count == 2)
         assert sum("no " in n and " have " in n for n in
                    (n.message for n in app._notifications)) == 1  # a label is a key
+
+
+async def test_the_build_form_fits_80x24(seeded_engine):
+    from fleet.tui.screens.build import BuildDialog
+
+    app = app_for(seeded_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("4")
+        await pilot.pause()
+        await pilot.press("b")
+        assert await settle(pilot, lambda: isinstance(app.screen, BuildDialog)
+                            and app.screen.query("#build"))
+        await pilot.pause()
+        button = app.screen.query_one("#build").region
+        assert button.height and button.bottom <= 24  # on screen, not cut off
+
+
+async def test_help_and_exec_fit_80_columns(seeded_engine):
+    from fleet.tui.screens.exec import ExecDialog
+    from fleet.tui.screens.help import HelpScreen
+
+    app = app_for(seeded_engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("question_mark")
+        assert await settle(pilot, lambda: isinstance(app.screen, HelpScreen)
+                            and app.screen.query("#bindings"))
+        await pilot.pause()
+        box = app.screen.query_one("VerticalScroll").region
+        assert box.x >= 0 and box.right <= 80
+        await pilot.press("escape", "2")
+        await pilot.press("x")
+        assert await settle(pilot, lambda: isinstance(app.screen, ExecDialog)
+                            and app.screen.query("#run"))
+        await pilot.pause()
+        box = app.screen.query_one("#run").region
+        assert box.width and box.right <= 80

@@ -198,6 +198,10 @@ class Pane(Vertical):
         """More sections for the details screen (a verbatim command)."""
         return []
 
+    def record_note(self, key: Hashable) -> str | None:
+        """A note shown first on the details screen."""
+        return None
+
     def record_subject(self, key: Hashable, record: dict) -> str | None:
         """Whose recent events the details screen lists."""
         return str(key)
@@ -215,4 +219,5 @@ class Pane(Vertical):
         subject = self.record_subject(key, record)
         recent = await self.fleet.engine.events(20, subject) if subject else []
         await self.app.push_screen(DetailsScreen(title, record, recent,
-                                                 self.record_sections(key)))
+                                                 self.record_sections(key),
+                                                 self.record_note(key)))

@@ -14,6 +14,30 @@ from fleet.tui.screens.lease import LeaseDialog
 from fleet.tui.widgets.linetable import Column
 
 
+#: The demo's machines that misbehave on purpose (its `demo.started` event names
+#: them): what each does and what to do about it.
+QUIRK_FLAG = "!"
+QUIRK_NOTES = {
+    "slow-firmware": "Demo: slow firmware, on purpose. It takes only proxy offers that "
+                     "arrive at least 50 ms after its DISCOVER, so it keeps retrying PXE "
+                     "and is seen less often. Fix: set reply_delay_ms: 100 on the "
+                     "distributor in the profile.",
+    "stall": "Demo: its installer hangs half-way, on purpose; fleet's stall watchdog "
+             "marks it stalled. Release it (r) to take it back.",
+    "rekey": "Demo: a reinstall keeps its old SSH host key on disk, on purpose, so the "
+             "key it calls home with is not the one its sshd shows: fleet refuses it "
+             "as changed, as it should.",
+    "unreachable": "Demo: its node stops answering a while after it comes up, on "
+                   "purpose: fleet marks it unreachable.",
+}
+QUIRKS_OFF = "Turn the demo's misbehaviour off with demo: {misbehave: false} in the profile."
+
+
+def quirk_note(quirk: str) -> str:
+    return (QUIRK_NOTES.get(quirk, f"Demo: misbehaves on purpose ({quirk}).")
+            + " " + QUIRKS_OFF)
+
+
 class MachinesPane(Pane):
     """Machines seen PXE booting, like `pldrctl get unleased` plus their lease.
     Verbs: lease and release the selected (or marked) machines."""
@@ -32,8 +56,8 @@ class MachinesPane(Pane):
         Column("vendor", "Vendor", 16),
         Column("arch", "Arch", 10),
         Column("state", "State", 12, styled=True),
-        Column("first_seen", "First seen", 14, fmt=clock_text),
         Column("last_seen", "Since", 7, fmt=ago_text, dynamic=True),
+        Column("first_seen", "First seen", 14, fmt=clock_text),
         Column("distributor", "Dist", 8),
         Column("deployment", "Deployment", 11),
         Column("hostname", "Hostname", 14),
@@ -41,10 +65,33 @@ class MachinesPane(Pane):
     SORT = "mac"
     COUNTED = ("state", "distributor")  # the header's totals, the distributors' "seen"
 
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        #: mac -> quirk, for the demo's machines that misbehave on purpose
+        self.quirks: dict[str, str] = {}
+        self.table.row_flag = lambda row: QUIRK_FLAG if row.key in self.quirks else None
+
+    def set_quirks(self, quirks: dict[str, str]) -> None:
+        if quirks != self.quirks:
+            self.quirks = dict(quirks)
+            self.table.refresh()
+            self.update_title()
+
+    def update_title(self) -> None:
+        super().update_title()
+        if getattr(self, "quirks", None):
+            title = f"{self.border_title}  {QUIRK_FLAG} misbehaves on purpose (demo)"
+            if title != self.border_title:
+                self.border_title = title
+
+    def record_note(self, key: Hashable) -> str | None:
+        quirk = self.quirks.get(str(key))
+        return quirk_note(quirk) if quirk else None
+
     def row(self, m: Machine):
         lease = m.lease
-        values = (m.mac, m.nic_vendor, m.arch.label, m.state.value, m.first_seen,
-                  m.last_seen, m.distributor, lease.deployment if lease else None,
+        values = (m.mac, m.nic_vendor, m.arch.label, m.state.value, m.last_seen,
+                  m.first_seen, m.distributor, lease.deployment if lease else None,
                   lease.hostname if lease else None)
         fields = {"state": m.state.value, "arch": m.arch.value,
                   "distributor": m.distributor or "", "vendor": m.nic_vendor or "",

@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from fleet.errors import FleetError
-from fleet.tui.screens.confirm import DIALOG_CSS
+from fleet.tui.screens.confirm import DIALOG_CSS, FORM_BINDINGS
 from fleet.tui.widgets.form_select import FormSelect
 
 KINDS = ("ipxe", "grub", "syslinux", "iso")
@@ -19,9 +19,9 @@ KINDS = ("ipxe", "grub", "syslinux", "iso")
 
 class BuildDialog(ModalScreen[int | None]):
     DEFAULT_CSS = DIALOG_CSS.format(name="BuildDialog") + """
-    BuildDialog Input, BuildDialog Select { margin-bottom: 1; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+                *FORM_BINDINGS]
 
     def __init__(self, engine, distributor: str | None = None):
         super().__init__()

@@ -10,14 +10,25 @@ from textual.widgets import Button, Checkbox, Label, Static
 
 DIALOG_CSS = """
 {name} {{ align: center middle; background: $background 60%; }}
-{name} > Vertical {{ width: 72; height: auto; max-height: 90%; border: thick $primary;
-                    background: $surface; padding: 1 2; }}
+{name} > Vertical {{ width: 72; max-width: 100%; height: auto; max-height: 100%;
+                    border: thick $primary; background: $surface; padding: 1 2;
+                    overflow-y: auto; }}
 {name} .title {{ text-style: bold; color: $accent; margin-bottom: 1; }}
 {name} .targets {{ color: $warning; height: auto; max-height: 12; margin-bottom: 1; }}
 {name} .error {{ color: $error; height: auto; }}
 {name} .buttons {{ height: auto; align-horizontal: right; margin-top: 1; }}
 {name} Button {{ margin-left: 2; }}
 """
+
+
+#: Tab and shift+tab in a form move the focus as the key arrives (priority), not
+#: after it came back from the focused field: keys typed right behind a Tab (a
+#: fast typist, a paste) belong to the next field, not the one just left.
+FORM_BINDINGS = [
+    Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", "Previous field", show=False,
+            priority=True),
+]
 
 
 def name_targets(targets: list[str], limit: int = 10) -> str:
@@ -31,7 +42,8 @@ class ConfirmDialog(ModalScreen[dict | None]):
     """Dismisses with {"wipe": bool} (or {}) when confirmed, None when cancelled."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+                *FORM_BINDINGS]
 
     def __init__(self, title: str, targets: list[str], *, action: str = "Confirm",
                  wipe_option: bool = False):

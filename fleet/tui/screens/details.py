@@ -35,13 +35,17 @@ class DetailsScreen(Screen):
     DetailsScreen .section { color: $primary; text-style: bold; padding: 1 1 0 1; }
     DetailsScreen .body { padding: 0 2; }
     DetailsScreen .verbatim { color: $secondary; text-style: bold; }
+    DetailsScreen #note { background: $warning 25%; color: $foreground; padding: 0 1;
+                          height: auto; }
     """
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back", id="details.back")]
 
     def __init__(self, title: str, record: dict, events: list,
-                 sections: list[tuple[str, str]] = ()):
+                 sections: list[tuple[str, str]] = (), note: str | None = None):
         super().__init__()
         self.title_text = title
+        #: shown first, under the title (why a demo machine misbehaves)
+        self.note = note
         self.record = _clean(record)
         self.events = events
         #: (heading, text) shown whole after the fields: e.g. an SSH command, verbatim
@@ -49,6 +53,8 @@ class DetailsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text, id="title")
+        if self.note:
+            yield Static(self.note, id="note", markup=False)
         with VerticalScroll():
             width = max((len(k) for k in self.record), default=0)
             lines = []

@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RichLog, Static
 
 from fleet.errors import FleetError
-from fleet.tui.screens.confirm import DIALOG_CSS, name_targets
+from fleet.tui.screens.confirm import DIALOG_CSS, FORM_BINDINGS, name_targets
 
 
 class ExecDialog(ModalScreen[None]):
@@ -19,7 +19,8 @@ class ExecDialog(ModalScreen[None]):
     ExecDialog > Vertical { width: 110; }
     ExecDialog RichLog { height: 16; border: round $primary 40%; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Close", id="dialog.cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Close", id="dialog.cancel"),
+                *FORM_BINDINGS]
 
     def __init__(self, engine, nodes: list[str]):
         super().__init__()

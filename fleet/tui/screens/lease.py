@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from fleet.errors import FleetError
-from fleet.tui.screens.confirm import DIALOG_CSS, name_targets
+from fleet.tui.screens.confirm import DIALOG_CSS, FORM_BINDINGS, name_targets
 from fleet.tui.widgets.form_select import FormSelect
 
 HOSTNAME_HINT = "node-<last 6 of MAC>"
@@ -28,7 +28,8 @@ class LeaseDialog(ModalScreen[list | None]):
                                  padding: 0 1; background: $boost; }
     LeaseDialog .machine Input:focus { background: $accent 30%; }
     """
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel"),
+                *FORM_BINDINGS]
 
     def __init__(self, engine, macs: list[str]):
         super().__init__()

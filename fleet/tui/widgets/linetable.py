@@ -169,6 +169,8 @@ class LineTable(ScrollView, can_focus=True):
         self.follow_top = False
         #: row -> "accent" to draw the row in the accent style (e.g. SSH commands), or None
         self.row_style: Callable[[Row], str | None] | None = None
+        #: row -> a one-cell flag drawn where marks go, on unmarked rows (or None)
+        self.row_flag: Callable[[Row], str | None] | None = None
 
     # -- data -------------------------------------------------------------------
 
@@ -573,7 +575,10 @@ class LineTable(ScrollView, can_focus=True):
             if i in changed_cols:
                 cell = cell + frame["changed"]
             if i == 0:
-                segs.append(Segment("●" if marked else " ", style))
+                flag = None if marked or self.row_flag is None else self.row_flag(row)
+                segs.append(Segment("●", style) if marked else
+                            Segment(flag, style + frame["marked"]) if flag else
+                            Segment(" ", style))
             segs.append(Segment(_fit(text, w), cell))
             segs.append(Segment(" ", style))
         strip = Strip(segs).crop(scroll_x, scroll_x + width)
