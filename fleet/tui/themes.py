@@ -29,7 +29,7 @@ STATE_VARIABLES = {
     "state-stalled": "#E69A4C", "state-queued": "#8C96A5", "state-running": "#4EA1D3",
     "state-succeeded": "#8FBF6A", "state-cancelled": "#8C96A5",
     "state-interrupted": "#E69A4C", "state-reachable": "#8FBF6A",
-    "state-unreachable": "#E0605E", "state-unknown": "#8C96A5",
+    "state-unreachable": "#E0605E", "state-booting": "#4EA1D3", "state-unknown": "#8C96A5",
     "state-on": "#8FBF6A", "state-off": "#8C96A5",
 }
 

@@ -464,3 +464,48 @@ async def test_more_tabs_can_join_the_dashboard(seeded_engine):
         await pilot.press("1")  # a pane key brings the dashboard back
         await pilot.pause()
         assert tabs.active == "tab-dashboard" and app.current_pane().kind == "machines"
+
+
+async def test_release_says_what_it_did_per_machine(seeded_engine):
+    """Several machines: the released ones, and those that held no lease named
+    apart (nothing happened to them); one machine: the engine's own line."""
+    app = app_for(seeded_engine)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await goto(pilot, "machines", FREE)
+        await pilot.press("space")
+        await goto(pilot, "machines", LEASED)
+        await pilot.press("space", "r")
+        assert await settle(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.click("#confirm")
+        notes = lambda: [n.message for n in app._notifications]  # noqa: E731
+        assert await settle(pilot, lambda: any(m.startswith("released 1: ") for m in notes()))
+        summary = next(m for m in notes() if m.startswith("released 1: "))
+        assert LEASED in summary.splitlines()[0]
+        assert summary.splitlines()[1] == f"not leased: {FREE}"
+        await goto(pilot, "machines", FREE)
+        await pilot.press("r")
+        assert await settle(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.click("#confirm")
+        assert await settle(pilot, lambda: any("nothing to release" in m and FREE in m
+                                               for m in notes()))
+        assert not [n for n in app._notifications if n.severity == "error"]
+
+
+def test_release_summary_counts_retired_nodes():
+    from fleet.core.lifecycle import Released
+    from fleet.tui.panes.machines import release_summary
+
+    class M:  # the summary reads only the MAC
+        def __init__(self, mac):
+            self.mac = mac
+
+    outcomes = [Released(M("aa:00:00:00:00:01"), True, "x", retired="web1"),
+                Released(M("aa:00:00:00:00:02"), True, "x", retired="web2"),
+                Released(M("aa:00:00:00:00:03"), True, "x"),
+                Released(M("aa:00:00:00:00:04"), False, "x")]
+    assert release_summary(outcomes, wipe=True).splitlines() == [
+        "released 3 (wipe): aa:00:00:00:00:01, aa:00:00:00:00:02, aa:00:00:00:00:03; "
+        "2 nodes retired",
+        "not leased: aa:00:00:00:00:04"]
+    assert release_summary(outcomes[:1], wipe=False) == "x"

@@ -28,8 +28,12 @@ def test_bundled_themes_load_with_state_colours():
     found = load_themes(bundled_dir())
     assert not found.errors
     assert {"fleet-dark", "fleet-light", "high-contrast", "k9s"} <= set(found.themes)
+    from fleet.core.model import JobState, MachineState, Reachability
+
+    every_state = {f"state-{s.value}" for kind in (MachineState, Reachability, JobState)
+                   for s in kind}
     for theme in found.themes.values():
-        assert "state-failed" in theme.variables and "state-discovered" in theme.variables
+        assert every_state <= set(theme.variables), every_state - set(theme.variables)
     assert found.themes["fleet-light"].dark is False
 
 

@@ -133,15 +133,33 @@ class MachinesPane(Pane):
 
     @work(group="verb", exit_on_error=False)
     async def _release(self, macs: list[str], wipe: bool) -> None:
-        ok, failed = [], []
+        outcomes, failed = [], []
         for mac in macs:
             try:
-                await self.fleet.engine.release(mac, wipe=wipe)
-                ok.append(mac)
+                outcomes.append(await self.fleet.engine.release_outcome(mac, wipe=wipe))
             except FleetError as err:
                 failed.append(f"{mac}: {err}")
-        if ok:
-            self.notify(f"released {len(ok)}{' (wipe)' if wipe else ''}: {', '.join(ok[:5])}")
+        if outcomes:
+            self.notify(release_summary(outcomes, wipe))
             self.table.clear_marks()
         if failed:
             self.notify("\n".join(failed[:5]), severity="error", timeout=10)
+
+
+def release_summary(outcomes: list, wipe: bool) -> str:
+    """One notice for a release: the engine's own line for one machine; for
+    several, what changed, how many nodes retired, and which held no lease."""
+    if len(outcomes) == 1:
+        return outcomes[0].message
+    done = [o for o in outcomes if o.changed]
+    idle = [o.machine.mac for o in outcomes if not o.changed]
+    parts = []
+    if done:
+        retired = sum(1 for o in done if o.retired)
+        parts.append(f"released {len(done)}{' (wipe)' if wipe else ''}: "
+                     + ", ".join(o.machine.mac for o in done[:5])
+                     + (f"; {retired} node{'s' if retired != 1 else ''} retired"
+                        if retired else ""))
+    if idle:
+        parts.append("not leased: " + ", ".join(idle[:5]))
+    return "\n".join(parts)
