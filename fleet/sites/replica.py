@@ -1,0 +1,283 @@
+"""The console's replica of its sites, kept by cursor over each site's agent
+channel (fleet.sites.client), in the console's own SQLite file
+(fleet.sites.replica_store).
+
+`sync(site, client)` brings one site up to date and keeps it there:
+
+1. hello: the agent's store_id must be the one replicated, and the site's
+   history must still hold the replica's last event; otherwise the site's store
+   was replaced (or rewound to a backup) and the site is replicated again from
+   event 0, which the log says.
+2. catch-up: events_since from the cursor, page by page; each page and the
+   cursor after it commit in one transaction.
+3. a snapshot of machines and nodes replaces the site's rows.
+4. follow from the cursor: live events are applied as they come (in small
+   batches, cursor with them), the rows are refreshed by a snapshot shortly
+   after events arrive, and a hello every few seconds keeps `last_heard`
+   fresh and notices a link that stopped answering.
+
+When the channel ends or stops answering, the site is marked away with the
+reason and the time; everything replicated stays readable (`last_known`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from fleet.sites.client import ChannelLost, SiteClient, SiteError
+from fleet.sites.replica_store import ReplicaStore, SiteRow
+
+log = logging.getLogger("fleet.replica")
+
+#: called after each committed page of a catch-up: (site, cursor, site's last event id)
+Progress = Callable[[str, int, int], None]
+
+
+def console_version() -> str:
+    try:
+        return metadata.version("fleet")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class CatchUp:
+    """What one catch-up did."""
+
+    site: str
+    events: int = 0  # events fetched (an event already replicated is not counted twice)
+    pages: int = 0
+    seconds: float = 0.0
+    cursor: int = 0
+    started_over: str | None = None  # why the site was replicated again from 0
+
+
+@dataclass
+class LastKnown:
+    """A site as the replica last saw it. `connected` False: stale, as of `last_heard`."""
+
+    site: str
+    connected: bool
+    last_heard: float | None
+    since: float | None
+    error: str | None
+    store_id: str | None
+    cursor: int
+    rows_as_of: int
+    machines: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Replica:
+    def __init__(self, store: ReplicaStore, *, page_size: int = 1000,
+                 refresh_delay_s: float = 1.0, heartbeat_s: float = 5.0,
+                 call_timeout_s: float = 15.0, version: str | None = None,
+                 clock: Callable[[], float] = time.time, on_page: Progress | None = None):
+        self.store = store
+        self.page_size = page_size
+        self.refresh_delay_s = refresh_delay_s
+        self.heartbeat_s = heartbeat_s
+        self.call_timeout_s = call_timeout_s
+        self.version = version or console_version()
+        self.clock = clock
+        self.on_page = on_page
+
+    @classmethod
+    async def open(cls, path: Path | str, **options: Any) -> "Replica":
+        return cls(await ReplicaStore.open(path), **options)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def __aenter__(self) -> "Replica":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def sites(self) -> list[SiteRow]:
+        return await self.store.sites()
+
+    async def last_known(self, site: str, events: int = 1000) -> LastKnown | None:
+        """What the replica holds of `site` (its last `events` events), whether or
+        not it is connected; None for a site never heard from."""
+        row = await self.store.site(site)
+        if row is None:
+            return None
+        return LastKnown(site=site, connected=row.connected, last_heard=row.last_heard,
+                         since=row.since, error=row.error, store_id=row.store_id,
+                         cursor=row.cursor, rows_as_of=row.rows_as_of,
+                         machines=await self.store.machines(site),
+                         nodes=await self.store.nodes(site),
+                         events=await self.store.latest_events(site, events))
+
+    # -- syncing -----------------------------------------------------------------------
+
+    async def sync(self, site: str, client: SiteClient, *, follow: bool = True) -> CatchUp:
+        """Catch `site` up through `client`, then (with `follow`) apply its live
+        events until the channel ends. The site is marked away, with the reason,
+        before the error (ChannelLost, SiteError) leaves."""
+        try:
+            done = await self.catch_up(site, client)
+            await self.refresh(site, client)
+            if follow:
+                await self.follow(site, client)
+            return done
+        except (ChannelLost, SiteError) as err:
+            await self.store.lost(site, self.clock(), _reason(err))
+            raise
+        except asyncio.CancelledError:
+            await self.store.lost(site, self.clock(), "the console stopped following it")
+            raise
+
+    async def catch_up(self, site: str, client: SiteClient) -> CatchUp:
+        """Every event after the cursor, page by page (see the module's note)."""
+        began = time.monotonic()
+        hello = await self._call(client, "hello", client.hello(self.version))
+        done = CatchUp(site, started_over=await self._check_history(site, client, hello))
+        await self.store.heard(site, self.clock(), version=hello.get("version"))
+        row = await self.store.site(site)
+        assert row is not None
+        after = row.cursor
+        while True:
+            page = await self._call(client, "events_since",
+                                    client.call("events_since", after=after,
+                                                limit=self.page_size))
+            events = page["events"]
+            _check_order(site, after, events)
+            done.cursor = await self.store.apply_events(site, events, self.clock())
+            done.events += len(events)
+            done.pages += 1
+            after = page["last_id"]
+            if self.on_page is not None:
+                self.on_page(site, done.cursor, hello["last_event_id"])
+            if not page["more"]:
+                break
+        done.seconds = time.monotonic() - began
+        return done
+
+    async def refresh(self, site: str, client: SiteClient) -> int:
+        """Replace the site's machines and nodes with a snapshot; returns how many
+        machines it has."""
+        machines: list[dict[str, Any]] = []
+        nodes: list[dict[str, Any]] = []
+        position: dict[str, str] = {}
+        as_of: int | None = None
+        while True:
+            page = await self._call(client, "snapshot", client.call("snapshot", **position))
+            if as_of is None:  # the rows show at least every change up to the first page's
+                as_of = page["last_event_id"]
+            machines += page["machines"]
+            nodes += page["nodes"]
+            if not page["more"]:
+                break
+            position = {k: page[k] for k in ("after_mac", "after_node") if page[k] is not None}
+        await self.store.replace_rows(site, machines, nodes, as_of or 0, self.clock())
+        return len(machines)
+
+    async def follow(self, site: str, client: SiteClient) -> None:
+        """Apply live events from the cursor until the channel ends (raises)."""
+        row = await self.store.site(site)
+        assert row is not None
+        await self._call(client, "follow", client.call("follow", after=row.cursor))
+        arrived: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        changed = asyncio.Event()
+
+        async def receive() -> None:
+            async for event in client.events():
+                arrived.put_nowait(event)
+
+        async def apply() -> None:
+            while True:
+                batch = [await arrived.get()]
+                while not arrived.empty() and len(batch) < self.page_size:
+                    batch.append(arrived.get_nowait())
+                cursor = (await self.store.site(site)).cursor  # type: ignore[union-attr]
+                fresh = [e for e in batch if e["id"] > cursor]
+                _check_order(site, cursor, fresh)
+                await self.store.apply_events(site, fresh, self.clock())
+                changed.set()
+
+        async def refresh_after_changes() -> None:
+            while True:
+                await changed.wait()
+                await asyncio.sleep(self.refresh_delay_s)  # one snapshot for a burst
+                changed.clear()
+                await self.refresh(site, client)
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(self.heartbeat_s)
+                hello = await self._call(client, "hello", client.hello(self.version))
+                await self.store.heard(site, self.clock(), version=hello.get("version"))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for part in (receive, apply, refresh_after_changes, heartbeat):
+                    group.create_task(part(), name=f"fleet-replica-{site}-{part.__name__}")
+        except BaseExceptionGroup as failed:  # the first part that failed says why
+            raise failed.exceptions[0] from None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _call(self, client: SiteClient, op: str, call: Awaitable[Any]) -> Any:
+        """A request that must be answered within call_timeout_s: a link that
+        stopped carrying anything is a lost channel, not a hang."""
+        try:
+            return await asyncio.wait_for(call, self.call_timeout_s)
+        except TimeoutError:
+            raise ChannelLost(f"site {client.site} did not answer {op} within "
+                              f"{self.call_timeout_s:g} s") from None
+
+    async def _check_history(self, site: str, client: SiteClient,
+                             hello: dict[str, Any]) -> str | None:
+        """Start the site over when what the replica holds cannot be the start of
+        the site's history any more; returns why, or None."""
+        row = await self.store.site(site)
+        store_id, last = hello.get("store_id"), hello["last_event_id"]
+        why = None
+        if row is None or (row.store_id is None and row.cursor == 0):
+            why = None if row is not None and row.store_id == store_id else "first contact"
+        elif row.store_id != store_id:
+            why = (f"its store was replaced (store id {store_id}, the replica's came from "
+                   f"{row.store_id})")
+        elif row.cursor > last:
+            why = (f"its store ends at event {last} but the replica holds events up to "
+                   f"{row.cursor} (restored from a backup?)")
+        elif row.cursor > 0:
+            page = await self._call(client, "events_since",
+                                    client.call("events_since", after=row.cursor - 1, limit=1))
+            theirs = page["events"][0] if page["events"] else None
+            if theirs != await self.store.event(site, row.cursor):
+                why = (f"its event {row.cursor} is not the one the replica holds (restored "
+                       "from a backup?)")
+        if why is None:
+            return None
+        if why != "first contact":
+            log.warning("site %s: %s: replicating it again from event 0", site, why)
+        await self.store.start_over(site, store_id)
+        return why
+
+
+def _check_order(site: str, after: int, events: list[dict[str, Any]]) -> None:
+    """Ids must rise past the cursor: anything else would move the cursor over
+    events never copied."""
+    previous = after
+    for event in events:
+        if not isinstance(event.get("id"), int) or event["id"] <= previous:
+            raise ChannelLost(f"the agent of site {site} sent event {event.get('id')!r} "
+                              f"after {previous}: out of order")
+        previous = event["id"]
+
+
+def _reason(err: Exception) -> str:
+    return str(err) or type(err).__name__

@@ -1,0 +1,319 @@
+"""The console's replica of a site, by cursor: real `fleet --headless agent`
+processes on pipes, real stores written by real fleet commands, the replica in
+its own SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import pytest
+
+from fleet.sites.client import ChannelLost
+from fleet.sites.replica import Replica
+from support.site_agent import AgentChannel, site_rows, write_events
+
+SITE = "rack1"
+
+
+@pytest.fixture
+async def channels():
+    """Agents started by a test, ended after it (by their own process ids)."""
+    started: list[AgentChannel] = []
+
+    async def start(profile, env) -> AgentChannel:
+        channel = await AgentChannel.start(profile, env, SITE)
+        started.append(channel)
+        return channel
+
+    yield start
+    for channel in started:
+        channel.kill()
+        await channel.close()
+
+
+async def replica_rows(replica: Replica, site: str = SITE) -> dict:
+    return {"machines": await replica.store.machines(site),
+            "nodes": await replica.store.nodes(site),
+            "events": await replica.store.events(site, 0, 10**9)}
+
+
+def fleet_cli(profile, env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                           str(profile), *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+async def wait_for(predicate, timeout: float, what: str, step: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(step)
+
+
+# -- (1) equal to the site's own store ------------------------------------------------
+
+async def test_after_sync_the_replica_equals_the_sites_store_row_for_row(
+        profile_path, xdg, tmp_path, channels):
+    await write_events(profile_path, 300)
+    leased = fleet_cli(profile_path, xdg, "lease", "ac:1f:6b:00:00:01", "-d", "debian12")
+    assert leased.returncode == 2  # unknown MAC: nothing written, nothing to copy
+    discovered = fleet_cli(profile_path, xdg, "lease", "52:54:00:00:00:05", "-d", "rocky9",
+                           "--hostname", "w5")
+    assert discovered.returncode == 0, discovered.stderr
+
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(tmp_path / "replica.db", page_size=64) as replica:
+        done = await replica.sync(SITE, channel.client, follow=False)
+        theirs = await site_rows(profile_path)
+        assert done.pages >= 5 and done.events == len(theirs["events"]) >= 301
+        assert done.started_over == "first contact"
+        ours = await replica_rows(replica)
+        assert ours["events"] == theirs["events"]
+        assert ours["machines"] == theirs["machines"]
+        assert ours["nodes"] == theirs["nodes"] and len(ours["nodes"]) == 3
+        assert [m["hostname"] for m in ours["machines"] if m["state"] == "leased"] == ["w5"]
+        row = await replica.store.site(SITE)
+        assert row.connected and row.cursor == theirs["events"][-1]["id"] == row.rows_as_of
+        assert row.store_id and len(row.store_id) == 32
+        assert time.time() - row.last_heard < 30
+
+
+# -- (2) kill -9 of the agent in the middle of a catch-up --------------------------------
+
+async def test_an_agent_killed_during_catch_up_loses_and_doubles_nothing(
+        profile_path, xdg, tmp_path, channels):
+    last = await write_events(profile_path, 5000)
+    rng = random.Random(2026)
+    kills = 0
+    paged = asyncio.Event()
+    async with await Replica.open(tmp_path / "replica.db", page_size=100,
+                                  on_page=lambda *_: paged.set()) as replica:
+        for _ in range(40):
+            channel = await channels(profile_path, xdg)
+            paged.clear()
+            syncing = asyncio.ensure_future(replica.sync(SITE, channel.client, follow=False))
+            waiting = asyncio.ensure_future(paged.wait())
+            await asyncio.wait({syncing, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            await asyncio.sleep(rng.uniform(0, 0.02))  # a page is in: kill somewhere after it
+            channel.kill()
+            try:
+                await syncing
+            except ChannelLost as lost:
+                row = await replica.store.site(SITE)
+                assert not row.connected and row.error == str(lost)
+                kills += row.cursor < last  # (or it died in the snapshot after)
+                # what is there is exactly the start of the log: nothing skipped
+                ids = [e["id"] for e in await replica.store.events(SITE, 0, 10**9)]
+                assert ids == list(range(1, row.cursor + 1))
+            await channel.close()
+            if (await replica.store.site(SITE)).cursor == last:
+                break
+        channel = await channels(profile_path, xdg)  # and once more, not killed
+        await replica.sync(SITE, channel.client, follow=False)
+        assert kills >= 3, "the catch-up was never interrupted"
+        ours = await replica_rows(replica)
+    theirs = await site_rows(profile_path)
+    assert [e["id"] for e in ours["events"]] == list(range(1, last + 1))
+    assert ours["events"] == theirs["events"]
+    assert ours["machines"] == theirs["machines"]
+
+
+CONSOLE = """
+import asyncio, sys
+sys.path.insert(0, {tests!r})
+from support.site_agent import AgentChannel
+from fleet.sites.replica import Replica
+
+async def main():
+    channel = await AgentChannel.start({profile!r}, dict(__import__("os").environ))
+    replica = await Replica.open({replica!r}, page_size=50,
+                                 on_page=lambda site, cursor, last: print(cursor, flush=True))
+    await replica.sync("rack1", channel.client, follow=False)
+    print("done", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_console_killed_during_catch_up_resumes_from_its_cursor(
+        profile_path, xdg, tmp_path):
+    """The console's own process dies (kill -9) at random moments while it
+    copies pages: the replica file holds each page with its cursor or neither."""
+    last = await write_events(profile_path, 3000)
+    path = tmp_path / "replica.db"
+    script = CONSOLE.format(tests=str(__import__("pathlib").Path(__file__).parents[1]),
+                            profile=str(profile_path), replica=str(path))
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(30):
+        console = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, env=xdg, stdout=subprocess.PIPE)
+        await asyncio.wait_for(console.stdout.readline(), 30)  # its first page is in
+        await asyncio.sleep(rng.uniform(0, 0.05))
+        console.kill()
+        rest = await console.stdout.read()
+        await console.wait()
+        if b"done" in rest:
+            break
+        async with await Replica.open(path) as replica:
+            row = await replica.store.site(SITE)
+            ids = [e["id"] for e in await replica.store.events(SITE, 0, 10**9)]
+        assert ids == list(range(1, row.cursor + 1))
+        kills += row.cursor < last  # (or it died in the snapshot after)
+    assert kills >= 3
+    async with await Replica.open(path) as replica:
+        ours = await replica.store.events(SITE, 0, 10**9)
+    assert ours == (await site_rows(profile_path))["events"]
+
+
+# -- (3) live follow -------------------------------------------------------------------
+
+async def test_an_event_another_process_writes_reaches_the_replica_quickly(
+        profile_path, xdg, tmp_path, channels):
+    await write_events(profile_path, 30)
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(tmp_path / "replica.db", refresh_delay_s=0.1,
+                                  heartbeat_s=0.5) as replica:
+        following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+        last = (await site_rows(profile_path))["events"][-1]["id"]
+
+        async def caught_up():
+            row = await replica.store.site(SITE)
+            return row is not None and row.cursor == last
+
+        await wait_for(caught_up, 30, "catch-up")
+        latencies = []
+        for i, mac in enumerate(["52:54:00:00:00:01", "52:54:00:00:00:02",
+                                 "52:54:00:00:00:03"]):
+            cli = await asyncio.create_subprocess_exec(  # the replica keeps running meanwhile
+                sys.executable, "-m", "fleet", "--headless", "--profile", str(profile_path),
+                "lease", mac, "-d", "debian12", "--hostname", f"live{i}", env=xdg,
+                stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+            wanted = last + 1 + i
+
+            async def arrived():
+                return await replica.store.event(SITE, wanted) is not None
+
+            await wait_for(arrived, 10, f"event {wanted}")
+            seen = time.time()
+            assert await cli.wait() == 0, await cli.stderr.read()
+            event = await replica.store.event(SITE, wanted)
+            assert (event["kind"], event["subject"]) == ("machine.leased", mac)
+            written = datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+            latencies.append(seen - written)
+        print(f"live event to replica: {', '.join(f'{s * 1000:.0f} ms' for s in latencies)}")
+        assert max(latencies) < 2.0, latencies
+
+        async def rows_fresh():  # the machine rows follow the events shortly after
+            machines = {m["mac"]: m for m in await replica.store.machines(SITE)}
+            return machines["52:54:00:00:00:03"]["hostname"] == "live2"
+
+        await wait_for(rows_fresh, 10, "machine rows refreshed")
+        heard = (await replica.store.site(SITE)).last_heard
+        await asyncio.sleep(1.2)  # a quiet site is still heard from (the heartbeat)
+        assert (await replica.store.site(SITE)).last_heard > heard
+        assert not following.done()
+
+        channel.kill()  # the site goes away: the replica says so, and keeps what it has
+        with pytest.raises(ChannelLost):
+            await asyncio.wait_for(following, 10)
+        known = await replica.last_known(SITE)
+        assert not known.connected and known.since is not None and "ended" in known.error
+        assert known.events[-1]["id"] == last + 3
+        assert known.machines == (await site_rows(profile_path))["machines"]
+
+
+# -- (4) a replaced site store ---------------------------------------------------------------
+
+async def test_a_replaced_site_store_starts_that_site_over(profile_path, xdg, tmp_path,
+                                                           channels, caplog):
+    await write_events(profile_path, 600)
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(tmp_path / "replica.db") as replica:
+        await replica.sync(SITE, channel.client, follow=False)
+        old = await replica.store.site(SITE)
+        await channel.close()
+
+        store = profile_path.with_name("t.db")  # the site host rebuilt: a new, shorter store
+        for leftover in (store, *(store.with_name(store.name + s) for s in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+        await write_events(profile_path, 30)
+
+        channel = await channels(profile_path, xdg)
+        with caplog.at_level(logging.WARNING, "fleet.replica"):
+            done = await replica.sync(SITE, channel.client, follow=False)
+        assert done.started_over.startswith("its store was replaced")
+        assert f"site {SITE}: its store was replaced" in caplog.text
+        assert "replicating it again from event 0" in caplog.text
+        new = await replica.store.site(SITE)
+        assert new.store_id != old.store_id and new.cursor < old.cursor
+        assert await replica_rows(replica) == await site_rows(profile_path)
+
+
+async def test_a_site_store_restored_from_a_backup_starts_that_site_over(
+        profile_path, xdg, tmp_path, channels, caplog):
+    """Same store id, but its history after the backup is not what was copied."""
+    await write_events(profile_path, 100)
+    store = profile_path.with_name("t.db")
+    backup = tmp_path / "backup.db"
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(tmp_path / "replica.db") as replica:
+        await replica.sync(SITE, channel.client, follow=False)  # the agent names the store
+        source, target = sqlite3.connect(store), sqlite3.connect(backup)
+        source.backup(target)
+        source.close()
+        target.close()
+        await write_events(profile_path, 100)
+        await replica.sync(SITE, channel.client, follow=False)
+        copied = (await replica.store.site(SITE)).cursor
+        await channel.close()
+
+        shutil.copy(backup, store)  # the site's host restored, then went on
+        for side in ("-wal", "-shm"):
+            store.with_name(store.name + side).unlink(missing_ok=True)
+        await write_events(profile_path, 150)
+        theirs = await site_rows(profile_path)
+        assert theirs["events"][-1]["id"] >= copied  # the cursor alone would not notice
+
+        channel = await channels(profile_path, xdg)
+        with caplog.at_level(logging.WARNING, "fleet.replica"):
+            done = await replica.sync(SITE, channel.client, follow=False)
+        assert done.started_over == (f"its event {copied} is not the one the replica holds "
+                                     "(restored from a backup?)")
+        assert await replica_rows(replica) == theirs
+
+
+# -- (5) a console restart -------------------------------------------------------------------
+
+async def test_the_replica_survives_a_console_restart(profile_path, xdg, tmp_path, channels):
+    await write_events(profile_path, 400)
+    path = tmp_path / "replica.db"
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(path) as replica:
+        first = await replica.sync(SITE, channel.client, follow=False)
+    channel.kill()
+    await channel.close()
+
+    async with await Replica.open(path) as replica:  # the console again, the site away
+        known = await replica.last_known(SITE)
+        assert not known.connected  # no channel belongs to this process yet
+        assert known.cursor == first.cursor and known.last_heard is not None
+        assert known.events == (await site_rows(profile_path))["events"][-1000:]
+        assert known.machines == (await site_rows(profile_path))["machines"]
+
+    last = await write_events(profile_path, 60)
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(path) as replica:
+        again = await replica.sync(SITE, channel.client, follow=False)
+        assert again.started_over is None
+        assert again.events == last - first.cursor  # only what it missed
+        assert await replica_rows(replica) == await site_rows(profile_path)
