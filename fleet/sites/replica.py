@@ -147,21 +147,31 @@ class Replica:
         await self.store.heard(site, self.clock(), version=hello.get("version"))
         row = await self.store.site(site)
         assert row is not None
+
+        def ask(after: int) -> asyncio.Future:
+            return asyncio.ensure_future(self._call(
+                client, "events_since",
+                client.call("events_since", after=after, limit=self.page_size)))
+
         after = row.cursor
-        while True:
-            page = await self._call(client, "events_since",
-                                    client.call("events_since", after=after,
-                                                limit=self.page_size))
-            events = page["events"]
-            _check_order(site, after, events)
-            done.cursor = await self.store.apply_events(site, events, self.clock())
-            done.events += len(events)
-            done.pages += 1
-            after = page["last_id"]
-            if self.on_page is not None:
-                self.on_page(site, done.cursor, hello["last_event_id"])
-            if not page["more"]:
-                break
+        asking = ask(after)
+        try:
+            while True:
+                page = await asking
+                events = page["events"]
+                _check_order(site, after, events)
+                if page["more"]:  # the agent reads the next page while this one is written
+                    after = page["last_id"]
+                    asking = ask(after)
+                done.cursor = await self.store.apply_events(site, events, self.clock())
+                done.events += len(events)
+                done.pages += 1
+                if self.on_page is not None:
+                    self.on_page(site, done.cursor, hello["last_event_id"])
+                if not page["more"]:
+                    break
+        finally:
+            asking.cancel()
         done.seconds = time.monotonic() - began
         return done
 
