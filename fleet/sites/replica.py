@@ -69,6 +69,7 @@ class LastKnown:
     error: str | None
     store_id: str | None
     cursor: int
+    site_last_event: int  # the site's last event id when last heard: lag = this - cursor
     rows_as_of: int
     machines: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
@@ -88,6 +89,7 @@ class Replica:
         self.version = version or console_version()
         self.clock = clock
         self.on_page = on_page
+        self._syncing: set[str] = set()
 
     @classmethod
     async def open(cls, path: Path | str, **options: Any) -> "Replica":
@@ -110,15 +112,16 @@ class Replica:
     async def last_known(self, site: str, events: int = 1000) -> LastKnown | None:
         """What the replica holds of `site` (its last `events` events), whether or
         not it is connected; None for a site never heard from."""
-        row = await self.store.site(site)
-        if row is None:
-            return None
-        return LastKnown(site=site, connected=row.connected, last_heard=row.last_heard,
-                         since=row.since, error=row.error, store_id=row.store_id,
-                         cursor=row.cursor, rows_as_of=row.rows_as_of,
-                         machines=await self.store.machines(site),
-                         nodes=await self.store.nodes(site),
-                         events=await self.store.latest_events(site, events))
+        async with self.store.reading() as view:
+            row = await view.site(site)
+            if row is None:
+                return None
+            return LastKnown(site=site, connected=row.connected, last_heard=row.last_heard,
+                             since=row.since, error=row.error, store_id=row.store_id,
+                             cursor=row.cursor, site_last_event=row.site_last_event,
+                             rows_as_of=row.rows_as_of, machines=await view.machines(site),
+                             nodes=await view.nodes(site),
+                             events=await view.latest_events(site, events))
 
     # -- syncing -----------------------------------------------------------------------
 
@@ -126,32 +129,48 @@ class Replica:
         """Catch `site` up through `client`, then (with `follow`) apply its live
         events until the channel ends. The site is marked away, with the reason,
         before the error (ChannelLost, SiteError) leaves."""
+        if site in self._syncing:
+            raise RuntimeError(f"site {site} is already being synced")
+        self._syncing.add(site)
         try:
             done = await self.catch_up(site, client)
             await self.refresh(site, client)
             if follow:
                 await self.follow(site, client)
             return done
-        except (ChannelLost, SiteError) as err:
-            await self.store.lost(site, self.clock(), _reason(err))
-            raise
         except asyncio.CancelledError:
-            await self.store.lost(site, self.clock(), "the console stopped following it")
+            await self._away(site, "the console stopped following it")
             raise
+        except Exception as err:
+            await self._away(site, _reason(err))
+            raise
+        finally:
+            self._syncing.discard(site)
+
+    async def mark_away(self, site: str, reason: str) -> None:
+        """`site` cannot be reached (its channel did not open): say why, from now."""
+        await self.store.lost(site, self.clock(), reason)
+
+    async def _away(self, site: str, reason: str) -> None:
+        try:
+            await self.mark_away(site, reason)
+        except Exception:  # noqa: BLE001 - the replica itself failing must not hide why
+            log.exception("site %s: could not record that it is away", site)
 
     async def catch_up(self, site: str, client: SiteClient) -> CatchUp:
         """Every event after the cursor, page by page (see the module's note)."""
         began = time.monotonic()
-        hello = await self._call(client, "hello", client.hello(self.version))
+        hello = await self._call(client, "hello", client.hello(self.version), HELLO)
         done = CatchUp(site, started_over=await self._check_history(site, client, hello))
-        await self.store.heard(site, self.clock(), version=hello.get("version"))
+        await self.store.heard(site, self.clock(), version=hello.get("version"),
+                               last_event_id=hello["last_event_id"])
         row = await self.store.site(site)
         assert row is not None
 
         def ask(after: int) -> asyncio.Future:
             return asyncio.ensure_future(self._call(
                 client, "events_since",
-                client.call("events_since", after=after, limit=self.page_size)))
+                client.call("events_since", after=after, limit=self.page_size), EVENTS))
 
         after = row.cursor
         asking = ask(after)
@@ -183,9 +202,14 @@ class Replica:
         position: dict[str, str] = {}
         as_of: int | None = None
         while True:
-            page = await self._call(client, "snapshot", client.call("snapshot", **position))
+            page = await self._call(client, "snapshot", client.call("snapshot", **position),
+                                    SNAPSHOT)
             if as_of is None:  # the rows show at least every change up to the first page's
                 as_of = page["last_event_id"]
+            if not (all(_has(m, mac=str, state=str) for m in page["machines"])
+                    and all(_has(n, name=str) for n in page["nodes"])):
+                raise ChannelLost(f"the agent of site {site} sent a snapshot with a record "
+                                  "that is not one")
             machines += page["machines"]
             nodes += page["nodes"]
             if not page["more"]:
@@ -227,8 +251,9 @@ class Replica:
         async def heartbeat() -> None:
             while True:
                 await asyncio.sleep(self.heartbeat_s)
-                hello = await self._call(client, "hello", client.hello(self.version))
-                await self.store.heard(site, self.clock(), version=hello.get("version"))
+                hello = await self._call(client, "hello", client.hello(self.version), HELLO)
+                await self.store.heard(site, self.clock(), version=hello.get("version"),
+                                       last_event_id=hello["last_event_id"])
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -239,14 +264,22 @@ class Replica:
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _call(self, client: SiteClient, op: str, call: Awaitable[Any]) -> Any:
-        """A request that must be answered within call_timeout_s: a link that
-        stopped carrying anything is a lost channel, not a hang."""
+    async def _call(self, client: SiteClient, op: str, call: Awaitable[Any],
+                    shape: dict[str, type] | None = None) -> Any:
+        """A request that must be answered within call_timeout_s (a link that
+        stopped carrying anything is a lost channel, not a hang), with a result
+        of `shape` (the fields this module reads, and their types)."""
         try:
-            return await asyncio.wait_for(call, self.call_timeout_s)
+            result = await asyncio.wait_for(call, self.call_timeout_s)
         except TimeoutError:
             raise ChannelLost(f"site {client.site} did not answer {op} within "
                               f"{self.call_timeout_s:g} s") from None
+        for name, kind in (shape or {}).items():
+            value = result.get(name) if isinstance(result, dict) else None
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ChannelLost(f"the agent of site {client.site} sent a {op} reply "
+                                  f"without {name} ({kind.__name__})")
+        return result
 
     async def _check_history(self, site: str, client: SiteClient,
                              hello: dict[str, Any]) -> str | None:
@@ -265,7 +298,8 @@ class Replica:
                    f"{row.cursor} (restored from a backup?)")
         elif row.cursor > 0:
             page = await self._call(client, "events_since",
-                                    client.call("events_since", after=row.cursor - 1, limit=1))
+                                    client.call("events_since", after=row.cursor - 1, limit=1),
+                                    EVENTS)
             theirs = page["events"][0] if page["events"] else None
             if theirs != await self.store.event(site, row.cursor):
                 why = (f"its event {row.cursor} is not the one the replica holds (restored "
@@ -278,14 +312,28 @@ class Replica:
         return why
 
 
-def _check_order(site: str, after: int, events: list[dict[str, Any]]) -> None:
-    """Ids must rise past the cursor: anything else would move the cursor over
-    events never copied."""
+HELLO = {"last_event_id": int}
+EVENTS = {"events": list, "last_id": int, "more": bool}
+SNAPSHOT = {"machines": list, "nodes": list, "last_event_id": int, "more": bool}
+_EVENT = {"id": int, "kind": str, "subject": str, "severity": str, "message": str}
+
+
+def _has(record: Any, **fields: type) -> bool:
+    return isinstance(record, dict) and all(isinstance(record.get(k), t)
+                                            for k, t in fields.items())
+
+
+def _check_order(site: str, after: int, events: list[Any]) -> None:
+    """Events must be whole and their ids rise past the cursor: anything else
+    would move the cursor over events never copied."""
     previous = after
     for event in events:
-        if not isinstance(event.get("id"), int) or event["id"] <= previous:
-            raise ChannelLost(f"the agent of site {site} sent event {event.get('id')!r} "
-                              f"after {previous}: out of order")
+        if not _has(event, **_EVENT) or isinstance(event["id"], bool):
+            raise ChannelLost(f"the agent of site {site} sent an event that is not one "
+                              f"(after {previous})")
+        if event["id"] <= previous:
+            raise ChannelLost(f"the agent of site {site} sent event {event['id']} after "
+                              f"{previous}: out of order")
         previous = event["id"]
 
 

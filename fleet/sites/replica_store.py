@@ -2,8 +2,8 @@
 SQLite file (one per console, WAL), so a console that starts while a site is
 away still shows that site, marked with the time it was last heard from.
 
-    sites     site PK, store_id, cursor, rows_as_of, last_heard, connected,
-              since, error, version
+    sites     site PK, store_id, cursor, site_last_event, rows_as_of, last_heard,
+              connected, since, error, version
     events    (site, id) PK, the event as the agent sends it
     machines  (site, mac) PK, state, the machine record as `--format json` prints it
     nodes     (site, name) PK, the node record likewise
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import sqlite3
@@ -43,6 +44,7 @@ SCHEMA = [
         site TEXT PRIMARY KEY,
         store_id TEXT,
         cursor INTEGER NOT NULL DEFAULT 0,
+        site_last_event INTEGER NOT NULL DEFAULT 0,
         rows_as_of INTEGER NOT NULL DEFAULT 0,
         last_heard REAL,
         connected INTEGER NOT NULL DEFAULT 0,
@@ -80,6 +82,7 @@ class SiteRow:
     site: str
     store_id: str | None
     cursor: int
+    site_last_event: int  # the site's last event id when last heard (lag = this - cursor)
     rows_as_of: int
     last_heard: float | None
     connected: bool
@@ -105,7 +108,7 @@ def _event_from(row) -> dict[str, Any]:
 
 def _site_from(row) -> SiteRow:
     return SiteRow(site=row["site"], store_id=row["store_id"], cursor=row["cursor"],
-                   rows_as_of=row["rows_as_of"], last_heard=row["last_heard"],
+                   site_last_event=row["site_last_event"], rows_as_of=row["rows_as_of"], last_heard=row["last_heard"],
                    connected=bool(row["connected"]), since=row["since"], error=row["error"],
                    version=row["version"])
 
@@ -120,6 +123,8 @@ class ReplicaStore:
         self.path = path
         self.conn = conn
         self._lock = asyncio.Lock()  # one transaction at a time on the one connection
+        self._reading: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"replica-reading-{id(self)}", default=False)
 
     @classmethod
     async def open(cls, path: Path | str) -> "ReplicaStore":
@@ -178,7 +183,24 @@ class ReplicaStore:
                                          "it keeps what it had") from err
 
     async def _rows(self, sql: str, params: tuple = ()) -> list:
-        return list(await self.conn.execute_fetchall(sql, params))
+        if self._reading.get():
+            return list(await self.conn.execute_fetchall(sql, params))
+        # under the lock: a read never sees half of this connection's open transaction
+        async with self._lock:
+            return list(await self.conn.execute_fetchall(sql, params))
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator["ReplicaStore"]:
+        """The reads of this task inside see one moment of the file (one read
+        transaction), e.g. a site's row, machines and events that agree."""
+        async with self._lock:
+            await self.conn.execute("BEGIN")
+            token = self._reading.set(True)
+            try:
+                yield self
+            finally:
+                self._reading.reset(token)
+                await self.conn.execute("COMMIT")
 
     # -- per site state ---------------------------------------------------------------
 
@@ -189,14 +211,17 @@ class ReplicaStore:
     async def sites(self) -> list[SiteRow]:
         return [_site_from(r) for r in await self._rows("SELECT * FROM sites ORDER BY site")]
 
-    async def heard(self, site: str, now: float, *, version: str | None = None) -> SiteRow:
+    async def heard(self, site: str, now: float, *, version: str | None = None,
+                    last_event_id: int | None = None) -> SiteRow:
         """The site answered: connected from now (if it was not), no error."""
         async with self.transaction() as tx:
             await tx.execute("INSERT OR IGNORE INTO sites (site) VALUES (?)", (site,))
             await tx.execute(
                 "UPDATE sites SET last_heard = ?, error = NULL, "
                 "since = CASE connected WHEN 1 THEN since ELSE ? END, connected = 1, "
-                "version = coalesce(?, version) WHERE site = ?", (now, now, version, site))
+                "version = coalesce(?, version), "
+                "site_last_event = coalesce(?, site_last_event) WHERE site = ?",
+                (now, now, version, last_event_id, site))
         row = await self.site(site)
         assert row is not None
         return row
@@ -211,7 +236,8 @@ class ReplicaStore:
     async def _empty(tx: aiosqlite.Connection, site: str, store_id: str | None) -> None:
         for table in ("events", "machines", "nodes"):
             await tx.execute(f"DELETE FROM {table} WHERE site = ?", (site,))
-        await tx.execute("UPDATE sites SET store_id = ?, cursor = 0, rows_as_of = 0 "
+        await tx.execute("UPDATE sites SET store_id = ?, cursor = 0, site_last_event = 0, "
+                         "rows_as_of = 0 "
                          "WHERE site = ?", (store_id, site))
 
     async def lost(self, site: str, now: float, error: str) -> None:
@@ -235,8 +261,9 @@ class ReplicaStore:
                 await tx.executemany(
                     "INSERT OR IGNORE INTO events (site, id, ts, kind, subject, severity, "
                     "message, data) VALUES (?,?,?,?,?,?,?,?)", rows)
-                await tx.execute("UPDATE sites SET cursor = max(cursor, ?) WHERE site = ?",
-                                 (rows[-1][1], site))
+                await tx.execute("UPDATE sites SET cursor = max(cursor, ?), "
+                                 "site_last_event = max(site_last_event, ?) WHERE site = ?",
+                                 (rows[-1][1], rows[-1][1], site))
             await tx.execute("UPDATE sites SET last_heard = ? WHERE site = ?", (now, site))
             cursor = await (await tx.execute("SELECT cursor FROM sites WHERE site = ?",
                                              (site,))).fetchone()

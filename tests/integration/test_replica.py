@@ -5,9 +5,12 @@ its own SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from datetime import datetime
 
 import pytest
 
-from fleet.sites.client import ChannelLost
+from fleet.sites.client import ChannelLost, SiteClient
 from fleet.sites.replica import Replica
 from support.site_agent import AgentChannel, site_rows, write_events
 
@@ -317,3 +320,97 @@ async def test_the_replica_survives_a_console_restart(profile_path, xdg, tmp_pat
         assert again.started_over is None
         assert again.events == last - first.cursor  # only what it missed
         assert await replica_rows(replica) == await site_rows(profile_path)
+
+
+# -- a site that stops answering, or answers wrongly -------------------------------------------
+
+async def test_an_agent_that_stops_answering_is_marked_away_within_the_call_timeout(
+        profile_path, xdg, tmp_path, channels):
+    last = await write_events(profile_path, 20)
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(tmp_path / "replica.db", heartbeat_s=0.2,
+                                  call_timeout_s=1.0) as replica:
+        following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+
+        async def connected():
+            row = await replica.store.site(SITE)
+            return row is not None and row.connected and row.rows_as_of > 0
+
+        await wait_for(connected, 30, "first sync")
+        with pytest.raises(RuntimeError, match="already being synced"):
+            await replica.sync(SITE, channel.client)
+        row = await replica.store.site(SITE)
+        assert row.site_last_event == row.cursor == last  # no lag
+        channel.proc.send_signal(signal.SIGSTOP)  # a link that carries nothing any more
+        stopped = time.monotonic()
+        with pytest.raises(ChannelLost, match="did not answer hello within 1 s"):
+            await asyncio.wait_for(following, 10)
+        assert time.monotonic() - stopped < 1.0 + 0.2 + 1.0
+        row = (await replica.sites())[0]
+        assert not row.connected and row.error == "site rack1 did not answer hello within 1 s"
+        assert row.since >= row.last_heard and row.cursor == last
+        channel.proc.send_signal(signal.SIGCONT)
+
+        await replica.mark_away(SITE, "ssh: connect to host gw3 port 22: timed out")
+        again = await replica.store.site(SITE)
+        assert again.since == row.since  # away since the first failure, the newest reason
+        assert again.error.startswith("ssh: connect to host gw3")
+
+
+FAKE_AGENT = """
+import json, sys
+replies = json.loads(sys.argv[1])
+for line, result in zip(sys.stdin, replies):
+    request = json.loads(line)
+    print(json.dumps({"id": request["id"], "ok": True, "result": result}), flush=True)
+sys.stdin.read()
+"""
+
+HELLO = {"version": "0.1.0", "site": SITE, "protocol": 1, "last_event_id": 3,
+         "store_id": "f" * 32, "by": {"user": "x"}}
+
+
+def event(i, **more):
+    return {"id": i, "ts": "2026-12-06T10:00:00.000Z", "kind": "test.x", "subject": "s",
+            "severity": "info", "message": "m", "data": {}, **more}
+
+
+def page(*events, more=False):
+    return {"events": list(events), "last_id": events[-1]["id"] if events else 0, "more": more}
+
+
+@pytest.mark.parametrize("replies, says", [
+    ([HELLO, page(event(2), event(1))], "sent event 1 after 2: out of order"),
+    ([HELLO, page({**event(1), "kind": None})], "sent an event that is not one"),
+    ([HELLO, {"events": [], "last_id": 0}], "sent a events_since reply without more"),
+    ([HELLO, page(event(1), event(2), event(3)),
+      {"machines": [{"state": "leased"}], "nodes": [], "last_event_id": 3, "more": False}],
+     "sent a snapshot with a record that is not one"),
+    ([{**HELLO, "last_event_id": "3"}], "sent a hello reply without last_event_id"),
+])
+async def test_an_agent_sending_what_is_not_a_reply_breaks_the_channel_not_the_replica(
+        tmp_path, replies, says):
+    """Not an agent: a process answering with malformed results. What was
+    whole before the bad page stays; nothing of the bad page is written."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FAKE_AGENT, json.dumps(replies), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE)
+
+    async def write(data: bytes) -> None:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+
+    client = SiteClient(proc.stdout.read, write, site=SITE).start()
+    try:
+        async with await Replica.open(tmp_path / "replica.db") as replica:
+            with pytest.raises(ChannelLost, match=re.escape(says)):
+                await replica.sync(SITE, client, follow=False)
+            row = await replica.store.site(SITE)
+            assert row is None or (not row.connected and says in row.error)
+            written = [e["id"] for e in await replica.store.events(SITE, 0, 100)]
+            assert written == ([1, 2, 3] if "snapshot" in says else [])
+            assert await replica.store.machines(SITE) == []
+    finally:
+        await client.close()
+        proc.kill()
+        await proc.wait()
