@@ -345,7 +345,7 @@ async def test_an_agent_that_stops_answering_is_marked_away_within_the_call_time
         stopped = time.monotonic()
         with pytest.raises(ChannelLost, match="did not answer hello within 1 s"):
             await asyncio.wait_for(following, 10)
-        assert time.monotonic() - stopped < 1.0 + 0.2 + 1.0
+        assert time.monotonic() - stopped < 1.0 + 0.2 + 2.0  # timeout + heartbeat + slack
         row = (await replica.sites())[0]
         assert not row.connected and row.error == "site rack1 did not answer hello within 1 s"
         assert row.since >= row.last_heard and row.cursor == last
