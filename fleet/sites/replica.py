@@ -8,8 +8,9 @@ channel (fleet.sites.client), in the console's own SQLite file
    history must still hold the replica's last event; otherwise the site's store
    was replaced (or rewound to a backup) and the site is replicated again from
    event 0, which the log says.
-2. catch-up: events_since from the cursor, page by page; each page and the
-   cursor after it commit in one transaction.
+2. catch-up: events_since from the cursor, page by page (the next page asked
+   for while one is written); each page and the cursor after it commit in one
+   transaction.
 3. a snapshot of machines and nodes replaces the site's rows.
 4. follow from the cursor: live events are applied as they come (in small
    batches, cursor with them), the rows are refreshed by a snapshot shortly
@@ -127,8 +128,9 @@ class Replica:
 
     async def sync(self, site: str, client: SiteClient, *, follow: bool = True) -> CatchUp:
         """Catch `site` up through `client`, then (with `follow`) apply its live
-        events until the channel ends. The site is marked away, with the reason,
-        before the error (ChannelLost, SiteError) leaves."""
+        events until the channel ends (it never returns then). Whatever ends it
+        (ChannelLost, SiteError, a cancel), the site is marked away with the
+        reason before the error leaves."""
         if site in self._syncing:
             raise RuntimeError(f"site {site} is already being synced")
         self._syncing.add(site)
@@ -191,6 +193,8 @@ class Replica:
                     break
         finally:
             asking.cancel()
+            if asking.done() and not asking.cancelled():
+                asking.exception()  # a prefetch that failed after this one: already said
         done.seconds = time.monotonic() - began
         return done
 
@@ -236,7 +240,7 @@ class Replica:
                 while not arrived.empty() and len(batch) < self.page_size:
                     batch.append(arrived.get_nowait())
                 cursor = (await self.store.site(site)).cursor  # type: ignore[union-attr]
-                fresh = [e for e in batch if e["id"] > cursor]
+                fresh = [e for e in batch if not (_has(e, id=int) and e["id"] <= cursor)]
                 _check_order(site, cursor, fresh)
                 await self.store.apply_events(site, fresh, self.clock())
                 changed.set()
@@ -288,8 +292,8 @@ class Replica:
         row = await self.store.site(site)
         store_id, last = hello.get("store_id"), hello["last_event_id"]
         why = None
-        if row is None or (row.store_id is None and row.cursor == 0):
-            why = None if row is not None and row.store_id == store_id else "first contact"
+        if row is None or (row.store_id is None and row.cursor == 0):  # nothing copied yet
+            why = None if row is not None and store_id is None else "first contact"
         elif row.store_id != store_id:
             why = (f"its store was replaced (store id {store_id}, the replica's came from "
                    f"{row.store_id})")
@@ -306,7 +310,10 @@ class Replica:
                        "from a backup?)")
         if why is None:
             return None
-        if why != "first contact":
+        if why == "first contact":
+            log.info("site %s: first contact (store %s): replicating it from event 0", site,
+                     store_id)
+        else:
             log.warning("site %s: %s: replicating it again from event 0", site, why)
         await self.store.start_over(site, store_id)
         return why
