@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -153,7 +154,7 @@ async def test_a_console_killed_during_catch_up_resumes_from_its_cursor(
     copies pages: the replica file holds each page with its cursor or neither."""
     last = await write_events(profile_path, 3000)
     path = tmp_path / "replica.db"
-    script = CONSOLE.format(tests=str(__import__("pathlib").Path(__file__).parents[1]),
+    script = CONSOLE.format(tests=str(Path(__file__).parents[1]),
                             profile=str(profile_path), replica=str(path))
     rng = random.Random(7)
     kills = 0
@@ -414,3 +415,48 @@ async def test_an_agent_sending_what_is_not_a_reply_breaks_the_channel_not_the_r
         await client.close()
         proc.kill()
         await proc.wait()
+
+
+WRITER = """
+import asyncio, sys
+sys.path.insert(0, {tests!r})
+from support.site_agent import write_events
+print("writing", flush=True)
+print(asyncio.run(write_events({profile!r}, {count})), flush=True)
+"""
+
+
+async def test_events_written_during_catch_up_and_follow_arrive_once_each(
+        profile_path, xdg, tmp_path, channels):
+    """Another process commits events one by one all through the catch-up, the
+    snapshot and the start of the follow: the hand-over between them misses
+    and repeats nothing."""
+    await write_events(profile_path, 3000)
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WRITER.format(tests=str(Path(__file__).parents[1]),
+                                            profile=str(profile_path), count=1500),
+        env=xdg, stdout=subprocess.PIPE)
+    await writer.stdout.readline()  # it is writing
+    channel = await channels(profile_path, xdg)
+    at_hello = []
+    async with await Replica.open(tmp_path / "replica.db", page_size=200, refresh_delay_s=0.1,
+                                  on_page=lambda site, cursor, last: at_hello.append(last)
+                                  ) as replica:
+        following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+        last = int((await asyncio.wait_for(writer.communicate(), 120))[0])
+        assert writer.returncode == 0
+        assert 3000 < at_hello[0] < last  # the catch-up began in the middle of the writing
+
+        async def caught_up():
+            row = await replica.store.site(SITE)
+            return row is not None and row.cursor == last and row.rows_as_of == last
+
+        await wait_for(caught_up, 30, "the replica reaching the writer's last event")
+        assert not following.done()
+        assert await replica_rows(replica) == await site_rows(profile_path)
+        following.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await following
+        row = await replica.store.site(SITE)
+        assert not row.connected and row.error == "the console stopped following it"
+    assert (tmp_path / "replica.db").stat().st_mode & 0o777 == 0o600
