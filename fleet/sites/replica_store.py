@@ -133,6 +133,13 @@ class ReplicaStore:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise EnvironmentProblem(f"cannot open the replica {path}: {path.parent} is not "
+                                     "a folder") from None
+        except OSError as err:
+            raise EnvironmentProblem(f"cannot open the replica {path}: cannot create "
+                                     f"{path.parent}: {err.strerror}") from err
+        try:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
             raise EnvironmentProblem(f"cannot open the replica {path}: {err}") from err
@@ -158,6 +165,9 @@ class ReplicaStore:
                     await tx.execute(f"PRAGMA user_version = {number}")
                 await tx.execute("UPDATE sites SET connected = 0, since = NULL "
                                  "WHERE connected = 1")
+        except sqlite3.Error as err:  # not a database, or not one this module made
+            await conn.close()
+            raise EnvironmentProblem(f"cannot use the replica {path}: {err}") from err
         except BaseException:
             await conn.close()
             raise

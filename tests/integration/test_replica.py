@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.errors import EnvironmentProblem
 from fleet.sites.client import ChannelLost, SiteClient
 from fleet.sites.replica import Replica
 from support.site_agent import AgentChannel, site_rows, write_events
@@ -460,3 +461,16 @@ async def test_events_written_during_catch_up_and_follow_arrive_once_each(
         row = await replica.store.site(SITE)
         assert not row.connected and row.error == "the console stopped following it"
     assert (tmp_path / "replica.db").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p.write_bytes(b"not a database" * 100), "file is not a database"),
+    (lambda p: p.parent.rmdir() or p.parent.write_text("a file"), "console is not a folder"),
+])
+async def test_a_replica_file_that_cannot_be_used_is_an_environment_problem(tmp_path, make,
+                                                                            says):
+    path = tmp_path / "console" / "replica.db"
+    path.parent.mkdir()
+    make(path)
+    with pytest.raises(EnvironmentProblem, match=f"replica {re.escape(str(path))}: .*{says}"):
+        await Replica.open(path)
