@@ -19,6 +19,8 @@ channel (fleet.sites.client), in the console's own SQLite file
 
 When the channel ends or stops answering, the site is marked away with the
 reason and the time; everything replicated stays readable (`last_known`).
+`keep(site, connect)` does all of it again and again: reconnecting with a
+backoff, each time resuming from the cursor.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Awaitable, Callable
 
+from fleet.errors import FleetError
 from fleet.sites.client import ChannelLost, SiteClient, SiteError
 from fleet.sites.replica_store import ReplicaStore, SiteRow
 
@@ -38,6 +42,8 @@ log = logging.getLogger("fleet.replica")
 
 #: called after each committed page of a catch-up: (site, cursor, site's last event id)
 Progress = Callable[[str, int, int], None]
+#: opens a channel to a site's agent: the client while inside, the channel closed after
+Connect = Callable[[], AbstractAsyncContextManager[SiteClient]]
 
 
 def console_version() -> str:
@@ -148,6 +154,29 @@ class Replica:
             raise
         finally:
             self._syncing.discard(site)
+
+    async def keep(self, site: str, connect: Connect, *, first_retry_s: float = 0.5,
+                   max_retry_s: float = 30.0, stable_s: float = 10.0) -> None:
+        """Keep `site` synced for as long as this runs (cancel it to stop):
+        open a channel with `connect`, sync and follow through it, and after
+        the channel fails or does not open, mark the site away with the reason
+        and try again, waiting from first_retry_s doubling up to max_retry_s
+        (back to the first wait after a channel that lasted stable_s)."""
+        wait = first_retry_s
+        while True:
+            began = time.monotonic()
+            try:
+                async with connect() as client:
+                    await self.sync(site, client)
+            except (ChannelLost, SiteError):
+                pass  # sync marked the site away, with the reason
+            except (OSError, FleetError) as err:  # the channel did not open
+                await self.mark_away(site, _reason(err))
+            if time.monotonic() - began >= stable_s:
+                wait = first_retry_s
+            log.info("site %s: away; trying again in %g s", site, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, max_retry_s)
 
     async def mark_away(self, site: str, reason: str) -> None:
         """`site` cannot be reached (its channel did not open): say why, from now."""

@@ -5,6 +5,7 @@ its own SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -474,3 +475,62 @@ async def test_a_replica_file_that_cannot_be_used_is_an_environment_problem(tmp_
     make(path)
     with pytest.raises(EnvironmentProblem, match=f"replica {re.escape(str(path))}: .*{says}"):
         await Replica.open(path)
+
+
+# -- keeping a site: away, back, caught up ---------------------------------------------------
+
+async def test_keep_marks_a_site_away_and_catches_up_when_it_is_back(profile_path, xdg,
+                                                                    tmp_path):
+    """The link to the site fails (the agent killed, then the remote command
+    failing: a site host the console cannot use) while the site goes on writing;
+    when the link heals the replica has every event once, within seconds."""
+    await write_events(profile_path, 100)
+    link = {"profile": profile_path, "opened": 0}
+    started: list[AgentChannel] = []
+
+    @contextlib.asynccontextmanager
+    async def connect():
+        channel = await AgentChannel.start(link["profile"], xdg, SITE)
+        started.append(channel)
+        link["opened"] += 1
+        try:
+            yield channel.client
+        finally:
+            await channel.close()
+
+    async def row_is(predicate):
+        async def check():
+            row = await replica.store.site(SITE)
+            return row is not None and predicate(row)
+        return check
+
+    async with await Replica.open(tmp_path / "replica.db", heartbeat_s=0.3,
+                                  call_timeout_s=2.0, refresh_delay_s=0.1) as replica:
+        keeping = asyncio.ensure_future(replica.keep(SITE, connect, first_retry_s=0.2,
+                                                     max_retry_s=0.4))
+        try:
+            await wait_for(await row_is(lambda r: r.connected and r.rows_as_of >= 100), 30,
+                           "first sync")
+            link["profile"] = tmp_path / "gone.yaml"  # from now on the agent fails at once
+            started[-1].kill()
+            await wait_for(await row_is(lambda r: not r.connected), 10, "marked away")
+            last = await write_events(profile_path, 300)  # the site goes on meanwhile
+            await wait_for(lambda: asyncio.sleep(0, link["opened"] >= 3), 30, "retries")
+            away = await replica.store.site(SITE)
+            assert not away.connected and away.cursor < last
+            assert away.error == f"the agent of site {SITE} ended"
+
+            link["profile"] = profile_path  # healed
+            healed = time.monotonic()
+            await wait_for(await row_is(lambda r: r.connected and r.cursor == last
+                                        and r.rows_as_of == last), 30, "caught up")
+            print(f"healed to caught up: {time.monotonic() - healed:.2f} s")
+            assert time.monotonic() - healed < 5
+            assert await replica_rows(replica) == await site_rows(profile_path)
+        finally:
+            keeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeping
+            for channel in started:
+                channel.kill()
+                await channel.close()
