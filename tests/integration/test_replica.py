@@ -423,8 +423,15 @@ WRITER = """
 import asyncio, sys
 sys.path.insert(0, {tests!r})
 from support.site_agent import write_events
-print("writing", flush=True)
-print(asyncio.run(write_events({profile!r}, {count})), flush=True)
+
+async def main():
+    print("writing", flush=True)
+    for _ in range({count} // 30):  # in bursts, as a busy site writes them
+        last = await write_events({profile!r}, 30)
+        await asyncio.sleep(0.01)
+    print(last, flush=True)
+
+asyncio.run(main())
 """
 
 
@@ -445,9 +452,10 @@ async def test_events_written_during_catch_up_and_follow_arrive_once_each(
                                   on_page=lambda site, cursor, last: at_hello.append(last)
                                   ) as replica:
         following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+        await wait_for(lambda: asyncio.sleep(0, bool(at_hello)), 30, "the first page")
+        assert writer.returncode is None  # the catch-up began in the middle of the writing
         last = int((await asyncio.wait_for(writer.communicate(), 120))[0])
-        assert writer.returncode == 0
-        assert 3000 < at_hello[0] < last  # the catch-up began in the middle of the writing
+        assert writer.returncode == 0 and 3000 < at_hello[0] < last
 
         async def caught_up():
             row = await replica.store.site(SITE)
