@@ -71,7 +71,11 @@ class SiteClient:
                           separators=(",", ":")).encode() + b"\n"
         try:
             async with self._lock:
-                await self._write(line)
+                try:
+                    await self._write(line)
+                except (ConnectionError, OSError) as err:  # the agent is gone (killed)
+                    self._end(ChannelLost(f"the channel to site {self.site} failed: {err}"))
+                    raise self._lost from None
             return await reply
         finally:
             self._pending.pop(request_id, None)
