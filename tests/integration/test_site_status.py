@@ -1,0 +1,115 @@
+"""`fleet --headless site status` over a real sshd: a profile with a local site
+and a remote one whose agent runs behind a jump; then the sshd stops and the
+remote site is away, with its reason and what the replica last knew."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fleet.engine import Engine
+from fleet.sites.replica import Replica
+from support.profiles import XDG_VARS, write_profile
+from test_agent import ROOT, sshd  # noqa: F401 - sshd is a fixture
+
+MAC = "ac:1f:6b:00:00:42"
+OTHER_MAC = "ac:1f:6b:00:00:43"
+
+
+def fleet(profile, env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                           str(profile), *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture
+async def two_sites(tmp_path, xdg, sshd):  # noqa: F811 - the fixture imported above
+    """rack1 local; rack2's agent on the sshd, reached through jump gw (the same sshd)."""
+    site_dir = tmp_path / "site2"
+    site_dir.mkdir()
+    remote = write_profile(site_dir, name="site2")
+    async with await Engine.open(remote) as engine:
+        engine.record_sighting(MAC, stage="firmware")
+        engine.record_sighting(OTHER_MAC, stage="firmware")
+        await engine.flush_sightings()
+    xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
+    command = (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} {shlex.quote(sys.executable)} "
+               f"-m fleet --headless --profile {shlex.quote(str(remote))} agent")
+    folder, port = sshd["folder"], sshd["port"]
+    console = write_profile(tmp_path, name="console", overrides={
+        "operator": {"ssh": {"identity": str(folder / "operator"),
+                             "known_hosts": [str(folder / "known_hosts")],
+                             "connect_timeout": 5}},
+        "jumps": [{"name": "gw", "address": "127.0.0.1", "port": port}],
+        "sites": [{"name": "rack2", "agent": {"host": "127.0.0.1", "port": port, "via": "gw",
+                                              "user": "root", "command": command}}],
+    })
+    return {"console": console, "remote": remote, "folder": folder, "port": port}
+
+
+def stop_sshd(folder, port: int) -> None:
+    """The sshd this test started (its pid file), and its port closed."""
+    os.kill(int((folder / "pid").read_text()), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("sshd still listening")
+
+
+@pytest.mark.root
+async def test_site_status_shows_local_and_remote_then_the_remote_away(two_sites, xdg):
+    lease = fleet(two_sites["remote"], xdg, "lease", MAC, "-d", "debian12")
+    assert lease.returncode == 0, lease.stderr
+
+    seen = fleet(two_sites["console"], xdg, "site", "status", "--format", "json")
+    assert seen.returncode == 0, seen.stderr
+    rows = {r["site"]: r for r in json.loads(seen.stdout)}
+    assert rows["rack1"]["where"] == "local" and rows["rack1"]["connected"] is True
+    rack2 = rows["rack2"]
+    assert rack2["where"] == f"root@127.0.0.1:{two_sites['port']} via gw"
+    assert rack2["connected"] is True and rack2["lag"] == 0 and rack2["reason"] is None
+    assert rack2["version"] == rows["rack1"]["version"] and rack2["skew"] is None
+    # the replica holds the lease made at the remote store
+    async with await Replica.open(xdg["XDG_STATE_HOME"] + "/fleet/replica-console.db") as r:
+        known = await r.last_known("rack2")
+    assert {m["mac"]: m["state"] for m in known.machines} == {MAC: "leased",
+                                                              OTHER_MAC: "discovered"}
+    assert "machine.leased" in [e["kind"] for e in known.events]
+
+    stop_sshd(two_sites["folder"], two_sites["port"])
+    began = time.time()
+    away = fleet(two_sites["console"], xdg, "site", "status", "--format", "json")
+    assert away.returncode == 1, away.stderr
+    rows = {r["site"]: r for r in json.loads(away.stdout)}
+    assert rows["rack1"]["connected"] is True
+    rack2 = rows["rack2"]
+    assert rack2["connected"] is False
+    since = time.strftime("%H:%M:%S", time.localtime(began))
+    assert rack2["reason"].startswith("unreachable via gw since "), rack2["reason"]
+    assert "jump gw: 127.0.0.1" in rack2["reason"] and "Connect call failed" in rack2["reason"]
+    assert rack2["last_known"]["machines"] == 2
+    assert rack2["last_known"]["by_state"] == {"leased": 1, "discovered": 1}
+    assert rack2["last_known"]["last_heard"] is not None
+
+    table = fleet(two_sites["console"], xdg, "site", "status")
+    assert table.returncode == 1
+    line = [ln for ln in table.stdout.splitlines() if ln.startswith("rack2: ")]
+    assert len(line) == 1 and "unreachable via gw since" in line[0], table.stdout
+    nodes = rack2["last_known"]["nodes"]
+    assert nodes == 3  # the remote profile declares three
+    assert f"last known: 2 machines (1 discovered, 1 leased), {nodes} nodes (stale)" in line[0]
+    # dated from when it went away, kept across tries
+    went = rack2["reason"].split(" since ")[1][:8]
+    assert went[:5] == since[:5]
+    assert f"unreachable via gw since {went}: jump gw" in line[0]
