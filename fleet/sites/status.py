@@ -32,9 +32,7 @@ def replica_path(engine: "Engine") -> Path:
 
 async def site_status(engine: "Engine", *, call_timeout_s: float = 15.0) -> list[dict[str, Any]]:
     """One record per site, in the profile's order."""
-    path = replica_path(engine)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    async with await Replica.open(path, call_timeout_s=call_timeout_s) as replica:
+    async with await Replica.open(replica_path(engine), call_timeout_s=call_timeout_s) as replica:
         return list(await asyncio.gather(*(
             _local(site) if site.agent is None else _remote(engine, replica, site)
             for site in engine.profile.sites)))

@@ -113,3 +113,47 @@ async def test_site_status_shows_local_and_remote_then_the_remote_away(two_sites
     went = rack2["reason"].split(" since ")[1][:8]
     assert went[:5] == since[:5]
     assert f"unreachable via gw since {went}: jump gw" in line[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when this returns: connects are refused
+
+
+def test_a_site_with_no_route_is_away_and_the_exit_is_1(tmp_path, xdg):
+    port = closed_port()
+    console = write_profile(tmp_path, name="console", overrides={
+        "operator": {"beachheads": ["127.0.0.1"], "ssh": {"connect_timeout": 3}},
+        "sites": [{"name": "rack2", "agent": {"host": "127.0.0.1", "port": port}},
+                  {"name": "rack3", "agent": {"host": "10.93.0.2"}}],
+    })
+    began = time.monotonic()
+    seen = fleet(console, xdg, "site", "status", "--format", "json")
+    assert seen.returncode == 1, seen.stderr
+    assert time.monotonic() - began < 30
+    rows = {r["site"]: r for r in json.loads(seen.stdout)}
+    assert rows["rack1"]["connected"] is True and rows["rack1"]["where"] == "local"
+    assert rows["rack2"]["where"] == f"root@127.0.0.1:{port}"
+    assert rows["rack2"]["reason"].startswith("unreachable since ")
+    assert f"127.0.0.1:{port}: Connect call failed" in rows["rack2"]["reason"]
+    # no beachhead, no jump: fleet does not guess a route
+    assert "no route to agent host 10.93.0.2" in rows["rack3"]["reason"]
+    assert rows["rack3"]["last_known"]["last_heard"] is None
+    table = fleet(console, xdg, "site", "status")
+    assert "rack3: unreachable since" in table.stdout and "never heard from" in table.stdout
+
+
+def test_only_local_sites_exit_0_and_an_unusable_replica_is_an_environment_problem(
+        tmp_path, xdg):
+    console = write_profile(tmp_path, name="console")
+    seen = fleet(console, xdg, "site", "status")
+    assert seen.returncode == 0, seen.stderr
+    assert [ln.split()[:2] for ln in seen.stdout.splitlines()[1:]] == [["rack1", "local"],
+                                                                      ["rack2", "local"]]
+    state = tmp_path / "state" / "fleet"
+    (state / "replica-console.db").unlink()
+    (state / "replica-console.db").mkdir()  # where the file should be: a folder
+    broken = fleet(console, xdg, "site", "status")
+    assert broken.returncode == 3
+    assert broken.stderr.startswith("fleet: cannot open the replica "), broken.stderr

@@ -79,3 +79,14 @@ def test_an_agent_block_that_is_not_a_mapping(tmp_path):
         load_profile(path)
     assert [(i.line, i.key) for i in info.value.issues] == [(8, "sites[1].agent")]
     assert "expected a mapping (host, via, user, port, command)" in info.value.issues[0].message
+
+
+def test_the_two_site_example_loads():
+    from fleet.profile import load_profile as load
+
+    root = Path(__file__).resolve().parents[2]
+    profile = load(root / "profiles" / "two-sites.example.yaml")
+    assert [(s.name, s.agent) for s in profile.sites] == [
+        ("rack1", None),
+        ("rack2", AgentConfig(host="10.92.0.2", via="gw3", user="fleet", port=22,
+                              command="/opt/fleet/bin/fleet --headless agent"))]
