@@ -47,6 +47,7 @@ async def _local(site: SiteConfig) -> dict[str, Any]:
 async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[str, Any]:
     route = agent_route(site, engine.profile, engine.access.operator6)
     skew = None
+    away = "unreachable"
     try:
         async with agent_channel(engine, site, route) as client:
             await replica.sync(site.name, client, follow=False)
@@ -54,9 +55,11 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
         await replica.mark_away(site.name, str(err))
     except ChannelLost as err:  # sync marked it away; this reason holds the agent's last words
         await replica.mark_away(site.name, str(err))
-    except SiteError as err:
+    except SiteError as err:  # the agent answered, and refused (sync marked it away)
+        away = "refused by its agent"
         if err.kind == "version":
             skew = f"version skew: {err.message}"
+            await replica.mark_away(site.name, skew)
     row = await replica.store.site(site.name)
     assert row is not None  # heard or marked away above
     if row.connected and row.version not in (None, console_version()):
@@ -69,7 +72,7 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
         "last_heard": row.last_heard, "reason": None, "skew": skew, "last_known": None}
     if not row.connected:
         via = f" via {route.via}" if route.chain else ""
-        record["reason"] = f"unreachable{via} since {_clock(row.since)}: {row.error}"
+        record["reason"] = f"{away}{via} since {_clock(row.since)}: {row.error}"
         known = await replica.last_known(site.name, events=0)
         assert known is not None
         states = Counter(m["state"] for m in known.machines)

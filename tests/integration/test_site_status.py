@@ -30,29 +30,43 @@ def fleet(profile, env, *args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-@pytest.fixture
-async def two_sites(tmp_path, xdg, sshd):  # noqa: F811 - the fixture imported above
-    """rack1 local; rack2's agent on the sshd, reached through jump gw (the same sshd)."""
-    site_dir = tmp_path / "site2"
-    site_dir.mkdir()
-    remote = write_profile(site_dir, name="site2")
-    async with await Engine.open(remote) as engine:
-        engine.record_sighting(MAC, stage="firmware")
-        engine.record_sighting(OTHER_MAC, stage="firmware")
-        await engine.flush_sightings()
+def remote_profile(tmp_path):
+    """rack2's own profile and store (the agent serves rack2 from it)."""
+    (tmp_path / "site2").mkdir()
+    return write_profile(tmp_path / "site2", name="site2")
+
+
+def agent_command(xdg, remote, python: str = "") -> str:
+    """The agent command as the profile says it (`--site rack2` is added)."""
     xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
-    command = (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} {shlex.quote(sys.executable)} "
-               f"-m fleet --headless --profile {shlex.quote(str(remote))} agent")
+    python = python or f"{shlex.quote(sys.executable)} -m fleet"
+    return (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} {python} --headless "
+            f"--profile {shlex.quote(str(remote))} agent")
+
+
+def console_profile(tmp_path, sshd, command: str, known_hosts=None):  # noqa: F811
     folder, port = sshd["folder"], sshd["port"]
-    console = write_profile(tmp_path, name="console", overrides={
+    return write_profile(tmp_path, name="console", overrides={
         "operator": {"ssh": {"identity": str(folder / "operator"),
-                             "known_hosts": [str(folder / "known_hosts")],
+                             "known_hosts": [str(known_hosts or folder / "known_hosts")],
                              "connect_timeout": 5}},
         "jumps": [{"name": "gw", "address": "127.0.0.1", "port": port}],
         "sites": [{"name": "rack2", "agent": {"host": "127.0.0.1", "port": port, "via": "gw",
                                               "user": "root", "command": command}}],
     })
-    return {"console": console, "remote": remote, "folder": folder, "port": port}
+
+
+@pytest.fixture
+async def two_sites(tmp_path, xdg, sshd):  # noqa: F811 - the fixture imported above
+    """rack1 local; rack2's agent on the sshd, reached through jump gw (the same sshd)."""
+    remote = remote_profile(tmp_path)
+    async with await Engine.open(remote) as engine:
+        engine.record_sighting(MAC, stage="firmware")
+        engine.record_sighting(OTHER_MAC, stage="firmware")
+        await engine.flush_sightings()
+    console = console_profile(tmp_path, sshd, agent_command(xdg, remote))
+    return {"console": console, "remote": remote, "folder": sshd["folder"],
+            "port": sshd["port"]}
 
 
 def stop_sshd(folder, port: int) -> None:
@@ -157,3 +171,45 @@ def test_only_local_sites_exit_0_and_an_unusable_replica_is_an_environment_probl
     broken = fleet(console, xdg, "site", "status")
     assert broken.returncode == 3
     assert broken.stderr.startswith("fleet: cannot open the replica "), broken.stderr
+
+
+@pytest.mark.root
+async def test_an_agent_speaking_another_protocol_is_a_clear_skew_message(tmp_path, xdg,
+                                                                          sshd):  # noqa: F811
+    """An agent of another major protocol version: a real agent process whose
+    protocol number is changed before it starts (no other fleet version is at hand)."""
+    remote = remote_profile(tmp_path)
+    other = ("python -c " + shlex.quote(
+        "import runpy, fleet.sites.protocol as p; p.PROTOCOL = 2; "
+        "runpy.run_module('fleet', run_name='__main__')"))
+    other = other.replace("python", shlex.quote(sys.executable), 1)
+    console = console_profile(tmp_path, sshd, agent_command(xdg, remote, other))
+    seen = fleet(console, xdg, "site", "status", "--format", "json")
+    assert seen.returncode == 1, seen.stderr
+    rack2 = {r["site"]: r for r in json.loads(seen.stdout)}["rack2"]
+    assert rack2["connected"] is False
+    assert rack2["skew"].startswith("version skew: this agent (fleet "), rack2["skew"]
+    assert "speaks site protocol 2, the console" in rack2["skew"]
+    assert "install the same fleet version on both" in rack2["skew"]
+    assert "Traceback" not in seen.stdout + seen.stderr
+    table = fleet(console, xdg, "site", "status")
+    assert rack2["reason"].startswith("refused by its agent via gw since "), rack2["reason"]
+    assert ": version skew: this agent (fleet " in rack2["reason"]
+    line = [ln for ln in table.stdout.splitlines() if ln.startswith("rack2: ")]
+    assert len(line) == 1 and ": version skew: this agent" in line[0], table.stdout
+
+
+@pytest.mark.root
+async def test_an_agent_host_with_an_unknown_host_key_is_refused_not_trusted(tmp_path, xdg,
+                                                                             sshd):  # noqa: F811
+    remote = remote_profile(tmp_path)
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    console = console_profile(tmp_path, sshd, agent_command(xdg, remote), known_hosts=empty)
+    seen = fleet(console, xdg, "site", "status", "--format", "json")
+    assert seen.returncode == 1, seen.stderr
+    rack2 = {r["site"]: r for r in json.loads(seen.stdout)}["rack2"]
+    assert rack2["connected"] is False
+    assert "host key" in rack2["reason"] and "jump gw" in rack2["reason"], rack2["reason"]
+    pins = fleet(console, xdg, "trust", "list", "--format", "json")
+    assert json.loads(pins.stdout) == []  # nothing was trusted on first use
