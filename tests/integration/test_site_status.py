@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from fleet.engine import Engine
 from fleet.sites.replica import Replica
@@ -213,3 +214,26 @@ async def test_an_agent_host_with_an_unknown_host_key_is_refused_not_trusted(tmp
     assert "host key" in rack2["reason"] and "jump gw" in rack2["reason"], rack2["reason"]
     pins = fleet(console, xdg, "trust", "list", "--format", "json")
     assert json.loads(pins.stdout) == []  # nothing was trusted on first use
+
+
+@pytest.mark.parametrize("command, says", [
+    ("no-such-fleet --headless agent", "no-such-fleet: command not found"),
+    ("REMOTE_WITHOUT_RACK2", "fleet: unknown site 'rack2'"),
+])
+@pytest.mark.root
+async def test_an_agent_that_cannot_start_says_why_in_the_reason(tmp_path, xdg, sshd,  # noqa: F811
+                                                                   command, says):
+    remote = remote_profile(tmp_path)
+    if command == "REMOTE_WITHOUT_RACK2":  # the site host's profile has no site rack2
+        data = yaml.safe_load(remote.read_text())
+        data["sites"] = [s for s in data["sites"] if s["name"] != "rack2"]
+        data["nodes"] = [n for n in data["nodes"] if n.get("site") != "rack2"]
+        remote.write_text(yaml.safe_dump(data))
+        command = agent_command(xdg, remote)
+    console = console_profile(tmp_path, sshd, command)
+    seen = fleet(console, xdg, "site", "status", "--format", "json")
+    assert seen.returncode == 1, seen.stderr
+    rack2 = {r["site"]: r for r in json.loads(seen.stdout)}["rack2"]
+    assert rack2["reason"].startswith("unreachable via gw since "), rack2["reason"]
+    assert "the agent of site rack2 ended" in rack2["reason"] and says in rack2["reason"], \
+        rack2["reason"]
