@@ -35,7 +35,7 @@ async def site(engine: "Engine", args, out: Output) -> int:
         for row in rows:
             if row["reason"]:
                 out.text(f"{row['site']}: {row['reason']}; last known: "
-                         f"{last_known_text(row['last_known'])} (stale)")
+                         f"{last_known_text(row['last_known'])}")
             elif row["skew"]:  # connected, to another fleet version
                 out.text(f"{row['site']}: {row['skew']}")
     return 0 if all(row["connected"] for row in rows) else 1

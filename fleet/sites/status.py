@@ -68,7 +68,8 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
     record: dict[str, Any] = {
         "site": site.name, "where": where(site, engine.profile, route),
         "connected": row.connected, "version": row.version, "protocol": PROTOCOL,
-        "lag": row.site_last_event - row.cursor if row.store_id is not None else None,
+        # away: how far behind is unknown (last_known says up to where it was copied)
+        "lag": row.site_last_event - row.cursor if row.connected else None,
         "last_heard": row.last_heard, "reason": None, "skew": skew, "last_known": None}
     if not row.connected:
         via = f" via {route.via}" if route.chain else ""
@@ -92,9 +93,9 @@ def _clock(ts: float | None) -> str:
 
 
 def last_known_text(known: dict[str, Any] | None) -> str:
-    """`2 machines (1 leased, 1 discovered), 0 nodes`."""
+    """`2 machines (1 leased, 1 discovered), 0 nodes (stale)`."""
     if not known or known["last_heard"] is None:
         return "never heard from"
     states = ", ".join(f"{n} {s}" for s, n in sorted(known["by_state"].items()))
     return (f"{known['machines']} machines" + (f" ({states})" if states else "")
-            + f", {known['nodes']} nodes")
+            + f", {known['nodes']} nodes (stale)")
