@@ -13,6 +13,7 @@ when the site has none, straight to the name.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import shlex
@@ -26,7 +27,7 @@ from fleet.core.config import SiteConfig
 from fleet.core.model import Node
 from fleet.errors import EnvironmentProblem
 from fleet.sites.client import ChannelLost, SiteClient
-from fleet.sites.protocol import MAX_FRAME, one_line
+from fleet.sites.protocol import one_line
 
 if TYPE_CHECKING:
     from fleet.engine import Engine
@@ -109,25 +110,31 @@ async def agent_channel(engine: "Engine", site: SiteConfig, route: Route
                 await proc.stdin.drain()
 
             client = SiteClient(proc.stdout.read, write, site=site.name).start()
+            # stderr is read all along: left unread, it would fill the channel's
+            # window and hold up the frames on stdout
+            last_words: collections.deque[str] = collections.deque(maxlen=1)
+            drain = asyncio.ensure_future(_drain(proc.stderr, last_words))
             try:
                 yield client
             except ChannelLost as err:  # the agent's own words say why it ended
-                said = await _stderr(proc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(drain), 2.0)
+                said = last_words[0] if last_words else ""
                 raise ChannelLost(f"{err}: {said}" if said else str(err)) from None
             finally:
                 await _end(proc)
+                drain.cancel()
                 await client.close()
     except AccessError as err:
         raise SiteUnreachable(str(err)) from None
 
 
-async def _stderr(proc) -> str:
-    """The agent's last words on stderr (`fleet: ...`, a shell's `not found`)."""
+async def _drain(stderr, last_words: "collections.deque[str]") -> None:
+    """Keep the agent's last line on stderr (`fleet: ...`, a shell's `not found`)."""
     with contextlib.suppress(Exception):
-        data = await asyncio.wait_for(proc.stderr.read(MAX_FRAME), 2.0)
-        lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
-        return one_line(lines[-1], 300) if lines else ""
-    return ""
+        while line := await stderr.readline():
+            if text := line.decode(errors="replace").strip():
+                last_words.append(one_line(text, 300))
 
 
 async def _end(proc) -> None:

@@ -237,3 +237,15 @@ async def test_an_agent_that_cannot_start_says_why_in_the_reason(tmp_path, xdg, 
     assert rack2["reason"].startswith("unreachable via gw since "), rack2["reason"]
     assert "the agent of site rack2 ended" in rack2["reason"] and says in rack2["reason"], \
         rack2["reason"]
+
+
+@pytest.mark.root
+async def test_an_agent_that_writes_much_on_stderr_is_still_heard(tmp_path, xdg, sshd):  # noqa: F811
+    """stderr shares the SSH channel's window with the frames: 4 MB on stderr
+    before the agent starts must not hold its replies up."""
+    remote = remote_profile(tmp_path)
+    noisy = "head -c 4000000 /dev/zero | tr '\\0' x >&2; echo >&2; " + agent_command(xdg, remote)
+    console = console_profile(tmp_path, sshd, noisy)
+    seen = fleet(console, xdg, "site", "status", "--format", "json")
+    assert seen.returncode == 0, seen.stdout + seen.stderr
+    assert {r["site"]: r for r in json.loads(seen.stdout)}["rack2"]["connected"] is True
