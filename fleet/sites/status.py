@@ -93,9 +93,9 @@ def _clock(ts: float | None) -> str:
 
 
 def last_known_text(known: dict[str, Any] | None) -> str:
-    """`2 machines (1 leased, 1 discovered), 0 nodes (stale)`."""
+    """`2 machines (1 leased, 1 discovered), 0 nodes (stale: last heard 10:41:55)`."""
     if not known or known["last_heard"] is None:
         return "never heard from"
     states = ", ".join(f"{n} {s}" for s, n in sorted(known["by_state"].items()))
     return (f"{known['machines']} machines" + (f" ({states})" if states else "")
-            + f", {known['nodes']} nodes (stale)")
+            + f", {known['nodes']} nodes (stale: last heard {_clock(known['last_heard'])})")

@@ -123,7 +123,9 @@ async def test_site_status_shows_local_and_remote_then_the_remote_away(two_sites
     assert len(line) == 1 and "unreachable via gw since" in line[0], table.stdout
     nodes = rack2["last_known"]["nodes"]
     assert nodes == 3  # the remote profile declares three
-    assert f"last known: 2 machines (1 discovered, 1 leased), {nodes} nodes (stale)" in line[0]
+    heard = time.strftime("%H:%M:%S", time.localtime(known.last_heard))
+    assert (f"last known: 2 machines (1 discovered, 1 leased), {nodes} nodes (stale: last "
+            f"heard {heard})") in line[0], line[0]
     # dated from when it went away, kept across tries
     went = rack2["reason"].split(" since ")[1][:8]
     assert went[:5] == since[:5]
