@@ -131,12 +131,30 @@ class DistributorConfig:
     ipxe: IpxeMenu | None = None  # the menu of installing machines whose deployment has none
 
 
+#: what the console runs on a site's agent host (`--site NAME` is added)
+AGENT_COMMAND = "fleet --headless agent"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Where a remote site's boot services run: a host reached like a node
+    (through jump `via`, else by the route planner's rules), where the console
+    runs `command --site NAME` over SSH."""
+
+    host: str
+    via: str | None = None
+    user: str | None = None  # default: operator.ssh.user
+    port: int = 22
+    command: str = AGENT_COMMAND
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     name: str
     subnets: tuple[ipaddress.IPv4Network, ...] = ()
     jumps: tuple[str, ...] = ()
     distributor: DistributorConfig | None = None
+    agent: AgentConfig | None = None  # None: the boot services run on this host
 
 
 @dataclass(frozen=True)

@@ -126,10 +126,10 @@ CORE_HANDLERS = {
 
 def _handlers() -> dict:
     """The core commands above, then each area's commands."""
-    from fleet.headless import cmd_access, cmd_agent, cmd_boot, cmd_jobs
+    from fleet.headless import cmd_access, cmd_agent, cmd_boot, cmd_jobs, cmd_sites
 
     merged = dict(CORE_HANDLERS)
-    for module in (cmd_boot, cmd_access, cmd_jobs, cmd_agent):
+    for module in (cmd_boot, cmd_access, cmd_jobs, cmd_agent, cmd_sites):
         merged.update(module.HANDLERS)
     return merged
 

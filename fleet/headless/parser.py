@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     command("agent", "serve this site to a console over SSH: JSON-lines requests on stdin, "
                      "replies and event streams on stdout, until end of input").add_argument(
         "--site", metavar="NAME", help="the site served (default: the profile's only site)")
+    p = command("site", "the sites: where each runs, and whether the console reaches it")
+    ssub = p.add_subparsers(dest="site_command", metavar="ACTION", required=True)
+    status = ssub.add_parser(
+        "status", help="every site: where it runs, connected, agent version, cursor lag, last "
+                       "heard", formatter_class=_Formatter, epilog=EXIT_CODES,
+        description="every site of the profile: local ones, and remote ones reached over SSH "
+                    "(their agent:\nblock) and synced into the console's replica; a site "
+                    "that cannot be reached is\nshown away, with why and since when, and "
+                    "its last known state. exit 1 if any is away")
+    _globals(status, top=False)
     command("info", "every path in use: profile, config, data, store, logs, cache")
 
     p = command("profile", "profile tools")

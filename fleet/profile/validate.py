@@ -15,6 +15,8 @@ from typing import Any
 from . import values
 from .errors import ProfileError, ProfileIssue
 from fleet.core.config import (
+    AGENT_COMMAND,
+    AgentConfig,
     DemoConfig,
     DeploymentConfig,
     DistributorConfig,
@@ -250,12 +252,25 @@ DISTRIBUTOR = Schema(
     what="a mapping (interface, address, ports, ...)",
 )
 
+AGENT = Schema(
+    (
+        Field("host", Host, required=True),
+        Field("via", Ref("jumps", "jump"), default=None),
+        Field("user", User, default=None),
+        Field("port", Port, default=22),
+        Field("command", Str(what="a command line"), default=AGENT_COMMAND),
+    ),
+    make=AgentConfig,
+    what="a mapping (host, via, user, port, command)",
+)
+
 SITE = Schema(
     (
         Field("name", Name, required=True),
         Field("subnets", ListOf(IPv4Net, what="a list of IPv4 networks", unique=True), default=()),
         Field("jumps", ListOf(Ref("jumps", "jump"), what="a list of jump names", unique=True), default=()),
         Field("distributor", DISTRIBUTOR, default=None),
+        Field("agent", AGENT, default=None),  # absent: the boot services run on this host
     ),
     make=SiteConfig,
     what="a site (a mapping with name, subnets, ...)",
