@@ -19,7 +19,7 @@ import yaml
 from fleet.engine import Engine
 from fleet.sites.replica import Replica
 from support.profiles import XDG_VARS, write_profile
-from test_agent import ROOT, sshd  # noqa: F401 - sshd is a fixture
+from support.agent_sshd import ROOT, sshd  # noqa: F401 - sshd is a fixture
 
 MAC = "ac:1f:6b:00:00:42"
 OTHER_MAC = "ac:1f:6b:00:00:43"

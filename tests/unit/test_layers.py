@@ -4,34 +4,10 @@ The facades the engine is made of register their own job kinds."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from support.layers import ROOT, copy_of_project, lint
 from support.profiles import use_isolated_env, write_profile
-
-ROOT = Path(__file__).resolve().parents[2]
-
-LINT = ("import sys; from importlinter.cli import lint_imports; "
-        "sys.exit(lint_imports(config_filename='pyproject.toml', no_cache=True))")
-
-
-def lint(tree: Path) -> subprocess.CompletedProcess:
-    """import-linter over the `fleet` package in `tree`, with the project's contracts."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run([sys.executable, "-c", LINT], cwd=tree, env=env,
-                          capture_output=True, text=True, timeout=120)
-
-
-def copy_of_project(dest: Path) -> Path:
-    shutil.copytree(ROOT / "fleet", dest / "fleet",
-                    ignore=shutil.ignore_patterns("__pycache__", "bundled"))
-    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
-    return dest
 
 
 def test_the_project_keeps_its_layer_contracts():
@@ -82,3 +58,14 @@ async def test_each_area_registers_its_job_kinds(tmp_path, monkeypatch):
         assert set(kinds) == {*BUILD_KINDS, "exec", "post_boot"}
     finally:
         await engine.close()
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/support (or a folder's conftest/seed), never
+    in a test module another one imports: collection order must not matter."""
+    import re
+
+    importing = re.compile(r"^\s*(from|import)\s+(\w+\.)*test_\w+", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")
+                 if importing.search(p.read_text())]
+    assert offenders == []

@@ -228,7 +228,7 @@ def test_identity_without_ssh_is_the_user_alone(tmp_path):
     ("fleet/sites/agent.py", "import fleet.headless.output"),
 ])
 def test_the_site_modules_keep_their_layers(tmp_path, module, line):
-    from unit.test_layers import copy_of_project, lint
+    from support.layers import copy_of_project, lint
 
     tree = copy_of_project(tmp_path)
     path = tree / module
