@@ -13,6 +13,7 @@ import time
 import pytest
 
 from fleet.sim.profiles import free_ports, write_demo_profile
+from support.waiting import until as _until
 
 
 async def _fleet(env, profile, *args, timeout: float = 60.0) -> tuple[int, str, str]:
@@ -27,17 +28,6 @@ async def _json(env, profile, *args):
     rc, out, err = await _fleet(env, profile, "--format", "json", *args)
     assert rc == 0, err
     return json.loads(out)
-
-
-async def _until(what: str, check, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture

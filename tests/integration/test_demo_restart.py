@@ -4,24 +4,12 @@ fleet reaches them again without a new install or call-home."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 from fleet.engine import Engine
 from fleet.sim.api import start_demo
 from fleet.sim.profiles import free_ports, write_demo_profile
-
-
-async def until(what: str, check, timeout: float, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+from support.waiting import until
 
 
 async def answers(engine: Engine, name: str):

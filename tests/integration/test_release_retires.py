@@ -8,11 +8,9 @@ install, call home and answer SSH behind the demo's jump."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,23 +18,13 @@ from fleet.engine import Engine
 from fleet.errors import Conflict
 from fleet.sim.api import start_demo
 from fleet.sim.profiles import free_ports, write_demo_profile
+from support.waiting import until
 
 
 def fleet(env, profile, *args):
     return subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
                            str(profile), *args], env=env, capture_output=True, text=True,
                           timeout=60)
-
-
-async def until(what: str, check, timeout: float, every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture
