@@ -120,10 +120,10 @@ async def test_holding_is_bounded_and_the_sender_blocks():
         done.set()
         w.close()
 
-    size = 64 * 1024 * 1024
+    size = 24 * 1024 * 1024  # more than the window plus both sockets' buffers
     payload = random.Random(2).randbytes(size)
     server = await asyncio.start_server(lazy, "127.0.0.1", 0)
-    async with server, Relay(server.sockets[0].getsockname()[:2], delay=0.05,
+    async with server, Relay(server.sockets[0].getsockname()[:2], delay=0.02,
                              window=1 << 20) as relay:
         r, w = await asyncio.open_connection(*relay.address)
         w.write(payload)
