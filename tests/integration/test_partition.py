@@ -109,6 +109,36 @@ def test_partition_from_an_address_and_cut_again_after_heal(pair):
     assert tables(topo.ns("a")) == [] and tables(topo.ns("b")) == []
 
 
+# one connection, echoing a byte every 100 ms; prints each round trip, in ms
+TALKER = """
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
+for i in range(int(sys.argv[3])):
+    t = time.monotonic()
+    c.sendall(b"x"); assert c.recv(1) == b"x"
+    print(round((time.monotonic() - t) * 1000), flush=True)
+    time.sleep(0.1)
+"""
+
+
+def test_established_connection_stalls_and_resumes(pair):
+    """Packets are dropped, not refused: a live TCP connection is not reset by the
+    cut; its next exchange waits for the heal and TCP's next retransmit (backing off
+    exponentially: about 3 s for a 1.5 s cut), then goes on."""
+    topo = pair
+    talker = topo.popen("a", [sys.executable, "-c", TALKER, B, str(PORT), "12"],
+                        stdout=subprocess.PIPE, text=True)
+    rtts = [int(talker.stdout.readline()) for _ in range(3)]
+    with Partition(topo, "a", "b"):
+        time.sleep(1.5)
+    rtts += [int(line) for line in talker.stdout]
+    assert talker.wait(30) == 0, rtts
+    print(f"round trips across a 1.5 s cut (ms): {rtts}")
+    assert len(rtts) == 12
+    assert max(rtts) >= 1000                     # one exchange waited out the cut
+    assert sorted(rtts)[-2] < 100                # the others were ordinary
+
+
 def test_bad_peer_is_a_clear_error(pair):
     with pytest.raises(ValueError):
         Partition(pair, "a", "no-such-namespace")
