@@ -108,9 +108,7 @@ class FleetMetrics:
 
     async def refresh(self) -> None:
         """What the store knows and the collector cannot await: job counts."""
-        rows = await self.engine.store.fetchall(
-            "SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")
-        self._jobs = {(r["kind"], r["state"]): r["n"] for r in rows}
+        self._jobs = await self.engine.store.jobs.counts()
 
     async def render(self) -> bytes:
         try:

@@ -236,29 +236,12 @@ class SiteAgent:
         now = time.time()
         machines = sorted(await self.engine.machines(), key=lambda m: m.mac)
         nodes = sorted(await self.engine.nodes(), key=lambda n: n.name)
-        out_m: list[dict[str, Any]] = []
+        out_m, after_mac, used, full = _page(machines, lambda m: m.mac, after_mac,
+                                             lambda m: machine_record(m, now), 0)
         out_n: list[dict[str, Any]] = []
-        used, full = 0, False
-        for m in machines:
-            if after_mac is not None and m.mac <= after_mac:
-                continue
-            record = machine_record(m, now)
-            used += encoded_size(record) + 1
-            if used > _BUDGET:
-                full = True
-                break
-            out_m.append(record)
-            after_mac = m.mac
-        for n in ([] if full else nodes):
-            if after_node is not None and n.name <= after_node:
-                continue
-            record = rec.node(n)
-            used += encoded_size(record) + 1
-            if used > _BUDGET:
-                full = True
-                break
-            out_n.append(record)
-            after_node = n.name
+        if not full:
+            out_n, after_node, used, full = _page(nodes, lambda n: n.name, after_node,
+                                                  rec.node, used)
         if full and not out_m and not out_n:
             raise ProtocolError("too_large", "one record is over the frame limit", request.id)
         return {"machines": out_m, "nodes": out_n, "last_event_id": last_event_id,
@@ -365,3 +348,20 @@ def _as_protocol_error(err: Exception, request_id: Any) -> ProtocolError:
     log.exception("agent request failed")
     return ProtocolError("environment", f"the agent failed: {type(err).__name__}: "
                          f"{one_line(str(err), 300)}", request_id)
+
+
+def _page(items, key, after, record_of, used: int):
+    """The records of `items` whose key is past `after`, while they fit the
+    frame budget with the `used` bytes before them: (records, the last key
+    sent, bytes used, whether the budget ran out)."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if after is not None and key(item) <= after:
+            continue
+        record = record_of(item)
+        used += encoded_size(record) + 1
+        if used > _BUDGET:
+            return out, after, used, True
+        out.append(record)
+        after = key(item)
+    return out, after, used, False

@@ -450,6 +450,12 @@ class JobRepo(_Repo):
             job_ids)
         return {r["id"]: JobState(r["state"]) for r in rows}
 
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """How many jobs there are of each (kind, state)."""
+        rows = await self.store.fetchall(
+            "SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")
+        return {(r["kind"], r["state"]): r["n"] for r in rows}
+
     async def log(self, tx: "aiosqlite.Connection", job_id: int, ts: float, line: str) -> None:
         await tx.execute(
             "INSERT INTO job_logs (job, seq, ts, line) VALUES "
