@@ -90,3 +90,19 @@ async def test_a_verb_pressed_on_another_pane_says_where_it_works(seeded_engine)
         notes = [n.message for n in app._notifications]
         assert "lease works on the machines pane (1)" in notes
         assert "build works on the distributors pane (4)" in notes
+
+
+async def test_a_feed_flush_while_the_console_closes_does_not_crash(seeded_engine):
+    """The change feed can deliver a batch after the screen is gone (quitting):
+    the pane's footer update must not raise NoScreen and turn a clean exit into
+    a traceback."""
+    from fleet.core.model import Event, Severity
+
+    app = FleetApp(seeded_engine.profile, engine=seeded_engine, blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        pane = app.pane("events")
+    late = Event(id=10**6, ts=0.0, kind="machine.seen", subject="x", severity=Severity.INFO,
+                 message="late", data={})
+    pane._had_targets = not pane.has_targets  # the next update changes the verbs' state
+    pane.add([late])  # after the app closed: no screen any more

@@ -9,6 +9,7 @@ binding ids (`verb.*`) are the keymap's, as before.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Iterable, Mapping
 
@@ -16,6 +17,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.dom import NoScreen
 
 from fleet.core.durations import format_duration
 from fleet.errors import FleetError
@@ -167,7 +169,8 @@ class Pane(Vertical):
         has = self.has_targets
         if has != self._had_targets:
             self._had_targets = has
-            self.refresh_bindings()
+            with contextlib.suppress(NoScreen):  # a feed batch as the console quits
+                self.refresh_bindings()
 
     def targets(self) -> list[str]:
         return [str(k) for k in self.table.targets()]
