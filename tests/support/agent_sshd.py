@@ -4,6 +4,7 @@ file with its host key. Root: sshd switches users."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -45,13 +46,16 @@ def agent_command(xdg, remote, python: str = "") -> str:
             f"--profile {shlex.quote(str(remote))} agent")
 
 
-def console_profile(tmp_path, sshd, command: str, known_hosts=None):  # noqa: F811
+def console_profile(tmp_path, sshd, command: str, known_hosts=None,  # noqa: F811
+                    jump_port: int | None = None):
+    """The console's profile: rack2 reached through jump gw (the sshd, or
+    `jump_port` in front of it, a relay's)."""
     folder, port = sshd["folder"], sshd["port"]
     return write_profile(tmp_path, name="console", overrides={
         "operator": {"ssh": {"identity": str(folder / "operator"),
                              "known_hosts": [str(known_hosts or folder / "known_hosts")],
                              "connect_timeout": 5}},
-        "jumps": [{"name": "gw", "address": "127.0.0.1", "port": port}],
+        "jumps": [{"name": "gw", "address": "127.0.0.1", "port": jump_port or port}],
         "sites": [{"name": "rack2", "agent": {"host": "127.0.0.1", "port": port, "via": "gw",
                                               "user": "root", "command": command}}],
     })
@@ -87,7 +91,13 @@ def keygen(path: Path) -> tuple[str, str]:
 @pytest.fixture
 def sshd(tmp_path):
     """OpenSSH's sshd on 127.0.0.1 with ExposeAuthInfo (root: it switches users)."""
-    folder = tmp_path / "sshd"
+    with running_sshd(tmp_path / "sshd") as info:
+        yield info
+
+
+@contextlib.contextmanager
+def running_sshd(folder: Path):
+    """The sshd of the `sshd` fixture, for code that is not a test (benchmarks)."""
     folder.mkdir()
     host_public, _ = keygen(folder / "host")
     operator_public, fingerprint = keygen(folder / "operator")
@@ -106,6 +116,8 @@ def sshd(tmp_path):
     while "Server listening on" not in (log.read_text() if log.exists() else ""):
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
-    yield {"port": port, "folder": folder, "fingerprint": fingerprint}
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield {"port": port, "folder": folder, "fingerprint": fingerprint}
+    finally:
+        proc.terminate()
+        proc.wait(10)
