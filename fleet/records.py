@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fleet.core.durations import format_duration
-from fleet.core.model import (Distributor, Event, FirmwareArch, Job, Lease, Machine,
+from fleet.core.model import (Distributor, Event, FirmwareArch, HostKey, Job, Lease, Machine,
                               MachineState, Node, Reachability)
 
 
@@ -132,12 +132,15 @@ def node(n: Node) -> dict[str, Any]:
         "last_seen": iso(n.last_seen),
         "last_error": n.last_error,
         "host_keys": [k.fingerprint for k in n.host_keys],
+        # the pinned keys themselves (public): a console reaching a remote site's
+        # node checks it against them as the site does
+        "host_public_keys": [k.openssh for k in n.host_keys],
     }
 
 
 def node_from(record: dict[str, Any]) -> Node:
-    """The node a `node` record describes (a remote site's). Its pinned host
-    keys travel as fingerprints only: the node's keys are not known here."""
+    """The node a `node` record describes (a remote site's), with the host keys
+    the site pinned for it."""
     try:
         reachability = Reachability(record.get("reachability"))
     except ValueError:
@@ -149,7 +152,18 @@ def node_from(record: dict[str, Any]) -> Node:
         labels=dict(record.get("labels") or {}), source=record.get("source") or "callhome",
         mac=record.get("mac"), registered_at=from_iso(record.get("registered_at")),
         reachability=reachability, last_seen=from_iso(record.get("last_seen")),
-        last_error=record.get("last_error"))
+        last_error=record.get("last_error"), host_keys=_host_keys(record))
+
+
+def _host_keys(record: dict[str, Any]) -> tuple[HostKey, ...]:
+    keys = record.get("host_public_keys") or []
+    prints = record.get("host_keys") or []
+    out = []
+    for text, fingerprint in zip(keys, prints):
+        key_type, _, body = str(text).partition(" ")
+        if key_type and body:
+            out.append(HostKey(key_type, body.strip(), str(fingerprint), "site"))
+    return tuple(out)
 
 
 NODE_COLUMNS = [("name", "name"), ("site", "site"), ("address", "address"),
