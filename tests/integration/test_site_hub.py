@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -129,3 +130,21 @@ async def test_held_channels_lease_fast_and_two_consoles_racing_get_one_lease(si
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_two_console_processes_leasing_one_machine_at_once_make_one_lease(sites, xdg):
+    argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(sites["console"]),
+            "lease", MAC, "-d", "debian12", "--hostname"]
+    racers = [subprocess.Popen([*argv, name], env=xdg, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for name in ("left", "right")]
+    outcomes = [(p.wait(120), *p.communicate()) for p in racers]
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0, 2], outcomes
+    loser = next(err for code, _, err in outcomes if code == 2)
+    assert loser.startswith(f"fleet: site rack2: {MAC} is already leased"), loser
+    winner = next(out for code, out, _ in outcomes if code == 0)
+    at_site = await remote_machine(sites["remote"], MAC)
+    assert f"as {at_site.lease.hostname}" in winner
+    async with await Engine.open(sites["remote"], read_only=True) as engine:
+        leased = [e for e in await engine.events(1000) if e.kind == "machine.leased"]
+    assert len(leased) == 1
