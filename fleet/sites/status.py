@@ -64,7 +64,8 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
     assert row is not None  # heard or marked away above
     if row.connected and row.version not in (None, console_version()):
         skew = (f"agent runs fleet {row.version}, this console {console_version()} (same "
-                f"site protocol {PROTOCOL}: it works; install the same version on both)")
+                f"site protocol {PROTOCOL}: it works; `fleet --headless site install "
+                f"{site.name}` puts fleet {console_version()} there)")
     record: dict[str, Any] = {
         "site": site.name, "where": where(site, engine.profile, route),
         "connected": row.connected, "version": row.version, "protocol": PROTOCOL,
