@@ -129,7 +129,8 @@ async def _install(engine: "Engine", site: "SiteConfig", conn, host: str, versio
     before = (await _run(conn, INSTALLED.format(python=shlex.quote(f"{venv}/bin/python")),
                          f"site {name}: reading the installed version")).strip() or None
     # a given profile path is checked before anything is changed
-    profile = await _profile(engine, conn, name, host, home, options.profile_path, say)
+    profile, profile_changed = await _profile(engine, conn, name, host, home,
+                                              options.profile_path, say)
     record: dict[str, Any] = {"site": name, "where": host, "version": version,
                               "previous": before, "venv": venv, "profile": profile}
     if before == version:
@@ -151,7 +152,8 @@ async def _install(engine: "Engine", site: "SiteConfig", conn, host: str, versio
                               f"{shlex.quote(profile)} agent"
     _check_agent_command(site, venv, profile, home, record["agent_command"], say)
     record.update(await _unit(conn, name, host, home, venv, profile, facts, options,
-                              restart=record["action"] != "already", say=say))
+                              restart=record["action"] != "already" or profile_changed,
+                              say=say))
     return record
 
 
@@ -206,22 +208,38 @@ async def _put_and_pip(conn, name: str, host: str, home: str, venv: str, version
 
 
 async def _profile(engine: "Engine", conn, name: str, host: str, home: str,
-                   given: str | None, say: Say) -> str:
-    """The profile path the site's serve and agent use on the host."""
+                   given: str | None, say: Say) -> tuple[str, bool]:
+    """The profile path the site's serve and agent use on the host, and whether
+    the copy there changed."""
     if given:
         path = expand(given, home)
         done = await conn.run(f"test -f {shlex.quote(path)}", check=False)
         if done.exit_status != 0:
             raise BadInput(f"--profile-path {path}: no such file on {host}")
-        return path
+        return path, False
     path = f"{home}/.config/fleet/profiles/{engine.profile.name}.yaml"
-    text = Path(engine.profile.path).read_bytes()
+    changed = await _write(conn, path, Path(engine.profile.path).read_bytes(), 0o600)
+    say(f"{name}: profile {engine.profile.path} "
+        f"{'copied to' if changed else 'unchanged at'} {host}:{path}")
+    return path, changed
+
+
+async def _write(conn, path: str, data: bytes, mode: int) -> bool:
+    """The file at `path` on the host holds `data` with `mode`; False when it did already."""
     async with conn.start_sftp_client() as sftp:
+        try:
+            async with sftp.open(path, "rb") as f:
+                same = await f.read() == data
+            same = same and (await sftp.stat(path)).permissions & 0o777 == mode
+        except asyncssh.SFTPNoSuchFile:
+            same = False
+        if same:
+            return False
         await sftp.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        async with sftp.open(path, "wb", asyncssh.SFTPAttrs(permissions=0o600)) as f:
-            await f.write(text)
-    say(f"{name}: profile {engine.profile.path} copied to {host}:{path}")
-    return path
+        async with sftp.open(path, "wb") as f:
+            await f.write(data)
+        await sftp.chmod(path, mode)
+        return True
 
 
 async def _unit(conn, name: str, host: str, home: str, venv: str, profile: str,
@@ -232,16 +250,15 @@ async def _unit(conn, name: str, host: str, home: str, venv: str, profile: str,
         return {"unit": None, "unit_state": "skipped"}
     root = facts.get("uid") == "0"
     path = units.unit_path(name, home, root)
-    async with conn.start_sftp_client() as sftp:
-        await sftp.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        async with sftp.open(path, "w") as f:
-            await f.write(units.unit_text(name, venv, profile, root))
+    text = units.unit_text(name, venv, profile, root).encode()
+    restart = await _write(conn, path, text, 0o644) or restart
     if not facts.get("systemd"):
         say(f"{name}: systemd does not run on {host}: unit {path} written, not started; "
             f"start the site with: {start}")
         return {"unit": path, "unit_state": "written"}
     user = "" if root else " --user"
     unit = units.unit_name(name)
+    # a new fleet, profile or unit: serve restarts on it; else it is started if stopped
     action = "restart" if restart else "start"
     done = await conn.run(f"systemctl{user} daemon-reload && systemctl{user} enable {unit} "
                           f"&& systemctl{user} {action} {unit}", check=False)

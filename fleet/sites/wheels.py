@@ -14,6 +14,7 @@ built again, an unchanged one is reused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -90,17 +91,25 @@ def cached_or_built(cache_dir: Path, say=print) -> Wheels:
     key = version + (f"-{tree_digest(tree)[:12]}" if tree is not None else "")
     folder = cache_dir / f"wheels-{key}"
     if not (folder / DONE).exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        say(f"building wheels of fleet {version} and its dependencies into {folder}")
-        if tree is not None:
-            with tempfile.TemporaryDirectory(prefix="fleet-src-") as tmp:
-                copy = Path(tmp) / "fleet"
-                shutil.copytree(tree, copy, symlinks=True, ignore=skipper(tree))
-                _pip_wheel(str(copy), folder)
-        else:
-            _pip_wheel(requirement, folder)
-        (folder / DONE).write_text(requirement + "\n")
+        # built beside, then renamed: two installs at once never mix their files
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f"{folder.name}.", dir=cache_dir))
+        try:
+            say(f"building wheels of fleet {version} and its dependencies into {folder}")
+            if tree is not None:
+                with tempfile.TemporaryDirectory(prefix="fleet-src-") as tmp:
+                    copy = Path(tmp) / "fleet"
+                    shutil.copytree(tree, copy, symlinks=True, ignore=skipper(tree))
+                    _pip_wheel(str(copy), building)
+            else:
+                _pip_wheel(requirement, building)
+            (building / DONE).write_text(requirement + "\n")
+            if not (folder / DONE).exists():  # an unfinished one
+                shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # another install's finished one stays
+                building.rename(folder)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
     files = tuple(sorted(folder.glob("*.whl")))
     if not any(_is_fleet(f, version) for f in files):
         raise EnvironmentProblem(f"pip built no fleet-{version} wheel into {folder}")

@@ -109,6 +109,7 @@ async def test_install_then_status_then_again_then_an_other_version_upgraded(
     assert row["profile"] == str(remote_profile) and row["unit_state"] == "written"
     assert "building wheels" not in first.stderr  # the session's cache was used
     assert f"rack2: installed fleet {version} in {venv}" in first.stderr
+    assert f"rack2: profile {profile} copied to " in first.stderr
     # no systemd on this host: one line, and how to start it
     serve = f"{venv}/bin/fleet --headless --profile {remote_profile} serve"
     said = [ln for ln in first.stderr.splitlines() if "systemd" in ln]
@@ -139,6 +140,7 @@ async def test_install_then_status_then_again_then_an_other_version_upgraded(
     assert f"rack2: already fleet {version} in {venv}" in again.stderr
     assert again.stdout.startswith(f"rack2: already fleet {version} in {venv} on "), again.stdout
     assert took_again < 5, took_again
+    assert f"rack2: profile {profile} unchanged at " in again.stderr  # nor rewritten
 
     # another version at the site (put there by hand): status reads the skew
     # plainly, and install upgrades it
