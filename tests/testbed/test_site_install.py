@@ -166,26 +166,38 @@ async def test_install_then_status_then_again_then_an_other_version_upgraded(
     print(f"\nsite install: first {took_first:.1f}s, again {took_again:.2f}s")
 
 
-async def test_no_unit_and_a_given_venv_and_profile_path(tmp_path, env, host):
-    """--no-unit writes none; --venv and --profile-path are used as given (paths
-    relative to the home), and an agent command that misses them is named."""
+async def test_prepared_wheels_no_unit_and_a_given_venv_and_profile_path(
+        tmp_path, env, host, wheel_cache):
+    """--wheels installs those; --no-unit writes none; --venv and --profile-path
+    are used as given (paths relative to the home), and an agent command that
+    misses them is named."""
     given = host.home / "site.yaml"
     given.write_text("not read by install\n")
     shutil.chown(given, USER)
     unit = host.home / ".config/systemd/user/fleet-site-rack2.service"
+    [prepared] = (wheel_cache / "fleet").glob("wheels-*")
     profile = console_profile(tmp_path, host)
-    done = fleet(profile, env, "site", "install", "rack2", "--venv", ".local/share/fleet/venv",
-                 "--profile-path", "site.yaml", "--no-unit", "--format", "json")
+    done = fleet(profile, env, "site", "install", "rack2", "--venv", "other-venv",
+                 "--wheels", str(prepared), "--profile-path", "site.yaml", "--no-unit",
+                 "--format", "json")
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
-    venv = f"{host.home}/.local/share/fleet/venv"
-    assert row["venv"] == venv and row["profile"] == str(given)
+    venv = f"{host.home}/other-venv"
+    assert row["action"] == "installed" and row["venv"] == venv
+    assert row["profile"] == str(given)
     assert row["unit"] is None and row["unit_state"] == "skipped"
+    assert f"rack2: copying {len(list(prepared.glob('*.whl')))} wheels" in done.stderr
     assert Path(venv, "bin/fleet").exists()
     assert not unit.exists() or "site.yaml" not in unit.read_text()
     assert ("rack2: the profile's agent command" in done.stderr
             and f"set agent.command: {venv}/bin/fleet --headless --profile {given} agent"
             in done.stderr), done.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = fleet(profile, env, "site", "install", "rack2", "--wheels", str(empty))
+    assert (none.returncode, none.stdout) == (2, "")
+    assert none.stderr == (f"fleet: --wheels {empty}: no fleet-{wheels.running_version()}-*.whl "
+                           f"there (this console runs fleet {wheels.running_version()})\n")
     missing = fleet(profile, env, "site", "install", "rack2", "--venv", "~/elsewhere",
                     "--profile-path", "nowhere.yaml")
     assert missing.returncode == 2
