@@ -11,6 +11,13 @@ ones before it):
     builds  boot media builds and artifacts; registers the build kinds (fleet.build.api)
     access  SSH access; registers the exec and post_boot kinds (fleet.access.api)
     boot    boot services, built on first use (fleet.boot.api)
+    remote  the sites whose boot services run elsewhere, when the face gave
+            a way to reach them (fleet.sites.hub): their machines and nodes
+            are read from the console's replica, and the commands for them
+            (lease, release) go to the site that owns the target
+
+Sites are *here* (this process serves them: the profile's sites without an
+`agent:`, or the one `site=` names, as on a site's own host) or remote.
 
 A site (`start_site`) starts boot services, the demo, the job worker and
 liveness, in that order (START_ORDER); `stop_site` stops them in
@@ -58,6 +65,7 @@ site_log = logging.getLogger("fleet.site")
 
 Clock = Callable[[], float]
 
+#: close: the channels to remote sites first (they ride the access plane's pool)
 #: the parts of a running site, in the order `start_site` starts them
 START_ORDER = ("boot", "demo", "worker", "liveness")
 #: what `stop_site` stops, in this order: the demo's machines first (they use the
@@ -67,7 +75,7 @@ SITE_STOP_ORDER = ("demo", "liveness", "worker", "boot")
 #: jobs interrupted: after the boot services, so a late call-home cannot submit
 #: into a closed runner; before the pool its exec jobs use, so they can still
 #: kill their remote commands), then the access plane; the feed and store last
-CLOSE_ORDER = (*SITE_STOP_ORDER, "jobs", "access")
+CLOSE_ORDER = ("remote", *SITE_STOP_ORDER, "jobs", "access")
 #: how long one part may take to stop before the others go on without it
 STOP_SECONDS = 3.0
 
@@ -99,10 +107,38 @@ class Demo(Protocol):
 DemoFactory = Callable[["Engine"], Demo]
 
 
+class RemoteSites(Protocol):
+    """The sites this process does not serve, as the console sees them through
+    their agents (fleet.sites.hub.SiteHub)."""
+
+    async def machines(self) -> list[Machine]: ...
+
+    async def machine(self, mac: str) -> tuple[str, Machine] | None: ...
+
+    async def nodes(self) -> list[Node]: ...
+
+    async def stale(self) -> list[str]: ...
+
+    async def lease(self, site: str, mac: str, deployment: str, hostname: str | None,
+                    address: str | None) -> Machine: ...
+
+    async def release(self, site: str, mac: str, wipe: bool) -> lc.Released: ...
+
+    def hold(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+#: makes the remote sites of an engine (the face chooses: fleet.sites.hub.SiteHub)
+RemoteFactory = Callable[["Engine"], RemoteSites]
+
+
 class Engine:
     def __init__(self, profile: Profile, store: Store, feed: ChangeFeed, paths: Paths, *,
-                 read_only: bool = False, clock: Clock = time.time):
+                 read_only: bool = False, clock: Clock = time.time, site: str | None = None):
         self.profile = profile
+        #: the sites this process serves (binds their boot services)
+        self.here = here_sites(profile, site)
         self.store = store
         self.feed = feed
         self.paths = paths
@@ -120,6 +156,7 @@ class Engine:
         self.builds: BuildsAPI
         self.access: AccessAPI
         self.demo: Demo | None = None
+        self.remote: RemoteSites | None = None
         self._worker: asyncio.Task | None = None
         self._stuck_parts: set[str] = set()  # parts that did not stop in time
 
@@ -131,18 +168,24 @@ class Engine:
                    pool_options: "PoolOptions | None" = None,
                    operator6: "OperatorIPv6 | None" = None,
                    builds: "BuildsAPI | None" = None,
-                   access: "AccessAPI | None" = None) -> "Engine":
+                   access: "AccessAPI | None" = None,
+                   site: str | None = None,
+                   remote: RemoteFactory | None = None) -> "Engine":
         """Open the store and build the facades. `pool_options`/`operator6` tune
         the access plane's pool; `builds`/`access` replace those facades (a
-        console test's stand-ins)."""
+        console test's stand-ins). `site`: the one site this process serves (a
+        site host's serve and agent); `remote` reaches the others."""
         if not isinstance(profile, Profile):
             profile = load_profile(profile)
+        here = here_sites(profile, site)  # BadInput for an unknown site: before any file
         paths = paths or Paths.default()
         store = await Store.open(profile.store or paths.default_store(profile.name))
         feed = ChangeFeed(store)
-        engine = cls(profile, store, feed, paths, read_only=read_only, clock=clock)
+        engine = cls(profile, store, feed, paths, read_only=read_only, clock=clock, site=site)
         try:
             engine._compose(pool_options, operator6, builds, access)
+            if remote is not None and any(s.name not in here for s in profile.sites):
+                engine.remote = remote(engine)
             if not read_only:
                 await engine._sync_profile()
             await feed.start()
@@ -268,7 +311,12 @@ class Engine:
 
     async def _stop_part(self, part: str) -> bool:
         """Stop one part; False when it was not running."""
-        if part == "demo":
+        if part == "remote":
+            remote, self.remote = self.remote, None
+            if remote is None:
+                return False
+            await remote.close()
+        elif part == "demo":
             demo, self.demo = self.demo, None
             if demo is None:
                 return False
@@ -384,14 +432,28 @@ class Engine:
             except ValueError:
                 names = ", ".join(s.value for s in MachineState)
                 raise BadInput(f"unknown state {state!r}; one of: {names}") from None
-        return await self.store.machines.list(state)
+        machines = await self.store.machines.list(state)
+        if self.remote is None:
+            return machines
+        there = [m for m in await self.remote.machines() if state is None or m.state == state]
+        return sorted(machines + there, key=lambda m: (m.first_seen, m.mac))
 
     async def machine(self, mac: str) -> Machine:
         mac = _mac(mac)
         machine = await self.store.machines.get(mac)
+        if machine is None and self.remote is not None:
+            found = await self.remote.machine(mac)
+            machine = found[1] if found else None
         if machine is None:
             raise UnknownTarget(f"unknown MAC {mac}: no machine with it has been seen")
         return machine
+
+    async def _remote_owner(self, mac: str) -> str | None:
+        """The remote site that holds `mac`, when this process's store does not."""
+        if self.remote is None or await self.store.machines.get(mac) is not None:
+            return None
+        found = await self.remote.machine(mac)
+        return found[0] if found else None
 
     async def find_machine(self, mac: str) -> Machine | None:
         """The machine with this MAC, or None (also for text that is not a MAC)."""
@@ -399,7 +461,11 @@ class Engine:
             mac = parse_mac(mac)
         except ValueError:
             return None
-        return await self.store.machines.get(mac)
+        machine = await self.store.machines.get(mac)
+        if machine is None and self.remote is not None:
+            found = await self.remote.machine(mac)
+            return found[1] if found else None
+        return machine
 
     async def lease(self, mac: str, deployment: str, hostname: str | None = None,
                     address: str | None = None) -> Machine:
@@ -416,6 +482,9 @@ class Engine:
             address = check_ipv4(address) if address else None
         except ValueError as err:
             raise BadInput(str(err)) from None
+        if (site := await self._remote_owner(mac)) is not None:
+            assert self.remote is not None
+            return await self.remote.lease(site, mac, deployment, hostname, address)
         now = self.clock()
         async with self.store.transaction() as tx:
             machine = await self._machine_in(mac)
@@ -455,6 +524,9 @@ class Engine:
         wiped cancels the wipe."""
         self._writable("release")
         mac = _mac(mac)
+        if (site := await self._remote_owner(mac)) is not None:
+            assert self.remote is not None
+            return await self.remote.release(site, mac, wipe)
         now = self.clock()
         async with self.store.transaction() as tx:
             machine = await self._machine_in(mac)
@@ -547,6 +619,9 @@ class Engine:
 
     async def nodes(self, select: str | None = None) -> list[Node]:
         nodes = await self.store.nodes.list()
+        if self.remote is not None:
+            mine = {n.name for n in nodes}
+            nodes += [n for n in await self.remote.nodes() if n.name not in mine]
         if not select:
             return nodes
         try:
@@ -563,10 +638,13 @@ class Engine:
                 await store.nodes.first(limit), await store.nodes.count())
 
     async def find_node(self, name: str) -> Node | None:
-        return await self.store.nodes.get(name)
+        node = await self.store.nodes.get(name)
+        if node is None and self.remote is not None:
+            node = next((n for n in await self.remote.nodes() if n.name == name), None)
+        return node
 
     async def node(self, name: str) -> Node:
-        node = await self.store.nodes.get(name)
+        node = await self.find_node(name)
         if node is None:
             raise UnknownTarget(f"unknown node {name!r}")
         return node
@@ -578,7 +656,7 @@ class Engine:
         out = []
         for site in self.profile.sites:
             d = site.distributor
-            if d is None:
+            if d is None or site.name not in self.here:
                 continue
             out.append(Distributor(
                 name=site.name, site=site.name, address=d.address, interface=d.interface,
@@ -644,6 +722,17 @@ class Engine:
     def _writable(self, what: str) -> None:
         if self.read_only:
             raise ReadOnly(f"cannot {what}: fleet was started with --read-only")
+
+
+def here_sites(profile: Profile, site: str | None) -> frozenset[str]:
+    """The sites a process serves: `site` (a site host's serve or agent), else
+    every site of the profile without an `agent:` (those run here)."""
+    names = [s.name for s in profile.sites]
+    if site is None:
+        return frozenset(s.name for s in profile.sites if s.agent is None)
+    if site not in names:
+        raise BadInput(f"unknown site {site!r}; the profile has: {', '.join(names) or 'none'}")
+    return frozenset({site})
 
 
 def _by_whom(events: tuple[Event, ...] | list[Event]) -> tuple[Event, ...] | list[Event]:

@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fleet.core.durations import format_duration
-from fleet.core.model import Distributor, Event, Job, Machine, Node
+from fleet.core.model import (Distributor, Event, FirmwareArch, HostKey, Job, Lease, Machine,
+                              MachineState, Node, Reachability)
 
 
 def iso(ts: float | None) -> str | None:
@@ -18,6 +19,23 @@ def iso(ts: float | None) -> str | None:
         return None
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
+
+
+def from_iso(text: str | None) -> float | None:
+    """The time `iso` wrote (None stays None)."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def clock(ts: float | None) -> str:
+    """10:42:07 today, else 2026-12-05 10:42:07 (local time): when a site was
+    last heard from, when it went away."""
+    if ts is None:
+        return "?"
+    moment = datetime.fromtimestamp(ts)
+    return moment.strftime("%H:%M:%S" if moment.date() == datetime.now().date()
+                           else "%Y-%m-%d %H:%M:%S")
 
 
 def ago(ts: float | None, now: float | None = None) -> str:
@@ -64,6 +82,33 @@ def machine(m: Machine, now: float | None = None) -> dict[str, Any]:
     }
 
 
+def machine_from(record: dict[str, Any]) -> Machine:
+    """The machine a `machine` record describes (a remote site's, as its agent
+    sent it). What records leave out stays at its default: the lease's times."""
+    lease = None
+    if record.get("lease_id") is not None:
+        lease = Lease(id=record["lease_id"], mac=record["mac"],
+                      deployment=record["deployment"], hostname=record["hostname"],
+                      address=record.get("address"), created_at=0.0)
+    return Machine(
+        mac=record["mac"], state=MachineState(record["state"]),
+        state_since=from_iso(record.get("state_since")) or 0.0,
+        first_seen=from_iso(record.get("first_seen")) or 0.0,
+        last_seen=from_iso(record.get("last_seen")) or 0.0, uuid=record.get("uuid"),
+        arch=_arch(record.get("arch")), vendor_class=record.get("vendor_class"),
+        nic_vendor=record.get("vendor"), ipxe_version=record.get("ipxe_version"),
+        distributor=record.get("distributor"), interface=record.get("interface"),
+        last_ip=record.get("last_ip"), stage=record.get("stage"), reason=record.get("reason"),
+        info=dict(record.get("info") or {}), lease=lease)
+
+
+def _arch(value: str | None) -> FirmwareArch:
+    try:
+        return FirmwareArch(value)
+    except ValueError:
+        return FirmwareArch.UNKNOWN
+
+
 MACHINE_COLUMNS = [("mac", "mac address"), ("vendor", "hardware vendor"),
                    ("arch_label", "arch"), ("state", "state"), ("_first", "time seen"),
                    ("_since", "time since"), ("distributor", "distributor"),
@@ -87,7 +132,38 @@ def node(n: Node) -> dict[str, Any]:
         "last_seen": iso(n.last_seen),
         "last_error": n.last_error,
         "host_keys": [k.fingerprint for k in n.host_keys],
+        # the pinned keys themselves (public): a console reaching a remote site's
+        # node checks it against them as the site does
+        "host_public_keys": [k.openssh for k in n.host_keys],
     }
+
+
+def node_from(record: dict[str, Any]) -> Node:
+    """The node a `node` record describes (a remote site's), with the host keys
+    the site pinned for it."""
+    try:
+        reachability = Reachability(record.get("reachability"))
+    except ValueError:
+        reachability = Reachability.UNKNOWN
+    return Node(
+        name=record["name"], site=record.get("site"), address=record.get("address"),
+        public_ipv4=record.get("public_ipv4"), ipv6=record.get("ipv6"),
+        port=record.get("port") or 22, user=record.get("user"),
+        labels=dict(record.get("labels") or {}), source=record.get("source") or "callhome",
+        mac=record.get("mac"), registered_at=from_iso(record.get("registered_at")),
+        reachability=reachability, last_seen=from_iso(record.get("last_seen")),
+        last_error=record.get("last_error"), host_keys=_host_keys(record))
+
+
+def _host_keys(record: dict[str, Any]) -> tuple[HostKey, ...]:
+    keys = record.get("host_public_keys") or []
+    prints = record.get("host_keys") or []
+    out = []
+    for text, fingerprint in zip(keys, prints):
+        key_type, _, body = str(text).partition(" ")
+        if key_type and body:
+            out.append(HostKey(key_type, body.strip(), str(fingerprint), "site"))
+    return tuple(out)
 
 
 NODE_COLUMNS = [("name", "name"), ("site", "site"), ("address", "address"),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fleet.access.routes import Route
 from fleet import records as rec
 from fleet.headless.output import Output
+from fleet.headless.commands import warn_stale
 
 if TYPE_CHECKING:
     from fleet.engine import Engine
@@ -47,6 +48,7 @@ async def nodes(engine: "Engine", args, out: Output) -> int:
     columns = rec.NODE_COLUMNS[:-2] + [("route", "route"), ("_via", "via")] + \
         rec.NODE_COLUMNS[-2:]
     out.records(rows, columns, empty="no nodes")
+    await warn_stale(engine)
     return 0
 
 

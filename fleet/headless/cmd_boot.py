@@ -41,6 +41,8 @@ async def serve(engine: "Engine", args, out) -> int:
     sub = engine.follow()  # live events from now on, ours and other processes'
     try:
         await engine.start_site(demo=prepare_demo, liveness_interval=LIVENESS_SECONDS)
+        if engine.remote is not None:  # the operator's side: hold every remote site's channel
+            engine.remote.hold()
         async for event in sub:
             out.record_line(rec.event(event))
     finally:

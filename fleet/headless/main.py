@@ -87,7 +87,8 @@ async def _run(args, out: Output, stops: list[SignalStop]) -> int:
         from fleet.engine import Engine
 
         engine = await Engine.open(args.profile or default_profile(),
-                                   read_only=bool(args.read_only))
+                                   read_only=bool(args.read_only),
+                                   site=_served_site(args), remote=_remote_for(args))
         command = asyncio.ensure_future(HANDLERS[args.command](engine, args, out))
         stop.watch(command)
         try:
@@ -100,6 +101,21 @@ async def _run(args, out: Output, stops: list[SignalStop]) -> int:
         return stopped_code
     finally:
         stop.remove()
+
+
+def _served_site(args) -> str | None:
+    """The one site `agent --site` and `serve --site` serve (a site host's)."""
+    return args.site if args.command in ("agent", "serve") else None
+
+
+def _remote_for(args):
+    """How this command reaches remote sites: through their agents (fleet.sites.hub),
+    except where this process serves one site itself (`agent`, `serve --site`)."""
+    if args.command == "agent" or _served_site(args):
+        return None
+    from fleet.sites.hub import SiteHub
+
+    return SiteHub
 
 
 async def _outcome(command: asyncio.Task, stop: SignalStop, name: str) -> int:

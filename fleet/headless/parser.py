@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("serve", "run the boot services and the job runner until SIGINT/SIGTERM; "
-                     "events as JSON lines on stdout")
+                     "events as JSON lines on stdout").add_argument(
+        "--site", metavar="NAME", help="serve this site only, as its own host does (default: "
+                                       "every site of the profile without an agent: block)")
     command("agent", "serve this site to a console over SSH: JSON-lines requests on stdin, "
                      "replies and event streams on stdout, until end of input").add_argument(
         "--site", metavar="NAME", help="the site served (default: the profile's only site)")

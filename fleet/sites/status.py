@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleet import records as rec
 from fleet.core.config import SiteConfig
 from fleet.sites.client import ChannelLost, SiteError
 from fleet.sites.protocol import PROTOCOL
@@ -74,7 +74,7 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
         "last_heard": row.last_heard, "reason": None, "skew": skew, "last_known": None}
     if not row.connected:
         via = f" via {route.via}" if route.chain else ""
-        record["reason"] = f"{away}{via} since {_clock(row.since)}: {row.error}"
+        record["reason"] = f"{away}{via} since {rec.clock(row.since)}: {row.error}"
         known = await replica.last_known(site.name, events=0)
         assert known is not None
         states = Counter(m["state"] for m in known.machines)
@@ -84,19 +84,10 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
     return record
 
 
-def _clock(ts: float | None) -> str:
-    """10:42:07 today, else 2026-12-05 10:42:07 (local time, as the table shows)."""
-    if ts is None:
-        return "?"
-    moment = datetime.fromtimestamp(ts)
-    return moment.strftime("%H:%M:%S" if moment.date() == datetime.now().date()
-                           else "%Y-%m-%d %H:%M:%S")
-
-
 def last_known_text(known: dict[str, Any] | None) -> str:
     """`2 machines (1 leased, 1 discovered), 0 nodes (stale: last heard 10:41:55)`."""
     if not known or known["last_heard"] is None:
         return "never heard from"
     states = ", ".join(f"{n} {s}" for s, n in sorted(known["by_state"].items()))
     return (f"{known['machines']} machines" + (f" ({states})" if states else "")
-            + f", {known['nodes']} nodes (stale: last heard {_clock(known['last_heard'])})")
+            + f", {known['nodes']} nodes (stale: last heard {rec.clock(known['last_heard'])})")

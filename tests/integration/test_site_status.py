@@ -5,11 +5,8 @@ remote site is away, with its reason and what the replica last knew."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -18,43 +15,9 @@ import yaml
 
 from fleet.engine import Engine
 from fleet.sites.replica import Replica
-from support.profiles import XDG_VARS, write_profile
-from support.agent_sshd import ROOT, sshd  # noqa: F401 - sshd is a fixture
-
-MAC = "ac:1f:6b:00:00:42"
-OTHER_MAC = "ac:1f:6b:00:00:43"
-
-
-def fleet(profile, env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
-                           str(profile), *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
-def remote_profile(tmp_path):
-    """rack2's own profile and store (the agent serves rack2 from it)."""
-    (tmp_path / "site2").mkdir()
-    return write_profile(tmp_path / "site2", name="site2")
-
-
-def agent_command(xdg, remote, python: str = "") -> str:
-    """The agent command as the profile says it (`--site rack2` is added)."""
-    xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
-    python = python or f"{shlex.quote(sys.executable)} -m fleet"
-    return (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} {python} --headless "
-            f"--profile {shlex.quote(str(remote))} agent")
-
-
-def console_profile(tmp_path, sshd, command: str, known_hosts=None):  # noqa: F811
-    folder, port = sshd["folder"], sshd["port"]
-    return write_profile(tmp_path, name="console", overrides={
-        "operator": {"ssh": {"identity": str(folder / "operator"),
-                             "known_hosts": [str(known_hosts or folder / "known_hosts")],
-                             "connect_timeout": 5}},
-        "jumps": [{"name": "gw", "address": "127.0.0.1", "port": port}],
-        "sites": [{"name": "rack2", "agent": {"host": "127.0.0.1", "port": port, "via": "gw",
-                                              "user": "root", "command": command}}],
-    })
+from support.profiles import write_profile
+from support.agent_sshd import (MAC, OTHER_MAC, agent_command, console_profile, fleet,
+                                remote_profile, sshd, stop_sshd)  # noqa: F401 - sshd: a fixture
 
 
 @pytest.fixture
@@ -68,18 +31,6 @@ async def two_sites(tmp_path, xdg, sshd):  # noqa: F811 - the fixture imported a
     console = console_profile(tmp_path, sshd, agent_command(xdg, remote))
     return {"console": console, "remote": remote, "folder": sshd["folder"],
             "port": sshd["port"]}
-
-
-def stop_sshd(folder, port: int) -> None:
-    """The sshd this test started (its pid file), and its port closed."""
-    os.kill(int((folder / "pid").read_text()), signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError("sshd still listening")
 
 
 @pytest.mark.root

@@ -4,14 +4,73 @@ file with its host key. Root: sshd switches users."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from support.profiles import XDG_VARS, write_profile
+
 ROOT = Path(__file__).resolve().parents[2]
+
+# Two sites for the tests: rack2's agent behind jump gw (both this sshd), the
+# remote store holding two machines the tests lease
+MAC = "ac:1f:6b:00:00:42"
+OTHER_MAC = "ac:1f:6b:00:00:43"
+
+
+def fleet(profile, env, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                           str(profile), *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def remote_profile(tmp_path):
+    """rack2's own profile and store (the agent serves rack2 from it)."""
+    (tmp_path / "site2").mkdir()
+    return write_profile(tmp_path / "site2", name="site2")
+
+
+def agent_command(xdg, remote, python: str = "") -> str:
+    """The agent command as the profile says it (`--site rack2` is added)."""
+    xdg_vars = " ".join(f"{k}={shlex.quote(xdg[k])}" for k in XDG_VARS)
+    python = python or f"{shlex.quote(sys.executable)} -m fleet"
+    return (f"cd {shlex.quote(str(ROOT))} && env {xdg_vars} {python} --headless "
+            f"--profile {shlex.quote(str(remote))} agent")
+
+
+def console_profile(tmp_path, sshd, command: str, known_hosts=None,  # noqa: F811
+                    jump_port: int | None = None):
+    """The console's profile: rack2 reached through jump gw (the sshd, or
+    `jump_port` in front of it, a relay's)."""
+    folder, port = sshd["folder"], sshd["port"]
+    return write_profile(tmp_path, name="console", overrides={
+        "operator": {"ssh": {"identity": str(folder / "operator"),
+                             "known_hosts": [str(known_hosts or folder / "known_hosts")],
+                             "connect_timeout": 5}},
+        "jumps": [{"name": "gw", "address": "127.0.0.1", "port": jump_port or port}],
+        "sites": [{"name": "rack2", "agent": {"host": "127.0.0.1", "port": port, "via": "gw",
+                                              "user": "root", "command": command}}],
+    })
+
+
+def stop_sshd(folder, port: int) -> None:
+    """The sshd this test started (its pid file), and its port closed."""
+    os.kill(int((folder / "pid").read_text()), signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError("sshd still listening")
 
 
 def free_port() -> int:
@@ -32,7 +91,13 @@ def keygen(path: Path) -> tuple[str, str]:
 @pytest.fixture
 def sshd(tmp_path):
     """OpenSSH's sshd on 127.0.0.1 with ExposeAuthInfo (root: it switches users)."""
-    folder = tmp_path / "sshd"
+    with running_sshd(tmp_path / "sshd") as info:
+        yield info
+
+
+@contextlib.contextmanager
+def running_sshd(folder: Path):
+    """The sshd of the `sshd` fixture, for code that is not a test (benchmarks)."""
     folder.mkdir()
     host_public, _ = keygen(folder / "host")
     operator_public, fingerprint = keygen(folder / "operator")
@@ -51,6 +116,8 @@ def sshd(tmp_path):
     while "Server listening on" not in (log.read_text() if log.exists() else ""):
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
-    yield {"port": port, "folder": folder, "fingerprint": fingerprint}
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield {"port": port, "folder": folder, "fingerprint": fingerprint}
+    finally:
+        proc.terminate()
+        proc.wait(10)
