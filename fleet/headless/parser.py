@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "block), over the\nsame SSH route the console uses: wheels built here "
                     "(the host needs no package index)\ncopied over SFTP, a venv there, "
                     "this profile copied to ~/.config/fleet/profiles/NAME.yaml\non the "
-                    "host, and a systemd unit running `fleet --headless --profile P serve` "
-                    "(started\nwhen systemd runs there). The same version already there: "
-                    "nothing is reinstalled.")
+                    "host, and a systemd unit running `fleet --headless --profile P serve "
+                    "--site SITE`\n(started when systemd runs there). The same version "
+                    "already there: nothing is\nreinstalled.")
     inst.add_argument("site", metavar="SITE")
     inst.add_argument("--venv", metavar="PATH",
                       help="the venv on the host (default: the one the agent command's "

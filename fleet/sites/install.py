@@ -11,8 +11,9 @@ jumps, strict host keys, the operator's key), in one SSH connection:
 3. the profile: this console's profile file is copied to
    ~/.config/fleet/profiles/NAME.yaml on the host (one profile describes every
    site), unless the operator names a file already there (`profile_path`);
-4. a systemd unit running `VENV/bin/fleet --headless --profile P serve`,
-   enabled and (re)started when systemd runs there.
+4. a systemd unit running `VENV/bin/fleet --headless --profile P serve --site
+   SITE` (the profile names every site; the host serves its own), enabled and
+   (re)started when systemd runs there.
 
 The venv: `venv` if given, else the folder of the agent command when it names a
 venv's bin/fleet, else ~/.local/share/fleet/venv.
@@ -245,7 +246,7 @@ async def _write(conn, path: str, data: bytes, mode: int) -> bool:
 async def _unit(conn, name: str, host: str, home: str, venv: str, profile: str,
                 facts: dict[str, str], options: Options, *, restart: bool,
                 say: Say) -> dict[str, Any]:
-    start = units.serve_command(venv, profile)
+    start = units.serve_command(venv, profile, name)
     if not options.unit:
         return {"unit": None, "unit_state": "skipped"}
     root = facts.get("uid") == "0"

@@ -58,7 +58,8 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
     except SiteError as err:  # the agent answered, and refused (sync marked it away)
         away = "refused by its agent"
         if err.kind == "version":
-            skew = f"version skew: {err.message}"
+            skew = (f"version skew: {err.message}; `fleet --headless site install "
+                    f"{site.name}` puts this console's there")
             await replica.mark_away(site.name, skew)
     row = await replica.store.site(site.name)
     assert row is not None  # heard or marked away above

@@ -1,5 +1,6 @@
-"""The systemd unit that keeps a site's `fleet --headless serve` running on its
-host: a user unit for an ordinary account, a system unit for root."""
+"""The systemd unit that keeps a site's `fleet --headless serve --site SITE`
+running on its host (the profile describes every site; `--site` makes the host
+serve its own), a user unit for an ordinary account, a system unit for root."""
 
 from __future__ import annotations
 
@@ -16,18 +17,18 @@ def unit_path(site: str, home: str, root: bool) -> str:
     return f"{home}/.config/systemd/user/{unit_name(site)}"
 
 
-def serve_argv(venv: str, profile: str) -> list[str]:
-    return [f"{venv}/bin/fleet", "--headless", "--profile", profile, "serve"]
+def serve_argv(venv: str, profile: str, site: str) -> list[str]:
+    return [f"{venv}/bin/fleet", "--headless", "--profile", profile, "serve", "--site", site]
 
 
-def serve_command(venv: str, profile: str) -> str:
-    return shlex.join(serve_argv(venv, profile))
+def serve_command(venv: str, profile: str, site: str) -> str:
+    return shlex.join(serve_argv(venv, profile, site))
 
 
 def unit_text(site: str, venv: str, profile: str, root: bool) -> str:
     # systemd splits ExecStart like a shell (quotes, no expansion): shlex.join fits;
     # a % is a specifier there, so it is doubled
-    exec_start = serve_command(venv, profile).replace("%", "%%")
+    exec_start = serve_command(venv, profile, site).replace("%", "%%")
     return (f"[Unit]\n"
             f"Description=fleet site {site}: boot services and the site's store\n"
             f"After=network-online.target\nWants=network-online.target\n\n"

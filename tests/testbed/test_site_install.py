@@ -8,6 +8,7 @@ console subprocesses use), so each install copies and installs, not builds.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -111,7 +112,7 @@ async def test_install_then_status_then_again_then_an_other_version_upgraded(
     assert f"rack2: installed fleet {version} in {venv}" in first.stderr
     assert f"rack2: profile {profile} copied to " in first.stderr
     # no systemd on this host: one line, and how to start it
-    serve = f"{venv}/bin/fleet --headless --profile {remote_profile} serve"
+    serve = f"{venv}/bin/fleet --headless --profile {remote_profile} serve --site rack2"
     said = [ln for ln in first.stderr.splitlines() if "systemd" in ln]
     assert said == [f"rack2: systemd does not run on {USER}@{host.address} via gw: unit "
                     f"{row['unit']} written, not started; start the site with: {serve}"], said
@@ -128,6 +129,16 @@ async def test_install_then_status_then_again_then_an_other_version_upgraded(
     text = unit.read_text()
     assert f"\nExecStart={serve}\n" in text and "WantedBy=default.target" in text
     assert "Restart=on-failure" in text
+    # what the unit would run does run there, as the user: rack2's serve
+    serving = subprocess.Popen(
+        ["/usr/sbin/runuser", "-u", USER, "--", *shlex.split(serve)], cwd=host.home,
+        env={"HOME": str(host.home), "PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert serving.poll() is None, serving.communicate()
+    serving.terminate()  # runuser passes it on
+    _, err = serving.communicate(timeout=20)
+    assert "fleet.site: started boot" in err and "fleet.site: stopped boot" in err, err
 
     seen = status(profile, env)
     assert seen["connected"] is True and seen["_rc"] == 0, seen["reason"]

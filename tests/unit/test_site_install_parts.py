@@ -52,7 +52,8 @@ def test_the_unit_runs_the_venvs_fleet_on_the_profile_quoted_for_systemd():
     [line] = [ln for ln in text.splitlines() if ln.startswith("ExecStart=")]
     # systemd's own splitting: shell-like quotes, %% for a %
     assert shlex.split(line.removeprefix("ExecStart=").replace("%%", "%")) == [
-        "/home/u/my venv/bin/fleet", "--headless", "--profile", "/home/u/100%.yaml", "serve"]
+        "/home/u/my venv/bin/fleet", "--headless", "--profile", "/home/u/100%.yaml", "serve",
+        "--site", "rack2"]
     assert "WantedBy=default.target" in text
     assert "WantedBy=multi-user.target" in unit.unit_text("rack2", "/v", "/p", root=True)
     assert unit.unit_path("rack2", "/home/u", root=False) == \
