@@ -1,9 +1,13 @@
 """`fleet --headless site status`: every site, local or reached over SSH
-(fleet.sites.status). Exit 0 when every site answered, 1 when some are away."""
+(fleet.sites.status). Exit 0 when every site answered, 1 when some are away.
+`fleet --headless site install SITE`: this fleet version on a remote site's
+agent host (fleet.sites.install); progress on stderr, one record on stdout."""
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleet import records as rec
@@ -17,6 +21,29 @@ SITE_COLUMNS = [("site", "site"), ("where", "where"), ("connected", "connected")
 
 
 async def site(engine: "Engine", args, out: Output) -> int:
+    if args.site_command == "install":
+        return await install(engine, args, out)
+    return await status(engine, args, out)
+
+
+async def install(engine: "Engine", args, out: Output) -> int:
+    from fleet.sites.install import Options
+    from fleet.sites.install import install as install_site
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    options = Options(venv=args.venv, wheels=Path(args.wheels) if args.wheels else None,
+                      unit=not args.no_unit, profile_path=args.profile_path)
+    row = await install_site(engine, args.site, options, say)
+    verb = {"already": "already", "installed": "installed", "upgraded": "upgraded to"}
+    text = (f"{row['site']}: {verb[row['action']]} fleet {row['version']} in {row['venv']} "
+            f"on {row['where']}; profile {row['profile']}; unit: {row['unit_state']}")
+    out.record(row, text)
+    return 0
+
+
+async def status(engine: "Engine", args, out: Output) -> int:
     from fleet.sites.status import last_known_text, site_status
 
     if not engine.profile.sites:

@@ -70,6 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "that cannot be reached is\nshown away, with why and since when, and "
                     "its last known state. exit 1 if any is away")
     _globals(status, top=False)
+    inst = ssub.add_parser(
+        "install", help="put this fleet version on a remote site's agent host over SSH",
+        formatter_class=_Formatter, epilog=EXIT_CODES,
+        description="put this console's fleet version on SITE's agent host (its agent: "
+                    "block), over the\nsame SSH route the console uses: wheels built here "
+                    "(the host needs no package index)\ncopied over SFTP, a venv there, "
+                    "this profile copied to ~/.config/fleet/profiles/NAME.yaml\non the "
+                    "host, and a systemd unit running `fleet --headless --profile P serve "
+                    "--site SITE`\n(started when systemd runs there). The same version "
+                    "already there: nothing is\nreinstalled.")
+    inst.add_argument("site", metavar="SITE")
+    inst.add_argument("--venv", metavar="PATH",
+                      help="the venv on the host (default: the one the agent command's "
+                           "bin/fleet is in, else ~/.local/share/fleet/venv)")
+    inst.add_argument("--wheels", metavar="DIR",
+                      help="install these wheels (fleet's and its dependencies') instead of "
+                           "building them into the cache dir")
+    inst.add_argument("--profile-path", metavar="P",
+                      help="a profile file already on the host, used instead of copying "
+                           "this one")
+    inst.add_argument("--no-unit", action="store_true", help="write no systemd unit")
+    _globals(inst, top=False)
     command("info", "every path in use: profile, config, data, store, logs, cache")
 
     p = command("profile", "profile tools")

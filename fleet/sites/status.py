@@ -58,13 +58,15 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
     except SiteError as err:  # the agent answered, and refused (sync marked it away)
         away = "refused by its agent"
         if err.kind == "version":
-            skew = f"version skew: {err.message}"
+            skew = (f"version skew: {err.message}; `fleet --headless site install "
+                    f"{site.name}` puts this console's there")
             await replica.mark_away(site.name, skew)
     row = await replica.store.site(site.name)
     assert row is not None  # heard or marked away above
     if row.connected and row.version not in (None, console_version()):
         skew = (f"agent runs fleet {row.version}, this console {console_version()} (same "
-                f"site protocol {PROTOCOL}: it works; install the same version on both)")
+                f"site protocol {PROTOCOL}: it works; `fleet --headless site install "
+                f"{site.name}` puts fleet {console_version()} there)")
     record: dict[str, Any] = {
         "site": site.name, "where": where(site, engine.profile, route),
         "connected": row.connected, "version": row.version, "protocol": PROTOCOL,
