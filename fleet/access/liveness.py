@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 from fleet.core.durations import format_duration
 from fleet.core.model import Reachability, Severity
-from fleet.errors import EnvironmentProblem
+from fleet.errors import FleetError
 
 if TYPE_CHECKING:
     from fleet.engine import Engine
@@ -151,7 +151,7 @@ class Liveness:
                         await self.check_once(due)
             except asyncio.CancelledError:
                 raise
-            except EnvironmentProblem as err:  # a full disk: say so, no traceback
+            except FleetError as err:  # a full disk, an unusable key: say so, no traceback
                 log.error("liveness: %s", err)
             except Exception:
                 log.exception("liveness round failed")

@@ -92,3 +92,28 @@ async def test_a_new_demo_node_is_booting_then_reachable_within_seconds(tmp_path
         print(f"reachable {took:.1f}s after the call-home: {reachable.message}")
     finally:
         await engine.close()
+
+
+async def test_an_unusable_operator_key_is_one_line_per_round_not_a_traceback(
+        tmp_path, xdg, caplog):
+    """A site host whose profile names the operator's key, which is not there
+    (a path on the operator's machine): liveness says why, each round, in a line."""
+    from support.profiles import write_profile
+
+    (tmp_path / "not-a-key").mkdir()
+    path = write_profile(tmp_path, overrides={
+        "operator": {"ssh": {"identity": str(tmp_path / "not-a-key")}}})
+    engine = await Engine.open(path)
+    try:
+        live = Liveness(engine, interval=0.2, tick=0.05)
+        task = asyncio.ensure_future(live.run())
+        await asyncio.sleep(0.7)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await engine.close()
+    rounds = [r for r in caplog.records if r.name.startswith("fleet") and "liveness" in
+              r.getMessage()]
+    assert rounds, [r.getMessage() for r in caplog.records]
+    assert all(r.exc_info is None for r in rounds), [r.getMessage() for r in rounds]
+    assert "operator.ssh.identity" in rounds[0].getMessage()
