@@ -166,7 +166,7 @@ class BootServices:
         try:
             async with self._lock:
                 for d in await self.engine.distributors():
-                    if d.enabled and self._served_here(d.name):
+                    if d.enabled:
                         await self._start_one(d.name, fail_hard=True)
         except BaseException:
             await self._stop_all()
@@ -195,10 +195,6 @@ class BootServices:
         self._started = False
 
     # -- internals --------------------------------------------------------------------
-
-    def _served_here(self, site: str) -> bool:
-        """A site with an `agent:` has its boot services on its agent host, not here."""
-        return self.engine.profile.site(site).agent is None
 
     async def _start_one(self, site: str, *, fail_hard: bool) -> None:
         if site in self.running:
@@ -241,8 +237,7 @@ class BootServices:
             try:
                 async with self._lock:
                     if e.kind == "distributor.on":
-                        if self._served_here(e.subject):
-                            await self._start_one(e.subject, fail_hard=False)
+                        await self._start_one(e.subject, fail_hard=False)
                     else:
                         await self._stop_one(e.subject)
             except Exception:

@@ -60,8 +60,10 @@ XDG = {"XDG_CONFIG_HOME": "config", "XDG_DATA_HOME": "data", "XDG_STATE_HOME": "
 
 
 def agent_sites(engine: "Engine") -> list[SiteConfig]:
-    """The demo profile's sites served from afar (an `agent:` with a distributor)."""
-    return [s for s in engine.profile.sites if s.agent is not None and s.distributor]
+    """The demo profile's sites served from afar (an `agent:` with a distributor,
+    not served by this process)."""
+    return [s for s in engine.profile.sites
+            if s.agent is not None and s.distributor and s.name not in engine.here]
 
 
 class AgentSite:

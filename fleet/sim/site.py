@@ -75,8 +75,8 @@ class DemoSite:
         self.engine = engine
         self.cfg = cfg
         opts = dict(cfg.options)
-        # a site with an agent is served by its own process (agent_site.py)
-        sites = [s for s in profile.sites if s.distributor is not None and s.agent is None]
+        # only a site this process serves: one with an agent has its own (agent_site.py)
+        sites = [s for s in profile.sites if s.distributor is not None and s.name in engine.here]
         if site_name is None:
             site_name = opts.get("site") or (sites[0].name if sites else None)
         if site_name is None:
