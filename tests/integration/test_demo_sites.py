@@ -229,3 +229,30 @@ async def test_the_site_host_answers_only_through_the_jump_and_runs_only_fleet(t
     finally:
         await engine.close()
     assert not alive(serve_pid)  # the demo's stop stopped it
+
+
+async def test_a_second_site_that_cannot_start_is_said_in_an_event(tmp_path, xdg):
+    """Its serve ends at once (its HTTP port is taken): the demo goes on with its
+    first site and says why the second one stopped, in the serve's own words."""
+    import socket
+
+    from fleet.profile import load_profile
+
+    profile = two_sites(tmp_path, 229)
+    port = load_profile(profile).site(SITE).distributor.ports.http
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        engine = await Engine.open(profile)
+        try:
+            await start_demo(engine)
+
+            async def stopped():
+                return [e for e in await engine.events(200) if e.kind == "demo.site_stopped"]
+
+            event = (await until("the second site's end said", stopped, 30))[0]
+        finally:
+            await engine.close()
+    assert event.subject == SITE and event.severity.value == "error"
+    assert "(exit 3)" in event.message and f"{port}" in event.message, event.message
+    assert "Traceback" not in event.message
