@@ -1,8 +1,9 @@
 """The demo's second site: `fleet --headless serve` on a demo profile with a site
 that has an `agent:` starts that site as its own `serve` process (its own store,
 boot services and simulated machines) and a site host behind the demo's jump,
-where `site status` runs the real agent over SSH. The children die with the
-demo, also when it is killed."""
+where `site status` runs the real agent over SSH. A lease from the demo's
+profile goes there and the node it becomes answers through the second site's
+jump. The children die with the demo, also when it is killed."""
 
 from __future__ import annotations
 
@@ -164,6 +165,13 @@ async def test_the_demo_serves_its_second_site_through_an_agent(tmp_path, xdg):
             return ms.get(mac) == "provisioned"
 
         await until("the second site's leased machine provisioned", provisioned, 60)
+        # and its node answers through the second site's jump (its key pinned by the demo)
+        ran = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleet", "--headless", "--profile", str(profile), "exec",
+            "east1", "--", "hostname", env=xdg, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(ran.communicate(), 60)
+        assert ran.returncode == 0 and b"east1 | east1" in out, (out, err)
 
         children = east_children(serve.proc.pid)
         assert any(c.endswith(f"--profile {SITE} serve") for c in children.values()), children
