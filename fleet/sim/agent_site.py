@@ -71,7 +71,9 @@ class AgentSite:
         assert site.agent is not None
         self.engine = engine
         self.site = site
-        self.jump_address = jump_address  # the one address the site host answers
+        # the one address the site host answers: its agent's jump (else the demo's)
+        via = site.agent.via
+        self.jump_address = engine.profile.jump(via).address if via else jump_address
         self.home = engine.paths.data_dir / "demo" / "sites" / site.name
         self.env = {**os.environ, **{k: str(self.home / v) for k, v in XDG.items()}}
         self.env.pop("FLEET_PROFILE", None)
@@ -88,9 +90,10 @@ class AgentSite:
 
     async def start(self) -> None:
         """Write the site's profile, pin its keys, start its serve and its host."""
-        identity = (await operator_key(self.engine)).private_path
+        operator = await operator_key(self.engine)
         data = agent_site_profile(load_data(self.engine.profile.path), self.site.name,
-                                  folder=self.engine.profile.path.parent, identity=identity)
+                                  folder=self.engine.profile.path.parent,
+                                  identity=operator.private_path)
         write_profile_data(self.profile_path, data)
         (self.home / "state").mkdir(parents=True, exist_ok=True)
         host_key = await self._pin_host_key()
@@ -99,8 +102,7 @@ class AgentSite:
         await self._start_serve()
         agent = self.site.agent
         port = SSH_PORT if agent.port == 22 else agent.port  # the jump maps 22, like for nodes
-        self.host = SiteHost(agent.host, port, host_key,
-                             [(await operator_key(self.engine)).public],
+        self.host = SiteHost(agent.host, port, host_key, [operator.public],
                              allowed_peers=(self.jump_address,), env=self.env,
                              cwd=str(self.home))
         try:
@@ -166,16 +168,17 @@ class AgentSite:
         return HostKey(kind, body, pair.fingerprint, "demo", time.time())
 
     async def stop(self) -> None:
-        """The site host (and the agents it runs), then the serve: SIGTERM, then
-        SIGKILL after STOP_SECONDS."""
+        """The serve (SIGTERM, SIGKILL after STOP_SECONDS) while the site host
+        stops with the agents it runs."""
         self._stopping = True
-        host, self.host = self.host, None
-        if host is not None:
-            await host.stop()
         proc, self.serve = self.serve, None
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
+        host, self.host = self.host, None
+        if host is not None:
+            await host.stop()
+        if proc is not None and proc.returncode is None:
             try:
                 await asyncio.wait_for(proc.wait(), STOP_SECONDS)
             except asyncio.TimeoutError:
@@ -189,11 +192,6 @@ class AgentSite:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
             self._watch = None
-
-    def status(self) -> dict:
-        return {"site": self.site.name, "pid": self.serve.pid if self.serve else None,
-                "agents": len(self.host.children) if self.host else 0,
-                "home": str(self.home)}
 
 
 def _last_line(path: Path) -> str:

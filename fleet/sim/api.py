@@ -11,7 +11,7 @@ when the profile has a `demo:` section. `start_demo` is idempotent per engine
 (a second call returns the running demo). The profile's sites with an `agent:`
 (the bundled demo's `demo-east`) start after the first site, each as its own
 `serve` process with a site host the console reaches through the demo's jump,
-and stop before it (fleet.sim.agent_site). Raises BadInput when the profile has
+and stop with it (fleet.sim.agent_site). Raises BadInput when the profile has
 no `demo:` section, EnvironmentProblem when a port (boot services, the jump)
 cannot be bound.
 """
@@ -63,11 +63,10 @@ class Demo:
         if self._stopped:
             return
         self._stopped = True
-        await self._stop_remote()
-        await self.site.stop()
+        # at once: the engine gives the whole demo STOP_SECONDS
+        await asyncio.gather(self._stop_remote(), self.site.stop())
         if self.engine.demo is self:
             self.engine.demo = None
-
 
     async def _stop_remote(self) -> None:
         await asyncio.gather(*(remote.stop() for remote in self.remote),
