@@ -239,6 +239,10 @@ async def pinned_keys(engine: "Engine") -> list[dict]:
     for jump in engine.profile.jumps:
         for k in await jump_pins(engine, jump.name):
             rows.append(_pin_row("jump", jump.name, k))
+    for site in engine.profile.sites:
+        if site.agent is not None:
+            for k in await agent_pins(engine, site.name):
+                rows.append(_pin_row("agent", agent_host_name(site.name), k))
     return rows
 
 
@@ -248,7 +252,7 @@ def _pin_row(kind: str, name: str, k: HostKey) -> dict:
 
 
 async def forget_pins(engine: "Engine", name: str) -> list[HostKey]:
-    """Drop the host keys pinned for node or jump `name` (the next connection
+    """Drop the host keys pinned for node, jump or agent host `name` (the next connection
     trusts known_hosts, or pins anew under accept-new or at call-home), with a
     `hostkey.forgotten` event; every fleet process's pool follows it. Returns
     what was dropped (nothing: no event)."""
@@ -258,10 +262,16 @@ async def forget_pins(engine: "Engine", name: str) -> list[HostKey]:
         raise ReadOnly("cannot forget host keys: fleet was started with --read-only")
     node = await engine.store.nodes.get(name)
     jump = next((j for j in engine.profile.jumps if j.name == name), None)
-    if node is None and jump is None:
+    site = next((s.name for s in engine.profile.sites
+                 if s.agent is not None and agent_host_name(s.name) == name), None)
+    if node is None and jump is None and site is None:
         raise UnknownTarget(f"unknown node or jump {name!r}")
-    kind = "node" if node is not None else "jump"
-    keys = tuple(node.host_keys) if node is not None else await jump_pins(engine, name)
+    if node is not None:
+        kind, keys = "node", tuple(node.host_keys)
+    elif jump is not None:
+        kind, keys = "jump", await jump_pins(engine, name)
+    else:
+        kind, keys = "agent", await agent_pins(engine, site)
     if not keys:
         return []
     event = engine.event(
@@ -274,7 +284,8 @@ async def forget_pins(engine: "Engine", name: str) -> list[HostKey]:
         if node is not None:
             await engine.store.nodes.unpin(tx, name)
         else:
-            await engine.store.meta.set(tx, JUMP_META + name, "")
+            await engine.store.meta.set(tx, (JUMP_META + name) if jump is not None
+                                        else (AGENT_META + site), "")
         await engine.store.events.append(tx, [event])
     return list(keys)
 

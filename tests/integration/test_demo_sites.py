@@ -23,7 +23,7 @@ from fleet.engine import Engine
 from fleet.sim.api import start_demo
 from fleet.sim.profiles import free_ports, write_demo_profile
 from fleet.sites.client import ChannelLost
-from fleet.sites.remote import agent_channel, agent_node, agent_route
+from fleet.sites.remote import SiteUnreachable, agent_channel, agent_node, agent_route
 from fleet.sites.replica import Replica, console_version
 from support.procs import alive, descendants
 from support.waiting import until
@@ -110,6 +110,13 @@ async def east_machines(xdg, profile: Path) -> list[dict]:
 
 def east_children(pid: int) -> dict[int, str]:
     return {p: c for p, c in descendants(pid).items() if f"--profile {SITE}" in c}
+
+
+async def _open(engine, site, route) -> bool:
+    """False while a channel still opens (the pool may hold its connection a moment)."""
+    async with agent_channel(engine, site, route) as client:
+        await client.hello(console_version())
+    return False
 
 
 async def all_gone(pids) -> bool:
@@ -233,6 +240,16 @@ async def test_the_site_host_answers_only_through_the_jump_and_runs_only_fleet(t
         async with agent_channel(engine, site, route) as client:
             hello = await client.hello(console_version())
         assert hello["site"] == SITE and hello["version"] == console_version()
+        # the keys the demo made for the second site are pinned, listed and forgettable
+        from fleet.access.trust import forget_pins, pinned_keys
+
+        listed = {(r["name"], r["kind"], r["source"]) for r in await pinned_keys(engine)}
+        assert {("demo-east.agent", "agent", "demo"), ("demo-east-jump", "jump", "demo"),
+                ("demo-jump", "jump", "demo")} <= listed, listed
+        assert len(await forget_pins(engine, "demo-east.agent")) == 1
+        assert not [r for r in await pinned_keys(engine) if r["kind"] == "agent"]
+        with pytest.raises(SiteUnreachable, match="host key"):  # strict: now unknown
+            await until("the forgotten key refused", lambda: _open(engine, site, route), 10)
         serve_pid = demo.remote[0].serve.pid
     finally:
         await engine.close()
