@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 import asyncssh
 
+from fleet.core.config import agent_host_name
 from fleet.core.model import Event, HostKey, Severity
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JUMP_META = "jump_host_keys:"  # + jump name -> "type base64 fingerprint" lines
+#: + site name -> its agent host's pinned keys, lines as JUMP_META's (a host that
+#: made the key itself, like the demo, pins it here; others come from known_hosts)
+AGENT_META = "agent_host_keys:"
 
 
 class HostKeyRefused(Exception):
@@ -143,6 +147,9 @@ class Trust:
             pins = await jump_pins(engine, jump.name)
             trust._jump_pins[jump.name] = pins
             trust.add_pins(jump.name, pins)
+        for site in engine.profile.sites:
+            if site.agent is not None:
+                trust.add_pins(agent_host_name(site.name), await agent_pins(engine, site.name))
         return trust
 
     def add_pins(self, name: str, keys: Iterable[HostKey]) -> None:
@@ -232,6 +239,10 @@ async def pinned_keys(engine: "Engine") -> list[dict]:
     for jump in engine.profile.jumps:
         for k in await jump_pins(engine, jump.name):
             rows.append(_pin_row("jump", jump.name, k))
+    for site in engine.profile.sites:
+        if site.agent is not None:
+            for k in await agent_pins(engine, site.name):
+                rows.append(_pin_row("agent", agent_host_name(site.name), k))
     return rows
 
 
@@ -241,7 +252,7 @@ def _pin_row(kind: str, name: str, k: HostKey) -> dict:
 
 
 async def forget_pins(engine: "Engine", name: str) -> list[HostKey]:
-    """Drop the host keys pinned for node or jump `name` (the next connection
+    """Drop the host keys pinned for node, jump or agent host `name` (the next connection
     trusts known_hosts, or pins anew under accept-new or at call-home), with a
     `hostkey.forgotten` event; every fleet process's pool follows it. Returns
     what was dropped (nothing: no event)."""
@@ -251,10 +262,16 @@ async def forget_pins(engine: "Engine", name: str) -> list[HostKey]:
         raise ReadOnly("cannot forget host keys: fleet was started with --read-only")
     node = await engine.store.nodes.get(name)
     jump = next((j for j in engine.profile.jumps if j.name == name), None)
-    if node is None and jump is None:
+    site = next((s.name for s in engine.profile.sites
+                 if s.agent is not None and agent_host_name(s.name) == name), None)
+    if node is None and jump is None and site is None:
         raise UnknownTarget(f"unknown node or jump {name!r}")
-    kind = "node" if node is not None else "jump"
-    keys = tuple(node.host_keys) if node is not None else await jump_pins(engine, name)
+    if node is not None:
+        kind, keys = "node", tuple(node.host_keys)
+    elif jump is not None:
+        kind, keys = "jump", await jump_pins(engine, name)
+    else:
+        kind, keys = "agent", await agent_pins(engine, site)
     if not keys:
         return []
     event = engine.event(
@@ -267,7 +284,8 @@ async def forget_pins(engine: "Engine", name: str) -> list[HostKey]:
         if node is not None:
             await engine.store.nodes.unpin(tx, name)
         else:
-            await engine.store.meta.set(tx, JUMP_META + name, "")
+            await engine.store.meta.set(tx, (JUMP_META + name) if jump is not None
+                                        else (AGENT_META + site), "")
         await engine.store.events.append(tx, [event])
     return list(keys)
 
@@ -276,13 +294,33 @@ async def store_jump_pins(engine: "Engine", name: str, pins: Iterable[HostKey], 
     """Pin `pins` as jump `name`'s host keys (the store's one place for them), with
     the event that says why, in one transaction."""
     async with engine.store.transaction() as tx:
-        await engine.store.meta.set(tx, JUMP_META + name, "\n".join(
-            f"{k.key_type} {k.key} {k.fingerprint} {k.added_at} {k.source}" for k in pins))
+        await engine.store.meta.set(tx, JUMP_META + name, _pin_lines(pins))
         await engine.store.events.append(tx, [event])
 
 
 async def jump_pins(engine: "Engine", name: str) -> tuple[HostKey, ...]:
-    raw = await engine.store.meta.get(JUMP_META + name)
+    return await _pins(engine, JUMP_META + name)
+
+
+async def store_agent_pins(engine: "Engine", site: str, pins: Iterable[HostKey],
+                           event: Event) -> None:
+    """Pin `pins` as the keys of site `site`'s agent host, with the event that says why."""
+    async with engine.store.transaction() as tx:
+        await engine.store.meta.set(tx, AGENT_META + site, _pin_lines(pins))
+        await engine.store.events.append(tx, [event])
+
+
+async def agent_pins(engine: "Engine", site: str) -> tuple[HostKey, ...]:
+    return await _pins(engine, AGENT_META + site)
+
+
+def _pin_lines(pins: Iterable[HostKey]) -> str:
+    return "\n".join(f"{k.key_type} {k.key} {k.fingerprint} {k.added_at} {k.source}"
+                     for k in pins)
+
+
+async def _pins(engine: "Engine", meta_key: str) -> tuple[HostKey, ...]:
+    raw = await engine.store.meta.get(meta_key)
     return tuple(_parse_pin(line) for line in (raw or "").splitlines() if line.strip())
 
 

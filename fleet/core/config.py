@@ -148,6 +148,11 @@ class AgentConfig:
     command: str = AGENT_COMMAND
 
 
+def agent_host_name(site: str) -> str:
+    """The name a site's agent host is known by to the pool and the host-key pins."""
+    return f"{site}.agent"
+
+
 @dataclass(frozen=True)
 class SiteConfig:
     name: str

@@ -1,8 +1,16 @@
-"""Variants of the bundled demo profile (for tests and benchmarks that must not
-collide with a demo a person is running: other ports, another /16, own keys).
+"""Profiles derived from the bundled demo.
+
+Variants for tests and benchmarks that must not collide with a demo a person is
+running (other ports, another /16, own keys), with or without the demo's
+second site (the one served by an agent behind the demo's jump):
 
     path = write_demo_profile(tmp, machines=3, misbehave=False, install_seconds=2,
                               subnet_octet=150, ports=free_ports())
+    path = write_demo_profile(tmp, ..., second_site=free_ports())  # its site in 127.151/16
+
+and the second site's own profile, which the demo writes at its start for the
+site's `serve` and agent (`agent_site_profile`): that site alone, served here,
+with the demo's operator key and deployments pointing at its own HTTP port.
 """
 
 from __future__ import annotations
@@ -39,8 +47,11 @@ def write_demo_profile(folder: Path, *, name: str = "demo", machines: int = 3,
                        subnet_octet: int = 77, ports: dict[str, int] | None = None,
                        poll_seconds: int = 1, options: dict[str, Any] | None = None,
                        stall_after: int | None = None, seed: int = 1,
-                       reply_delay_ms: int = 0) -> Path:
-    """The bundled demo.yaml with these changes, written (with its templates) to folder."""
+                       reply_delay_ms: int = 0,
+                       second_site: dict[str, int] | None = None) -> Path:
+    """The bundled demo.yaml with these changes, written (with its templates) to
+    folder. The second site (and its jump) only with `second_site`, its ports;
+    its /16 is the one after the first's."""
     folder = Path(folder)
     src = bundled_dir()
     data = yaml.safe_load((src / "demo.yaml").read_text())
@@ -51,6 +62,11 @@ def write_demo_profile(folder: Path, *, name: str = "demo", machines: int = 3,
         data["stall_after"] = stall_after
     net = f"127.{subnet_octet}"
     data["jumps"][0]["address"] = f"{net}.0.2"
+    if second_site is None:
+        data["jumps"] = data["jumps"][:1]
+        data["sites"] = data["sites"][:1]
+    else:
+        _move_second_site(data, f"127.{subnet_octet + 1}", second_site)
     site = data["sites"][0]
     site["subnets"] = [f"{net}.0.0/16"]
     dist = site["distributor"]
@@ -58,15 +74,69 @@ def write_demo_profile(folder: Path, *, name: str = "demo", machines: int = 3,
     dist["reply_delay_ms"] = reply_delay_ms
     if ports:
         dist["ports"] = dict(ports)
-        http = ports["http"]
-        for d in data["deployments"]:
-            for key in ("kernel", "initrd"):
-                if d.get(key):
-                    d[key] = d[key].replace(":8067/", f":{http}/")
+        _point_deployments(data, ":8067/", f":{ports['http']}/")
     demo = data["demo"]
     demo.update(machines=machines, misbehave=misbehave, install_seconds=install_seconds,
                 seed=seed)
     demo["options"] = {**demo.get("options", {}), **(options or {})}
     path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _point_deployments(data: dict[str, Any], old: str, new: str) -> None:
+    """Deployments' kernel and initrd URLs from one HTTP port to another."""
+    for d in data["deployments"]:
+        for key in ("kernel", "initrd"):
+            if d.get(key):
+                d[key] = d[key].replace(old, new)
+
+
+def _move_second_site(data: dict[str, Any], net: str, ports: dict[str, int]) -> None:
+    site, jump = data["sites"][1], data["jumps"][1]
+    site["subnets"] = [f"{net}.0.0/16"]
+    jump["address"] = f"{net}.0.2"
+    site["agent"]["host"] = f"{net}.0.3"
+    site["distributor"]["ports"] = dict(ports)
+
+
+def agent_site_profile(data: dict[str, Any], site: str, *, folder: Path,
+                       identity: Path) -> dict[str, Any]:
+    """The profile of demo site `site` (one with an `agent:`) as its own host
+    serves it, from the demo profile's data (`folder`: where that file is, for
+    its templates): that site alone with no agent (its boot services run
+    there), its jumps, the demo's operator key (`identity`: its nodes and
+    jump take the key the console offers), the deployments' URLs on its own
+    HTTP port, and the demo's `demo:` section with a seed of its own (other
+    MACs than the first site's)."""
+    sites = data["sites"]
+    index = next(i for i, s in enumerate(sites) if s["name"] == site)
+    own = {k: v for k, v in sites[index].items() if k != "agent"}
+    first_http = sites[0]["distributor"]["ports"]["http"]
+    out: dict[str, Any] = {"version": data["version"], "name": site}
+    if "stall_after" in data:
+        out["stall_after"] = data["stall_after"]
+    ssh = dict(data.get("operator", {}).get("ssh", {}))
+    ssh["identity"] = str(identity)
+    out["operator"] = {**data.get("operator", {}), "ssh": ssh}
+    out["jumps"] = [j for j in data.get("jumps", []) if j["name"] in own.get("jumps", [])]
+    out["sites"] = [own]
+    out["deployments"] = [dict(d) for d in data.get("deployments", [])]
+    _point_deployments(out, f":{first_http}/", f":{own['distributor']['ports']['http']}/")
+    for d in out["deployments"]:
+        if d.get("template"):
+            d["template"] = str((folder / d["template"]).resolve())
+    demo = dict(data["demo"])
+    demo["seed"] = int(demo.get("seed", 1)) + index
+    out["demo"] = demo
+    return out
+
+
+def load_data(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def write_profile_data(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

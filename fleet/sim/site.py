@@ -75,7 +75,8 @@ class DemoSite:
         self.engine = engine
         self.cfg = cfg
         opts = dict(cfg.options)
-        sites = [s for s in profile.sites if s.distributor is not None]
+        # only a site this process serves: one with an agent has its own (agent_site.py)
+        sites = [s for s in profile.sites if s.distributor is not None and s.name in engine.here]
         if site_name is None:
             site_name = opts.get("site") or (sites[0].name if sites else None)
         if site_name is None:
@@ -176,6 +177,16 @@ class DemoSite:
                 jump=name, fingerprint=pair.fingerprint, source="demo"))
         return key
 
+    def jump_networks(self) -> list[ipaddress.IPv4Network]:
+        """Where the jump forwards to: the site's subnets, and the agent hosts of
+        the sites reached through it (the demo's other sites' hosts)."""
+        nets = list(self.site_cfg.subnets)
+        for site in self.engine.profile.sites:
+            if site.agent is not None and site.agent.via == self.jump_cfg.name:
+                with contextlib.suppress(ValueError):
+                    nets.append(ipaddress.IPv4Network(f"{site.agent.host}/32"))
+        return nets
+
     def machine_address(self, i: int) -> str:
         base = int(self.subnet.network_address)
         addr = ipaddress.IPv4Address(base + (1 + i // 250) * 256 + 1 + i % 250)
@@ -212,7 +223,7 @@ class DemoSite:
         if services is not None:  # the ports actually bound (0 in a profile = any)
             self.ports.update({k: v for k, v in services.ports().items() if v})
         self.jump = JumpServer(self.jump_address, self.jump_cfg.port, host_key,
-                               [self.operator_public], self.site_cfg.subnets)
+                               [self.operator_public], self.jump_networks())
         try:
             await self.jump.start()
         except OSError as err:

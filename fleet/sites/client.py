@@ -114,6 +114,9 @@ class SiteClient:
                                   f"{err.message}"))
         except (ConnectionError, OSError) as err:
             self._end(ChannelLost(f"the channel to site {self.site} failed: {err}"))
+        except Exception as err:  # noqa: BLE001 - the transport's own (SSH connection lost)
+            self._end(ChannelLost(f"the channel to site {self.site} failed: "
+                                  f"{one_line(str(err)) or type(err).__name__}"))
 
     def _take(self, frame: dict[str, Any]) -> None:
         if "stream" in frame:

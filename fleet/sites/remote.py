@@ -23,7 +23,7 @@ import asyncssh
 
 from fleet.access.pool import AccessError
 from fleet.access.routes import Route, RouteKind, plan
-from fleet.core.config import SiteConfig
+from fleet.core.config import SiteConfig, agent_host_name
 from fleet.core.model import Node
 from fleet.errors import EnvironmentProblem
 from fleet.sites.client import ChannelLost, SiteClient
@@ -47,7 +47,7 @@ def agent_node(site: SiteConfig) -> Node:
         address = ipaddress.ip_address(agent.host)
     except ValueError:
         address = None
-    return Node(name=f"{site.name}.agent", site=site.name, port=agent.port, user=agent.user,
+    return Node(name=agent_host_name(site.name), site=site.name, port=agent.port, user=agent.user,
                 address=agent.host if address is None or address.version == 4 else None,
                 ipv6=agent.host if address is not None and address.version == 6 else None)
 

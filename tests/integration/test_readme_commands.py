@@ -100,4 +100,8 @@ def test_the_read_only_ones_run_from_the_clone(xdg, command):
     r = subprocess.run([str(INSTALLED), *argv[1:]], cwd=ROOT, capture_output=True,
                        text=True, env=xdg, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stderr == ""
+    # nothing but the demo's second site said away: it lives while the demo runs,
+    # and no demo runs here
+    said = r.stderr.splitlines()
+    assert all(line.startswith("fleet: site demo-east unreachable via demo-jump since ")
+               for line in said), r.stderr

@@ -276,3 +276,44 @@ def test_wheel_ships_the_bundled_profiles_templates_and_themes(tmp_path):
     expected = {f"fleet/bundled/themes/{p.name}"
                 for p in (ROOT / "themes").glob("*.yaml")}
     assert len(expected) >= 4 and expected == themes, (expected, themes)
+
+
+def test_the_console_starts_the_demos_second_site_and_a_killed_console_leaves_no_children(
+        tmp_path, tmux):
+    """`fleet --profile demo` starts the second site too (site status shows it
+    connected through its agent); SIGKILL to the console, which can clean up
+    nothing, still leaves none of the second site's processes behind."""
+    import json
+
+    from support.procs import alive, descendants
+
+    profile = write_demo_profile(tmp_path, name="demo", machines=2, misbehave=False,
+                                 install_seconds=1, ports=free_ports(), subnet_octet=175,
+                                 second_site=free_ports(),
+                                 options={"stagger_seconds": 1, "ipxe_size": 4096})
+    tmux.text(f"{FLEET} --profile {profile}")
+    tmux.keys("Enter")
+    tmux.wait_for(lambda s: "profile demo" in s and "Machines" in s, "the console", 30)
+    shell = int(tmux.display("#{pane_pid}"))
+    consoles = [p for p, c in descendants(shell).items()
+                if f"--profile {profile}" in c and "--headless" not in c]
+    assert len(consoles) == 1, descendants(shell)
+
+    deadline = time.monotonic() + 60
+    rows: dict = {}
+    while time.monotonic() < deadline and not rows.get("demo-east", {}).get("connected"):
+        seen = subprocess.run([sys.executable, "-m", "fleet", "--headless", "--profile",
+                               str(profile), "--format", "json", "site", "status"],
+                              env=tmux.env, capture_output=True, text=True, timeout=60)
+        rows = {r["site"]: r for r in json.loads(seen.stdout or "[]")}
+        time.sleep(0.3)
+    assert rows["demo-east"]["connected"], rows
+    assert rows["demo-east"]["version"] == rows["demo"]["version"]
+
+    east = {p: c for p, c in descendants(consoles[0]).items() if "--profile demo-east" in c}
+    assert any(c.endswith("--profile demo-east serve") for c in east.values()), east
+    os.kill(consoles[0], 9)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in east):
+        time.sleep(0.1)
+    assert not [p for p in east if alive(p)], east
