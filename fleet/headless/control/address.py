@@ -79,7 +79,14 @@ def private_runtime_dir(*, create: bool) -> Path:
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
+def _peer(sock: Any) -> tuple[int, int, int]:
+    return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+
+
 def peer_uid(sock: Any) -> int:
     """The uid of the process at the other end of a connected unix socket."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return _UCRED.unpack(creds)[1]
+    return _peer(sock)[1]
+
+
+def peer_pid(sock: Any) -> int:
+    return _peer(sock)[0]

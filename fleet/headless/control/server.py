@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fleet.errors import FleetError
-from fleet.headless.control.address import (ControlUnavailable, peer_uid, socket_key,
-                                            socket_path)
+from fleet.headless.control.address import (ControlUnavailable, peer_pid, peer_uid,
+                                            socket_key, socket_path)
 from fleet.headless.control.wire import (Request, check_request, runs_locally,
                                          text_frames)
 from fleet.headless.output import Output
@@ -111,12 +111,13 @@ class ControlServer:
         task = asyncio.current_task()
         self._running.add(task)
         try:
-            uid = peer_uid(writer.get_extra_info("socket"))
+            sock = writer.get_extra_info("socket")
+            uid = peer_uid(sock)
             if uid != os.getuid():
                 log.warning("control socket: refused a connection from uid %d", uid)
                 writer.write(encode({"refused": f"peer uid {uid} is not uid {os.getuid()}"}))
                 return
-            await self._command(FrameReader(reader.read), writer)
+            await self._command(FrameReader(reader.read), writer, peer_pid(sock))
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:  # a bug here must not take the console down
@@ -127,7 +128,8 @@ class ControlServer:
                 await asyncio.wait_for(writer.drain(), 5)
             writer.close()
 
-    async def _command(self, frames: FrameReader, writer: asyncio.StreamWriter) -> None:
+    async def _command(self, frames: FrameReader, writer: asyncio.StreamWriter,
+                       pid: int) -> None:
         def send(frame: dict) -> None:
             if not writer.is_closing():
                 writer.write(encode(frame))
@@ -156,8 +158,10 @@ class ControlServer:
             send({"local": why})
             return
         send({"run": True})
+        log.info("control: %s for pid %d", parsed.command, pid)
         out = Output(parsed.format or "table", out_stream, err_stream)
         code = await self._run(parsed, out, frames)
+        log.info("control: %s for pid %d exited %d", parsed.command, pid, code)
         send({"exit": code})
 
     def _mismatch(self, request: Request) -> str | None:
