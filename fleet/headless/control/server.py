@@ -53,7 +53,9 @@ async def start_control(engine: "Engine") -> "ControlServer | None":
         return await ControlServer.start(engine)
     except ControlUnavailable as err:
         log.warning("no control socket: %s", err)
-        return None
+    except OSError as err:  # the commands still run, each in its own process
+        log.warning("no control socket: %s", err.strerror or err)
+    return None
 
 
 class ControlServer:
@@ -272,7 +274,7 @@ def _parse(request: Request, out: _FrameStream, err: _FrameStream
 def _bind_private(path: Path) -> socket.socket:
     """A listening socket at `path`, mode 0600 from its first moment: bound under
     a temporary name, chmod'ed, then renamed over any stale socket."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp = path.with_name(f".{os.getpid()}.tmp")  # never longer than the final name
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
