@@ -95,6 +95,24 @@ async def test_exit_code_and_stderr_lines_come_back(lab, running, xdg):
     assert (code, out, err) == (2, "", "fleet: unknown node 'nosuch'\n")
 
 
+async def test_a_relative_script_path_is_the_clients(lab, running, xdg, tmp_path):
+    """exec --script FILE: FILE is read relative to the client's directory, not the
+    running fleet's."""
+    profile, _ = running
+    here = tmp_path / "client-cwd"
+    here.mkdir()
+    (here / "probe.sh").write_text('echo "probe on $NODE: $1"\n')
+    assert (await _fleet(xdg, "--profile", profile, "exec", "n02", "--", "true"))[0] == 0
+    assert connections(lab)["n02"] == 1
+    proc = await asyncio.create_subprocess_exec(
+        *FLEET, "--profile", str(profile), "exec", "n02", "--script", "probe.sh", "--",
+        "arg1", env=xdg, cwd=here, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert (proc.returncode, err) == (0, b""), err
+    assert b"n02 | probe on n02: arg1" in out
+    assert connections(lab)["n02"] == 1  # the running fleet's pooled connection ran it
+
+
 async def test_ctrl_c_on_the_client_stops_the_remote_commands(lab, running, xdg):
     profile, _ = running
     proc = await asyncio.create_subprocess_exec(
