@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -84,6 +86,7 @@ class ControlServer:
         except BaseException:
             self._release()
             raise
+        _parser()  # built now, not in the first command's time
         log.info("control socket %s", path)
         return self
 
@@ -244,25 +247,42 @@ class _ParserExit(Exception):
         self.status = status
 
 
+#: (stdout, stderr) of the request being parsed (parsing is synchronous)
+_parser_streams: contextvars.ContextVar[tuple[_FrameStream, _FrameStream]] = \
+    contextvars.ContextVar("parser_streams")
+
+
+class _ClientParser(argparse.ArgumentParser):
+    """Prints usage, errors and --help to the client; raises instead of exiting."""
+
+    def _print_message(self, message, file=None):
+        if message:
+            out, err = _parser_streams.get()
+            (err if file is sys.stderr else out).write(message)
+
+    def exit(self, status=0, message=None):
+        if message:
+            _parser_streams.get()[1].write(message)
+        raise _ParserExit(status)
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """Built once (~10-30 ms) and reused: parse_args keeps no state."""
+    return build_parser(_ClientParser)
+
+
 def _parse(request: Request, out: _FrameStream, err: _FrameStream
            ) -> argparse.Namespace | int:
     """The request's argv parsed as `fleet --headless` parses it, or the exit code
     after argparse's usage error (or --help), its lines sent to the client."""
-
-    class Parser(argparse.ArgumentParser):
-        def _print_message(self, message, file=None):
-            if message:
-                (err if file is sys.stderr else out).write(message)
-
-        def exit(self, status=0, message=None):
-            if message:
-                err.write(message)
-            raise _ParserExit(status)
-
+    token = _parser_streams.set((out, err))
     try:
-        args = build_parser(Parser).parse_args(request.argv)
+        args = _parser().parse_args(request.argv)
     except _ParserExit as stop:
         return stop.status
+    finally:
+        _parser_streams.reset(token)
     args.argv = list(request.command)
     for name in PATH_OPTIONS:
         value = getattr(args, name, None)
