@@ -220,7 +220,8 @@ def _raw(path: Path, data: bytes, user: int | None = None) -> list[dict]:
     """Frames a running fleet answers to raw bytes on its socket (as `user`)."""
     script = ("import socket,sys\n"
               "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
-              "s.sendall(sys.stdin.buffer.read()); s.shutdown(socket.SHUT_WR)\n"
+              "try: s.sendall(sys.stdin.buffer.read()); s.shutdown(socket.SHUT_WR)\n"
+              "except OSError: pass  # a refusal may close it first\n"
               "b=b''\n"
               "while (c:=s.recv(65536)): b+=c\n"
               "sys.stdout.buffer.write(b)\n")
@@ -259,6 +260,13 @@ async def test_bad_input_on_the_socket_gets_exit_2(site, serve, xdg):
     assert "".join(f.get("err", "") for f in unknown) == here[2]
     wrong = await asyncio.to_thread(ask, request_frame("0" * 16, ["machines"], [], False))
     assert wrong == [{"local": "this socket serves another profile"}]
+    # another fleet version's client (parser or exchange): told to run it itself
+    other = await asyncio.to_thread(ask, {**request_frame(key, ["machines"], [], False),
+                                          "parser": "1:2"})
+    assert other == [{"local": "the running fleet is another fleet version"}]
+    newer = await asyncio.to_thread(ask, {**request_frame(key, ["machines"], [], False),
+                                          "control": 2})
+    assert list(newer[0]) == ["local"] and len(newer) == 1
     local_only = await asyncio.to_thread(ask, request_frame(key, ["serve"], [], False))
     assert list(local_only[0]) == ["local"]
     assert "control: serve" not in serve.err and "control: bogus" not in serve.err

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from fleet.errors import FleetError
 from fleet.headless.control.address import (ControlUnavailable, peer_pid, peer_uid,
                                             socket_key, socket_path)
-from fleet.headless.control.wire import (Request, check_request, runs_locally,
-                                         text_frames)
+from fleet.headless.control.wire import (PARSER_STAMP, Request, check_request,
+                                         runs_locally, text_frames)
 from fleet.headless.output import Output
 from fleet.headless.parser import build_parser
 from fleet.headless.signals import COMMAND_SECONDS
@@ -144,14 +144,23 @@ class ControlServer:
             if line is None:
                 return
             request = check_request(parse_frame(line))
-        except (ProtocolError, asyncio.TimeoutError) as err:
-            message = getattr(err, "message", "no request within "
-                              f"{REQUEST_SECONDS:g}s")
+        except ProtocolError as err:
+            if err.kind == "version":  # another fleet's client: it can run it itself
+                send({"local": err.message})
+                return
+            send({"err": f"fleet: control socket: {err.message}\n"})
+            send({"exit": 2})
+            return
+        except asyncio.TimeoutError:
+            message = f"no request within {REQUEST_SECONDS:g}s"
             send({"err": f"fleet: control socket: {message}\n"})
             send({"exit": 2})
             return
         if request.key != self.key:
             send({"local": "this socket serves another profile"})
+            return
+        if request.parser != PARSER_STAMP:
+            send({"local": "the running fleet is another fleet version"})
             return
         out_stream, err_stream = _FrameStream(send, "out"), _FrameStream(send, "err")
         parsed = _parse(request, out_stream, err_stream)

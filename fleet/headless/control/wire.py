@@ -1,14 +1,17 @@
 """The control socket's exchange: JSON lines framed and bounded by
 fleet.sites.protocol (FrameReader, parse_frame, encode).
 
-    client  {"control": 1, "key": "...", "argv": [...], "command": [...],
-             "cwd": "/abs", "read_only": false}
+    client  {"control": 1, "key": "...", "parser": "...", "argv": [...],
+             "command": [...], "cwd": "/abs", "read_only": false}
     server  {"out": "text"} | {"err": "text"}    as the command writes them
             {"exit": 0}                           last
             {"local": "why"}                      instead: run it in your own process
     client  {"cancel": true}                      Ctrl-C / SIGTERM (or just hang up)
 
-One request per connection. Text frames carry at most TEXT_CHUNK characters, so
+One request per connection. "parser" stamps the headless parser the client
+parsed with (its file's mtime and size): a running fleet that loaded another one
+(fleet upgraded under a running console) tells the client to run locally,
+rather than reject options it does not know. Text frames carry at most TEXT_CHUNK characters, so
 a frame stays under the protocol's MAX_FRAME whatever a command prints.
 """
 
@@ -27,9 +30,21 @@ TEXT_CHUNK = 64 * 1024
 MAX_ARGS = 4096
 
 
+def _parser_stamp() -> str:
+    from fleet.headless import parser
+
+    st = os.stat(parser.__file__)
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+#: this process's parser (the server's: the one it loaded at its start)
+PARSER_STAMP = _parser_stamp()
+
+
 @dataclass(frozen=True)
 class Request:
     key: str
+    parser: str
     argv: list[str]  # what preceded `--`
     command: list[str]  # the remote command after `--`
     cwd: str
@@ -37,8 +52,8 @@ class Request:
 
 
 def request_frame(key: str, argv: list[str], command: list[str], read_only: bool) -> dict:
-    return {"control": CONTROL, "key": key, "argv": argv, "command": command,
-            "cwd": os.getcwd(), "read_only": read_only}
+    return {"control": CONTROL, "key": key, "parser": PARSER_STAMP, "argv": argv,
+            "command": command, "cwd": os.getcwd(), "read_only": read_only}
 
 
 def _strings(frame: dict, name: str) -> list[str]:
@@ -54,20 +69,23 @@ def _strings(frame: dict, name: str) -> list[str]:
 
 def check_request(frame: dict[str, Any]) -> Request:
     """A parsed frame as a Request; ProtocolError("bad_input"/"version") if not one."""
-    unknown = set(frame) - {"control", "key", "argv", "command", "cwd", "read_only"}
+    unknown = set(frame) - {"control", "key", "parser", "argv", "command", "cwd",
+                            "read_only"}
     if unknown:
         raise ProtocolError("bad_input", f"unknown field {one_line(sorted(unknown)[0], 40)!r}")
     if frame.get("control") != CONTROL:
         raise ProtocolError("version", f"control exchange {one_line(repr(frame.get('control')), 20)}"
                                        f" is not {CONTROL}")
     key, cwd, read_only = frame.get("key"), frame.get("cwd"), frame.get("read_only")
-    if not isinstance(key, str) or not 0 < len(key) <= 64:
-        raise ProtocolError("bad_input", "key must be a string of 1 to 64 characters")
+    stamp = frame.get("parser")
+    for name, value in (("key", key), ("parser", stamp)):
+        if not isinstance(value, str) or not 0 < len(value) <= 64:
+            raise ProtocolError("bad_input", f"{name} must be a string of 1 to 64 characters")
     if not isinstance(cwd, str) or not os.path.isabs(cwd) or "\0" in cwd or len(cwd) > 4096:
         raise ProtocolError("bad_input", "cwd must be an absolute path")
     if not isinstance(read_only, bool):
         raise ProtocolError("bad_input", "read_only must be true or false")
-    return Request(key, _strings(frame, "argv"), _strings(frame, "command"), cwd, read_only)
+    return Request(key, stamp, _strings(frame, "argv"), _strings(frame, "command"), cwd, read_only)
 
 
 #: commands a running fleet does not run for a client, and why
