@@ -118,6 +118,23 @@ class Timer:
         self.server = server_cpu() - self.v0
 
 
+def _served_seconds(log_text: str) -> list[float]:
+    """From serve's log: seconds from each `control: exec for pid N` line to its
+    `... exited` line (the log's millisecond timestamps)."""
+    import datetime
+
+    started: dict[str, float] = {}
+    took = []
+    for m in re.finditer(r"^(\S+ \S+) INFO fleet\.control: control: exec for pid (\d+)"
+                         r"( exited)?", log_text, re.M):
+        t = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if m[3]:
+            took.append(t - started.pop(m[2]))
+        else:
+            started[m[2]] = t
+    return took
+
+
 def sh(cmd: str, env=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, env=env,
                           timeout=timeout)
@@ -336,8 +353,10 @@ class Bench:
 
         serve_log = self.work / "control-serve.log"
         asyncio.run(go())
-        served = len(re.findall(r"control: exec for pid \d+ exited", serve_log.read_text()))
+        log_text = serve_log.read_text()
+        served = len(re.findall(r"control: exec for pid \d+ exited", log_text))
         assert served == self.rounds + 1, f"{served} execs went through the socket"
+        inside = _served_seconds(log_text)[1:]  # the serve's own time per timed exec
         self.record("fleet CLI via serve", runs["control"])
         self.record("fleet warm (in-proc)", runs["warm"])
         self.record("ssh, jump master ", runs["master"])
@@ -347,6 +366,11 @@ class Bench:
         print(f"\n  CLI via a running serve / in-process warm, round by round: "
               f"{', '.join(f'{x:.2f}' for x in to_warm)}; median {m_warm:.2f} "
               f"(target <= 1.2): {'MET' if m_warm <= 1.2 else 'NOT MET'}")
+        over = [c[0] - i for c, i in zip(runs["control"], inside)]
+        print(f"  of the CLI's time, the serve ran the exec (request taken up to exit "
+              f"sent) for a median {statistics.median(inside):.2f}s; the rest (a fresh "
+              f"process, the exchange) {statistics.median(over):.2f}s "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in over)})")
         print(f"  CLI via a running serve / OpenSSH jump ControlMaster, round by round: "
               f"{', '.join(f'{x:.2f}' for x in to_cm)}; median {m_cm:.2f} "
               f"(target <= 0.3): {'MET' if m_cm <= 0.3 else 'NOT MET'}", flush=True)
