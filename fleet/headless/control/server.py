@@ -115,30 +115,27 @@ class ControlServer:
                           writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._running.add(task)
+        send = _Sender(writer)
         try:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock)
             if uid != os.getuid():
                 log.warning("control socket: refused a connection from uid %d", uid)
-                writer.write(encode({"refused": f"peer uid {uid} is not uid {os.getuid()}"}))
+                send({"refused": f"peer uid {uid} is not uid {os.getuid()}"})
                 return
-            await self._command(FrameReader(reader.read), writer, peer_pid(sock))
+            await self._command(FrameReader(reader.read), send, peer_pid(sock))
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:  # a bug here must not take the console down
             log.exception("control socket: a command failed")
         finally:
             self._running.discard(task)
+            send.flush()  # the frames of this turn
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.drain(), 5)
             writer.close()
 
-    async def _command(self, frames: FrameReader, writer: asyncio.StreamWriter,
-                       pid: int) -> None:
-        def send(frame: dict) -> None:
-            if not writer.is_closing():
-                writer.write(encode(frame))
-
+    async def _command(self, frames: FrameReader, send: "_Sender", pid: int) -> None:
         try:
             line = await asyncio.wait_for(frames.next(), REQUEST_SECONDS)
             if line is None:
@@ -233,6 +230,25 @@ async def _handler(engine: "Engine", args: argparse.Namespace, out: Output) -> i
         log.exception("control socket: %s failed", args.command)
         out.error(f"fleet: internal error in {args.command}: {err!r} (see the log)")
         return 1
+
+
+class _Sender:
+    """Frames to the client, written once per event-loop turn: a fan-out's
+    hundreds of output lines become a few sends, not one syscall each."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self._writer = writer
+        self._pending: list[bytes] = []
+
+    def __call__(self, frame: dict) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(encode(frame))
+
+    def flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if data and not self._writer.is_closing():
+            self._writer.write(data)
 
 
 class _FrameStream:
