@@ -75,9 +75,8 @@ def run() -> None:
 
     libfind.install()
     code = main(prepare=_log_to_file)
-    import logging
-
-    logging.shutdown()
+    if "logging" in sys.modules:  # not imported by a command a running fleet ran
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that descriptor closed (`2>&-`)
             continue
