@@ -8,18 +8,33 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prepare: Callable[[], None] | None = None) -> int:
+    """`prepare`: called before fleet's own work starts in this process (run()
+    sets up the log file; a headless command a running fleet runs needs none)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--headless" in argv:
         argv.remove("--headless")
         from fleet.headless.main import main as headless_main
 
-        return headless_main(argv)
+        return headless_main(argv, prepare_local=prepare)
+    if prepare is not None:
+        prepare()
     from fleet.tui.main import main as console_main
 
-    return console_main(argv)
+    return console_main(argv, services=[_control_socket])
+
+
+async def _control_socket(engine):
+    """The console's control socket: `fleet --headless CMD` beside it runs on the
+    console's engine (warm SSH connections). Given from here because the console
+    must not import fleet.headless (sibling layers); imported when the engine is
+    open, so the console's start does not wait for it."""
+    from fleet.headless.control.server import start_control
+
+    return await start_control(engine)
 
 
 def _silence_warnings() -> None:
@@ -59,11 +74,9 @@ def run() -> None:
     from fleet import libfind
 
     libfind.install()
-    _log_to_file()
-    code = main()
-    import logging
-
-    logging.shutdown()
+    code = main(prepare=_log_to_file)
+    if "logging" in sys.modules:  # not imported by a command a running fleet ran
+        sys.modules["logging"].shutdown()
     for stream in (sys.stdout, sys.stderr):
         if stream is None:  # started with that descriptor closed (`2>&-`)
             continue

@@ -79,3 +79,45 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
+
+
+# -- finding a profile (fleet.profile.locate raises the errors; this part is
+# light enough for the control socket's client, which loads no profile) -------
+
+PROFILE_SUFFIXES = (".yaml", ".yml")
+
+
+def bundled_profiles_dir() -> Path:
+    """The profiles shipped with fleet (demo.yaml, lab.example.yaml, their
+    templates/): the repository's top-level profiles/, which the package reaches
+    as fleet/bundled/profiles (a symlink in a checkout, copied into a wheel)."""
+    import fleet
+
+    return (Path(fleet.__file__).parent / "bundled" / "profiles").resolve()
+
+
+def user_profiles_dir() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "profiles"
+
+
+def find_profile(name_or_path: str | Path) -> tuple[Path | None, list[Path]]:
+    """The profile file meant: an existing file is itself; a name (``demo``) is
+    ``<name>.yaml`` (or ``.yml``) in the user's profiles, then the bundled ones.
+    Returns (the file or None, every place looked at)."""
+    given = str(name_or_path)
+    path = Path(given).expanduser()
+    if path.is_file():
+        return path, [path]
+    looked: list[Path] = [path]
+    if path.is_dir() or not given.strip():
+        return None, looked
+    if isinstance(name_or_path, str) and "/" not in given and "\\" not in given:
+        for directory in (user_profiles_dir(), bundled_profiles_dir()):
+            names = [given] if given.endswith(PROFILE_SUFFIXES) else \
+                [f"{given}{s}" for s in PROFILE_SUFFIXES]
+            for name in names:
+                candidate = directory / name
+                if candidate.is_file():
+                    return candidate, looked + [candidate]
+                looked.append(candidate)
+    return None, looked

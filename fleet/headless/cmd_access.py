@@ -48,7 +48,7 @@ async def nodes(engine: "Engine", args, out: Output) -> int:
     columns = rec.NODE_COLUMNS[:-2] + [("route", "route"), ("_via", "via")] + \
         rec.NODE_COLUMNS[-2:]
     out.records(rows, columns, empty="no nodes")
-    await warn_stale(engine)
+    await warn_stale(engine, out)
     return 0
 
 
@@ -94,23 +94,19 @@ async def exec_(engine: "Engine", args, out: Output) -> int:
                                ("time", "time"), ("via", "via"), ("error", "error")])
         out.text(report.summary_text())
     if report.cancelled:
-        import sys
-
         done = sum(1 for r in report.results if r.error_kind != "cancelled")
-        print(f"fleet: exec job {report.job_id} was cancelled; {done} of "
-              f"{len(report.results)} node(s) had finished; the others' commands were "
-              "stopped", file=sys.stderr)
+        out.error(f"fleet: exec job {report.job_id} was cancelled; {done} of "
+                  f"{len(report.results)} node(s) had finished; the others' commands were "
+                  "stopped")
     return 1 if report.failed else 0
 
 
 # -- shell, forward, check, link ------------------------------------------------------
 
-def _fail(err) -> int:
+def _fail(out: Output, err) -> int:
     """A node we could not reach: one line on stderr, exit 1 (a target failed)."""
-    import sys
-
     kind = getattr(err, "kind", None)
-    print(f"fleet: {kind + ': ' if kind else ''}{err}", file=sys.stderr)
+    out.error(f"fleet: {kind + ': ' if kind else ''}{err}")
     return 1
 
 
@@ -125,7 +121,7 @@ async def shell(engine: "Engine", args, out: Output) -> int:
     try:
         return await run_terminal_shell(engine.access, args.node)
     except (AccessError, asyncssh.Error) as err:
-        return _fail(err)
+        return _fail(out, err)
 
 
 async def forward(engine: "Engine", args, out: Output) -> int:
@@ -138,7 +134,7 @@ async def forward(engine: "Engine", args, out: Output) -> int:
     try:
         fwd = await api.forward(args.node, args.ports)
     except AccessError as err:
-        return _fail(err)
+        return _fail(out, err)
     data = fwd.record()
     out.record({"type": "listening", **data},
                fwd.text().replace("forward ", "forwarding ", 1)
@@ -147,9 +143,7 @@ async def forward(engine: "Engine", args, out: Output) -> int:
     try:
         await wait_lost(fwd)
         code = 1
-        import sys
-        print(f"fleet: the connection to {args.node} was lost; forward closed",
-              file=sys.stderr)
+        out.error(f"fleet: the connection to {args.node} was lost; forward closed")
     except asyncio.CancelledError:
         code = 0
     finally:
@@ -186,7 +180,7 @@ async def link(engine: "Engine", args, out: Output) -> int:
         r = await engine.access.link_check(args.a, args.b, iperf=args.iperf, count=args.count,
                                            seconds=args.seconds, port=args.port)
     except (AccessError, asyncssh.Error, TimeoutError) as err:
-        return _fail(err)
+        return _fail(out, err)
     out.record(r, _summary(r))
     return 0 if r["ok"] else 1
 

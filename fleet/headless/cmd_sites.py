@@ -5,7 +5,6 @@ agent host (fleet.sites.install); progress on stderr, one record on stdout."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +30,7 @@ async def install(engine: "Engine", args, out: Output) -> int:
     from fleet.sites.install import install as install_site
 
     def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        out.error(line)
 
     options = Options(venv=args.venv, wheels=Path(args.wheels) if args.wheels else None,
                       unit=not args.no_unit, profile_path=args.profile_path)

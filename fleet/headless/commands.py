@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 
@@ -38,15 +37,15 @@ async def machines(engine: Engine, args, out: Output) -> int:
     now = time.time()
     rows = [rec.machine(m, now) for m in await engine.machines(args.state)]
     out.records(rows, rec.MACHINE_COLUMNS, empty="no machines seen yet")
-    await warn_stale(engine)
+    await warn_stale(engine, out)
     return 0
 
 
-async def warn_stale(engine: Engine) -> None:
+async def warn_stale(engine: Engine, out: Output) -> None:
     """A remote site that is away: its rows above are its last known ones; say so."""
     if engine.remote is not None:
         for line in await engine.remote.stale():
-            print(f"fleet: {line}", file=sys.stderr)
+            out.error(f"fleet: {line}")
 
 
 async def lease(engine: Engine, args, out: Output) -> int:

@@ -6,59 +6,59 @@ message` line per profile problem; never a traceback for bad input.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import os
 import sys
+from typing import Callable
 
 from fleet.errors import FleetError
-from fleet.headless.commands import HANDLERS
 from fleet.headless.output import Output
 from fleet.headless.parser import build_parser
-from fleet.headless.signals import CLOSE_SECONDS, COMMAND_SECONDS, SignalStop
-from fleet.profile import ProfileError, load_profile
 
-
-#: how long tasks still running after the engine closed get to end
-LEFTOVER_SECONDS = 1.0
+# Light on purpose: a command a running fleet runs (fleet.headless.control)
+# needs no engine, asyncio, handlers or profile loader; fleet.headless.local
+# imports those when the command runs here.
 
 
 def default_profile() -> str:
     return os.environ.get("FLEET_PROFILE") or "demo"
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], prepare_local: Callable[[], None] | None = None) -> int:
+    """`prepare_local`: called before the command runs in this process (the
+    installed command's log file: a command a running fleet runs logs there)."""
     argv, command_argv = _split_command(argv)
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors
     args.argv = command_argv
     out = Output(args.format or "table")
     try:
-        if args.command == "profile":
-            if args.profile_command == "new":
-                from fleet.headless.cmd_profile import new
+        if not args.no_control:
+            from fleet.headless.control.client import through_running_fleet
 
-                return new(args, out)
-            return _profile_check(args, out)
-        stops: list[SignalStop] = []
-        try:
-            return asyncio.run(_run(args, out, stops))
-        finally:
-            for stop in stops:
-                stop.disarm()
+            code = through_running_fleet(argv, command_argv, args)
+            if code is not None:
+                return code
+        if prepare_local is not None:
+            prepare_local()
+        from fleet.headless.local import run_here
+
+        return run_here(args, out)
     except KeyboardInterrupt:
         return 130
-    except ProfileError as err:
-        print(str(err), file=sys.stderr)
-        return err.exit_code
     except FleetError as err:
-        print(f"fleet: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return err.exit_code
     except BrokenPipeError:
         # `fleet ... | head`: the reader went away; that is not our failure
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def error_line(err: FleetError) -> str:
+    """`fleet: ...`; a profile's problems as their own FILE:LINE: lines."""
+    from fleet.profile import ProfileError
+
+    return str(err) if isinstance(err, ProfileError) else f"fleet: {err}"
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -67,105 +67,3 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
         i = argv.index("--")
         return argv[:i], argv[i + 1:]
     return argv, []
-
-
-def _profile_check(args, out: Output) -> int:
-    profile = load_profile(args.file)
-    summary = (f"{profile.path}: ok: profile {profile.name!r}, {len(profile.sites)} site(s), "
-               f"{len(profile.jumps)} jump(s), {len(profile.deployments)} deployment(s), "
-               f"{len(profile.nodes)} node(s)")
-    out.record({"file": str(profile.path), "ok": True, "name": profile.name}, summary)
-    return 0
-
-
-async def _run(args, out: Output, stops: list[SignalStop]) -> int:
-    stopped_code = 0 if args.command == "serve" else 130
-    # the handlers first: a signal while the store opens stops fleet too
-    stop = SignalStop(asyncio.current_task(), exit_code=stopped_code)
-    stops.append(stop)
-    try:
-        from fleet.engine import Engine
-
-        engine = await Engine.open(args.profile or default_profile(),
-                                   read_only=bool(args.read_only),
-                                   site=_served_site(args), remote=_remote_for(args))
-        command = asyncio.ensure_future(HANDLERS[args.command](engine, args, out))
-        stop.watch(command)
-        try:
-            code = await _outcome(command, stop, args.command)
-        finally:
-            await _close(engine, stop)
-        await _end_leftovers(code, stop)
-        return code
-    except asyncio.CancelledError:
-        return stopped_code
-    finally:
-        stop.remove()
-
-
-def _served_site(args) -> str | None:
-    """The one site `agent --site` and `serve --site` serve (a site host's)."""
-    return args.site if args.command in ("agent", "serve") else None
-
-
-def _remote_for(args):
-    """How this command reaches remote sites: through their agents (fleet.sites.hub),
-    except where this process serves one site itself (`agent`, `serve --site`)."""
-    if args.command == "agent" or _served_site(args):
-        return None
-    from fleet.sites.hub import SiteHub
-
-    return SiteHub
-
-
-async def _outcome(command: asyncio.Task, stop: SignalStop, name: str) -> int:
-    """The command's exit code; after a signal, what it returns within
-    COMMAND_SECONDS of the signal, else the stopped code."""
-    signalled = asyncio.ensure_future(stop.stopped.wait())
-    try:
-        await asyncio.wait({command, signalled}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        signalled.cancel()
-    if not command.done():  # cancelled by the signal: its own cleanup runs now
-        await asyncio.wait({command}, timeout=stop.deadline(COMMAND_SECONDS))
-    if not command.done():
-        print(f"fleet: {name} did not stop within {COMMAND_SECONDS:g}s; closing anyway",
-              file=sys.stderr)
-        command.cancel()
-        return stop.exit_code
-    if command.cancelled():
-        return stop.exit_code
-    return command.result()
-
-
-async def _close(engine, stop: SignalStop) -> None:
-    """engine.close(), within CLOSE_SECONDS of a signal (or of now)."""
-    closing = asyncio.ensure_future(engine.close())
-    done, _ = await asyncio.wait({closing}, timeout=stop.deadline(CLOSE_SECONDS - 1))
-    if not done:
-        print("fleet: closing took too long; exiting anyway", file=sys.stderr)
-        closing.cancel()
-        return
-    closing.result()
-
-
-async def _end_leftovers(code: int, stop: SignalStop) -> None:
-    """Tasks still running once the engine is closed get LEFTOVER_SECONDS to end
-    after a cancel. asyncio.run would wait for ever for one that swallows it; such
-    a process ends here instead, its output flushed (everything is closed)."""
-    me = asyncio.current_task()
-    left = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
-    for task in left:
-        task.cancel()
-    if not left:
-        return
-    _, pending = await asyncio.wait(left, timeout=min(LEFTOVER_SECONDS,
-                                                      stop.deadline(CLOSE_SECONDS)))
-    if pending:
-        names = ", ".join(sorted(t.get_name() for t in pending))
-        print(f"fleet: exiting without waiting for {names}", file=sys.stderr)
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(code)

@@ -15,9 +15,14 @@ FORMATS = ("table", "json", "jsonl")
 
 
 class Output:
-    def __init__(self, fmt: str = "table", stream: TextIO | None = None):
+    """`stream`/`errors`: where records and `fleet: ...` lines go (default stdout
+    and stderr; a running fleet's control server passes its client's streams)."""
+
+    def __init__(self, fmt: str = "table", stream: TextIO | None = None,
+                 errors: TextIO | None = None):
         self.format = fmt
         self.stream = stream or sys.stdout
+        self.errors = errors or sys.stderr
 
     def records(self, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
                 *, empty: str = "nothing to show") -> None:
@@ -47,6 +52,11 @@ class Output:
 
     def text(self, line: str) -> None:
         self._write(line + "\n")
+
+    def error(self, line: str) -> None:
+        """One line for people on the error stream (`fleet: ...`)."""
+        self.errors.write(line + "\n")
+        self.errors.flush()
 
     def _write(self, s: str) -> None:
         self.stream.write(s)

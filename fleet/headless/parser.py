@@ -32,14 +32,20 @@ def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--read-only", action="store_true", default=default,
                         help="refuse every change (lease, release, switches)")
     parser.add_argument("--theme", metavar="NAME", default=default, help=argparse.SUPPRESS)
+    parser.add_argument("--no-control", action="store_true", default=default,
+                        help="run in this process even when a running fleet (console or "
+                             "serve) on this profile could run it (also: FLEET_NO_CONTROL=1)")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
+                 ) -> argparse.ArgumentParser:
+    """`parser_class`: the control server's, which prints usage and errors to
+    its client instead of exiting (its subcommands' parsers are of it too)."""
+    parser = parser_class(
         prog="fleet --headless", formatter_class=_Formatter,
         description="fleet for scripts: the same engine as the console, with "
                     "machine-readable output (--format json|jsonl) and exit codes.",

@@ -13,7 +13,6 @@ twice), with the same exit code.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
@@ -35,6 +34,8 @@ class SignalStop:
                  close_seconds: float = CLOSE_SECONDS):
         self.exit_code = exit_code  # what a stopped command exits with
         self.close_seconds = close_seconds
+        import asyncio  # here: fleet.headless.control's client uses only the constants
+
         self.signalled_at: float | None = None
         self.stopped = asyncio.Event()
         self._task = task

@@ -4,37 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import platformdirs
-
-import fleet
+from fleet.paths import (PROFILE_SUFFIXES, bundled_profiles_dir, find_profile,
+                         user_profiles_dir)
 
 from .errors import ProfileFileProblem
 
-SUFFIXES = (".yaml", ".yml")
+SUFFIXES = PROFILE_SUFFIXES
 
 
 def bundled_dir() -> Path:
-    """The profiles shipped with fleet (demo.yaml, lab.example.yaml, their
-    templates/): the repository's top-level profiles/, which the package reaches
-    as fleet/bundled/profiles (a symlink in a checkout, copied into a wheel)."""
-    return (Path(fleet.__file__).parent / "bundled" / "profiles").resolve()
+    """The profiles shipped with fleet (fleet.paths.bundled_profiles_dir)."""
+    return bundled_profiles_dir()
 
 
 def user_dir() -> Path:
     """``<user config dir>/profiles`` (``~/.config/fleet/profiles`` on Linux; XDG_CONFIG_HOME applies)."""
-    return Path(platformdirs.user_config_dir("fleet")) / "profiles"
+    return user_profiles_dir()
 
 
 def search_dirs() -> tuple[Path, ...]:
     """Folders searched for a profile given by name, in order: the user's copy
     of a bundled profile (an edited demo.yaml) wins over the bundled one."""
     return (user_dir(), bundled_dir())
-
-
-def _candidates(directory: Path, name: str) -> list[Path]:
-    if name.endswith(SUFFIXES):
-        return [directory / name]
-    return [directory / f"{name}{s}" for s in SUFFIXES]
 
 
 def resolve_profile(name_or_path: str | Path) -> Path:
@@ -48,19 +39,13 @@ def resolve_profile(name_or_path: str | Path) -> Path:
     given = str(name_or_path)
     if not given.strip():
         raise ProfileFileProblem("no profile given (--profile NAME|PATH)")
+    found, looked = find_profile(name_or_path)
+    if found is not None:
+        return found
     path = Path(given).expanduser()
-    if path.is_file():
-        return path
     if path.is_dir():
         raise ProfileFileProblem(f"{given}: is a directory, not a profile file")
-    looked: list[Path] = [path]
     is_name = isinstance(name_or_path, str) and "/" not in given and "\\" not in given
-    if is_name:
-        for directory in search_dirs():
-            for candidate in _candidates(directory, given):
-                if candidate.is_file():
-                    return candidate
-                looked.append(candidate)
     places = ", ".join(str(p) for p in looked)
     hint = (f"; `fleet --headless profile new {given}` writes a starter there"
             if is_name and given not in ("demo", "lab.example") else "")

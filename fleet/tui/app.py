@@ -16,10 +16,11 @@ broadcast are more TabPanes (`add_tab`; see fleet/tui/shells.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from functools import partial
-from typing import Any, Callable, Hashable
+from typing import Any, Awaitable, Callable, Hashable, Sequence
 
 from textual import events, on, work
 from textual.app import App, ComposeResult
@@ -45,6 +46,9 @@ from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
 
 DEMO_STARTED = "demo.started"
+#: something started with the engine: returns an object to `await x.close()` at
+#: quit, or None when it did not start (fleet.cli gives the control socket's server)
+Service = Callable[[Engine], Awaitable[Any]]
 REFRESH_INTERVAL = 0.25
 TICK_INTERVAL = 2.0
 RECONCILE_INTERVAL = 30.0
@@ -88,8 +92,13 @@ class FleetApp(ShellActions, App):
     def __init__(self, profile: Profile, *, read_only: bool = False,
                  theme_name: str | None = None, engine: Engine | None = None,
                  config: ConsoleConfig | None = None, paths: Paths | None = None,
-                 clock: Callable[[], float] | None = None, blink: bool = True):
+                 clock: Callable[[], float] | None = None, blink: bool = True,
+                 services: Sequence[Service] = ()):
         super().__init__()
+        #: started with the engine, closed before it (fleet.cli gives the control
+        #: socket's server: the console does not import fleet.headless itself)
+        self._services = list(services)
+        self._running_services: list = []
         self.profile = profile
         self.read_only = read_only or bool(engine is not None and engine.read_only)
         self.engine = engine
@@ -233,6 +242,8 @@ class FleetApp(ShellActions, App):
             self.pane("nodes").route_of = access.route
         self._sub = self.engine.follow()
         self.run_worker(self._follow(), group="feed", exit_on_error=False)
+        if self._services:
+            self.run_worker(self._start_services(), group="services", exit_on_error=False)
         if self.engine.profile.demo is not None and not self.read_only:
             self.run_worker(self._start_demo(), group="demo", exit_on_error=False)
         self._refreshing = True
@@ -253,7 +264,21 @@ class FleetApp(ShellActions, App):
         except FleetError as err:  # e.g. the ports are held by a running `serve`
             self.notify(f"demo: {err}", severity="error", timeout=15)
 
+    async def _start_services(self) -> None:
+        for start in self._services:
+            try:
+                running = await start(self.engine)
+            except Exception as err:  # the console works without them
+                self.notify(f"cannot start a service: {err}", severity="warning", timeout=10)
+                continue
+            if running is not None:
+                self._running_services.append(running)
+
     async def on_unmount(self) -> None:
+        for running in reversed(self._running_services):
+            with contextlib.suppress(Exception):
+                await running.close()
+        self._running_services.clear()
         if self._sub is not None:
             self._sub.close()
         if self.engine is not None and self._own_engine:

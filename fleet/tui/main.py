@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Sequence
 
 from fleet.profile import ProfileError, load_profile
 
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], services: Sequence = ()) -> int:
+    """`services`: see FleetApp (started with the engine, closed before it)."""
     args = build_parser().parse_args(argv)
     try:
         profile = load_profile(args.profile)
@@ -36,6 +38,7 @@ def main(argv: list[str]) -> int:
         return err.exit_code
     from fleet.tui.app import FleetApp
 
-    app = FleetApp(profile, read_only=args.read_only, theme_name=args.theme)
+    app = FleetApp(profile, read_only=args.read_only, theme_name=args.theme,
+                   services=services)
     app.run()
     return app.return_code or 0

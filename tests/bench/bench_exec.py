@@ -29,6 +29,12 @@ the open is unanswered); with --compare-old also with the old setting (128
 slots held until the open is answered or times out: 500 blackholed opens
 queued in ~4 waves of connect_timeout).
 
+--control: only `exec true` from a fresh CLI while `fleet --headless serve` runs on
+the profile (the CLI sends it through the serve's control socket: its held
+connections), vs the in-process warm figure, vs OpenSSH through a ControlMaster
+on the jump; rounds alternate the three. Targets: <= 1.2x warm, <= 0.3x the
+ControlMaster.
+
 Read the ratios, not the seconds: the 2-core box is shared with the sshds.
 """
 
@@ -37,7 +43,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,6 +116,23 @@ class Timer:
                     + time.process_time() - self.s0)
         time.sleep(0.3)  # the listeners reap the last sessions (not timed)
         self.server = server_cpu() - self.v0
+
+
+def _served_seconds(log_text: str) -> list[float]:
+    """From serve's log: seconds from each `control: exec for pid N` line to its
+    `... exited` line (the log's millisecond timestamps)."""
+    import datetime
+
+    started: dict[str, float] = {}
+    took = []
+    for m in re.finditer(r"^(\S+ \S+) INFO fleet\.control: control: exec for pid (\d+)"
+                         r"( exited)?", log_text, re.M):
+        t = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if m[3]:
+            took.append(t - started.pop(m[2]))
+        else:
+            started[m[2]] = t
+    return took
 
 
 def sh(cmd: str, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -255,6 +280,100 @@ class Bench:
         os.environ.update({k: env[k] for k in ("XDG_CONFIG_HOME", "XDG_DATA_HOME",
                                                "XDG_STATE_HOME", "XDG_CACHE_HOME")})
         self.record("fleet warm (held)", asyncio.run(go()))
+
+    def control_trio(self, profile: Path) -> None:
+        """`exec true` from a fresh CLI process while `fleet --headless serve` runs
+        on the profile (through its control socket: the serve's held connections),
+        the in-process warm figure (an engine of this process holding its own),
+        and OpenSSH through a ControlMaster on the jump: rounds alternate the
+        three, the order rotating each round; ratios per round."""
+        env = isolated_env(self.work / "control")
+        for k in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
+                  "XDG_RUNTIME_DIR"):
+            os.environ[k] = env[k]
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "fleet")],
+                       check=True, capture_output=True)
+        argv = [sys.executable, "-m", "fleet", "--headless", "--profile", str(profile), "exec",
+                "--select", "all", "--parallel", str(self.n), "-o", "jsonl", "--", "true"]
+        sock = self.work / "jm-control.sock"
+        proxy = f"ProxyCommand={self.ssh} -o ControlPath={sock} -W %h:%p {JUMP}"
+        runs: dict[str, list[tuple]] = {"control": [], "warm": [], "master": []}
+
+        def cli() -> tuple:
+            with Timer() as t:
+                cp = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+            return t.wall, t.cpu, cp.stdout.count('"error_kind":"ok"')
+
+        async def go():
+            from fleet.engine import Engine
+
+            serve = subprocess.Popen([sys.executable, "-m", "fleet", "--headless", "--profile",
+                                      str(profile), "serve"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=serve_log.open("w"))
+            engine = await Engine.open(profile)
+            try:
+                for _ in range(100):
+                    if "fleet.control: control socket" in serve_log.read_text():
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError(f"serve has no control socket: "
+                                         f"{serve_log.read_text()}")
+                api = engine.access
+                nodes = await api.targets(select="all")
+                first = await api.exec(nodes, "true", parallel=self.n)  # warm this one
+                assert not first.failed, first.failed[:3]
+                warmup = await asyncio.to_thread(cli)  # and the serve's pool
+                print(f"  (first CLI exec through the socket, connecting: "
+                      f"{warmup[0]:.2f}s, ok {warmup[2]})", flush=True)
+                cp = sh(f"{self.ssh} -o ControlMaster=yes -o ControlPath={q(sock)} "
+                        f"-o ControlPersist=600 -N -f {JUMP}")
+                assert cp.returncode == 0, cp.stderr
+
+                async def warm() -> tuple:
+                    with Timer() as t:
+                        r = await api.exec(nodes, "true", parallel=self.n)
+                    return t.wall, t.cpu, len(r.results) - len(r.failed)
+
+                async def master() -> tuple:
+                    return await asyncio.to_thread(
+                        self.xargs, f"{self.ssh} -o {q(proxy)} root@{{}} true")
+
+                turns = {"control": lambda: asyncio.to_thread(cli), "warm": warm,
+                         "master": master}
+                order = list(turns)
+                for i in range(self.rounds):
+                    for name in order[i % 3:] + order[:i % 3]:
+                        runs[name].append(await turns[name]())
+            finally:
+                sh(f"{self.ssh} -o ControlPath={q(sock)} -O exit {JUMP}")
+                await engine.close()
+                serve.send_signal(signal.SIGTERM)
+                serve.wait(30)
+
+        serve_log = self.work / "control-serve.log"
+        asyncio.run(go())
+        log_text = serve_log.read_text()
+        served = len(re.findall(r"control: exec for pid \d+ exited", log_text))
+        assert served == self.rounds + 1, f"{served} execs went through the socket"
+        inside = _served_seconds(log_text)[1:]  # the serve's own time per timed exec
+        self.record("fleet CLI via serve", runs["control"])
+        self.record("fleet warm (in-proc)", runs["warm"])
+        self.record("ssh, jump master ", runs["master"])
+        to_warm = [c[0] / w[0] for c, w in zip(runs["control"], runs["warm"])]
+        to_cm = [c[0] / m[0] for c, m in zip(runs["control"], runs["master"])]
+        m_warm, m_cm = statistics.median(to_warm), statistics.median(to_cm)
+        print(f"\n  CLI via a running serve / in-process warm, round by round: "
+              f"{', '.join(f'{x:.2f}' for x in to_warm)}; median {m_warm:.2f} "
+              f"(target <= 1.2): {'MET' if m_warm <= 1.2 else 'NOT MET'}")
+        over = [c[0] - i for c, i in zip(runs["control"], inside)]
+        print(f"  of the CLI's time, the serve ran the exec (request taken up to exit "
+              f"sent) for a median {statistics.median(inside):.2f}s; the rest (a fresh "
+              f"process, the exchange) {statistics.median(over):.2f}s "
+              f"(rounds: {', '.join(f'{x:.2f}' for x in over)})")
+        print(f"  CLI via a running serve / OpenSSH jump ControlMaster, round by round: "
+              f"{', '.join(f'{x:.2f}' for x in to_cm)}; median {m_cm:.2f} "
+              f"(target <= 0.3): {'MET' if m_cm <= 0.3 else 'NOT MET'}", flush=True)
 
     # -- OpenSSH peers ---------------------------------------------------------------
     def ssh_j(self) -> None:
@@ -409,6 +528,9 @@ def main() -> int:
                          "each held until its open is answered or times out)")
     ap.add_argument("--cold-caps", metavar="K,K", default="",
                     help="also time cold exec in one process with handshakes_per_jump=K")
+    ap.add_argument("--control", action="store_true",
+                    help="only the control-socket rows: the CLI while a serve runs vs "
+                         "in-process warm vs OpenSSH's jump ControlMaster, alternating")
     ap.add_argument("--only-caps", action="store_true",
                     help="with --cold-caps: only those rows")
     args = ap.parse_args()
@@ -438,6 +560,9 @@ def main() -> int:
             if caps:
                 b.fleet_cold_caps(profile, caps)
             if args.only_caps:
+                return 0
+            if args.control:
+                b.control_trio(profile)
                 return 0
             b.cold_pair(profile)
             b.fleet_warm(profile)

@@ -57,7 +57,8 @@ def dump_profile(path: Path, data: dict) -> Path:
     return path
 
 
-XDG_VARS = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME")
+XDG_VARS = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
+            "XDG_RUNTIME_DIR")
 
 
 def use_isolated_env(monkeypatch, folder: Path) -> dict[str, str]:
@@ -76,6 +77,10 @@ def isolated_env(folder: Path) -> dict[str, str]:
     for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"),
                      ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
         env[var] = str(folder / sub)
+    # control sockets (fleet.headless.control) of this test's fleets, not the user's
+    runtime = folder / "run"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env["XDG_RUNTIME_DIR"] = str(runtime)
     env.pop("FLEET_PROFILE", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
