@@ -43,6 +43,12 @@ log = logging.getLogger("fleet.sites")
 #: a held channel that is down: how long a command waits for it to come back
 #: after losing it mid-command (the retry with the same key)
 RETRY_WAIT_S = 5.0
+#: a command's reply: a lease or release is small and quick at the site, so a
+#: channel that does not answer within this is taken as a cut link
+COMMAND_TIMEOUT_S = 5.0
+#: held channels: a hello this often, each answered within the call timeout,
+#: so a silently cut link is noticed within about 2 + 6 s
+HEARTBEAT_S = 2.0
 
 
 class SiteAway(EnvironmentProblem):
@@ -50,7 +56,7 @@ class SiteAway(EnvironmentProblem):
 
 
 class SiteHub:
-    def __init__(self, engine: "Engine", *, call_timeout_s: float = 15.0,
+    def __init__(self, engine: "Engine", *, call_timeout_s: float = 6.0,
                  sync_timeout_s: float = 20.0):
         self.engine = engine
         self.call_timeout_s = call_timeout_s
@@ -105,7 +111,8 @@ class SiteHub:
         async with self._opening:
             if self._replica is None:
                 path = self.engine.paths.state_dir / f"replica-{self.engine.profile.name}.db"
-                self._replica = await Replica.open(path, call_timeout_s=self.call_timeout_s)
+                self._replica = await Replica.open(path, call_timeout_s=self.call_timeout_s,
+                                                   heartbeat_s=HEARTBEAT_S)
             return self._replica
 
     def route(self, site: str) -> "Route":
@@ -213,18 +220,26 @@ class SiteHub:
         cannot be reached; the agent's refusals as Conflict, UnknownTarget,
         BadInput."""
         key = uuid.uuid4().hex
+        client = await self._client(site)
         for attempt in (1, 2):
-            client = await self._client(site, wait_s=RETRY_WAIT_S if attempt == 2 else 0.0)
             try:
                 result = await asyncio.wait_for(client.call(op, key=key, **args),
-                                                self.call_timeout_s)
-            except (ChannelLost, asyncio.TimeoutError) as err:
-                if attempt == 2:
-                    raise SiteAway(f"site {site}: the channel was lost while it ran {op} "
-                                   f"(twice): {err or 'no answer'}; it may have happened: "
-                                   f"check with `machines`") from None
-                log.info("site %s: channel lost during %s; trying again, same key", site, op)
+                                                min(COMMAND_TIMEOUT_S, self.call_timeout_s))
+            except asyncio.TimeoutError:
+                # a stalled link: away from now (a held channel's next answered
+                # heartbeat brings it back)
+                await (await self.replica()).mark_away(
+                    site, f"no answer to {op} within {COMMAND_TIMEOUT_S:g} s")
+                raise SiteAway(f"{await self.away_reason(site)} ({op} may arrive there "
+                               "when the link returns: `machines` will show it)") from None
+            except ChannelLost as err:  # the channel ended: once more on the next one
                 await self._forget(site, client)
+                if attempt == 2:
+                    raise SiteAway(f"{await self.away_reason(site)} (the command was sent "
+                                   "twice, with one key: it happened once or not at all; "
+                                   "`machines` shows which)") from None
+                log.info("site %s: %s; trying %s again with the same key", site, err, op)
+                client = await self._client(site, wait_s=RETRY_WAIT_S)
                 continue
             except SiteError as err:
                 raise _refusal(site, err) from None
@@ -241,7 +256,8 @@ class SiteHub:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._connected[site].wait(), wait_s)
             client = self._clients.get(site)
-            if client is None:
+            row = await (await self.replica()).store.site(site)
+            if client is None or row is None or not row.connected:
                 raise SiteAway(await self.away_reason(site))
             return client
         if site not in self._clients:

@@ -58,7 +58,7 @@ def sshd_config(folder: Path, address: str) -> Path:
 
 def site_profile(folder: Path, name: str, octet: int) -> Path:
     """A site host's own profile: the demo's simulated machines, its site renamed."""
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     path = write_demo_profile(folder, name=name, machines=3, install_seconds=8,
                               subnet_octet=octet, poll_seconds=1, seed=octet)
     data = yaml.safe_load(path.read_text())
