@@ -425,7 +425,10 @@ class Engine:
 
     # -- machines ---------------------------------------------------------------
 
-    async def machines(self, state: MachineState | str | None = None) -> list[Machine]:
+    async def machines(self, state: MachineState | str | None = None, *,
+                       everywhere: bool = True) -> list[Machine]:
+        """The machines of every site (`everywhere`), or of the sites served here
+        only (what this process's own machinery acts on)."""
         if isinstance(state, str):
             try:
                 state = MachineState(state)
@@ -433,7 +436,7 @@ class Engine:
                 names = ", ".join(s.value for s in MachineState)
                 raise BadInput(f"unknown state {state!r}; one of: {names}") from None
         machines = await self.store.machines.list(state)
-        if self.remote is None:
+        if self.remote is None or not everywhere:
             return machines
         there = [m for m in await self.remote.machines() if state is None or m.state == state]
         return sorted(machines + there, key=lambda m: (m.first_seen, m.mac))
@@ -617,9 +620,10 @@ class Engine:
 
     # -- nodes ------------------------------------------------------------------
 
-    async def nodes(self, select: str | None = None) -> list[Node]:
+    async def nodes(self, select: str | None = None, *, everywhere: bool = True) -> list[Node]:
+        """Nodes of every site (`everywhere`), or of this process's store only."""
         nodes = await self.store.nodes.list()
-        if self.remote is not None:
+        if self.remote is not None and everywhere:
             mine = {n.name for n in nodes}
             nodes += [n for n in await self.remote.nodes() if n.name not in mine]
         if not select:

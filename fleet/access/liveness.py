@@ -205,7 +205,7 @@ class Liveness:
         A booting node that does not answer stays booting, without an event,
         until its boot grace has passed."""
         api = self.engine.access
-        nodes = await self.engine.nodes()
+        nodes = await self.engine.nodes(everywhere=False)  # remote ones: their site checks
         if names is not None:
             wanted = set(names)
             nodes = [n for n in nodes if n.name in wanted]

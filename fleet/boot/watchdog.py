@@ -44,7 +44,7 @@ class StallWatchdog:
         reason = f"no progress for {format_duration(limit)}"
         stalled = []
         for state in WATCHED:
-            for m in await self.engine.machines(state):
+            for m in await self.engine.machines(state, everywhere=False):
                 if now - m.state_since < limit:
                     continue
                 try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -46,6 +47,11 @@ RETRY_WAIT_S = 5.0
 #: a command's reply: a lease or release is small and quick at the site, so a
 #: channel that does not answer within this is taken as a cut link
 COMMAND_TIMEOUT_S = 5.0
+#: held channels: the longest wait between tries to reconnect
+MAX_RETRY_S = 10.0
+#: a command for a held site with no channel: it is tried at once, and the
+#: command waits this long for it before it is refused
+KICK_WAIT_S = 2.0
 #: held channels: a hello this often, each answered within the call timeout,
 #: so a silently cut link is noticed within about 2 + 6 s
 HEARTBEAT_S = 2.0
@@ -71,7 +77,9 @@ class SiteHub:
         self._opening = asyncio.Lock()
         self._clients: dict[str, SiteClient] = {}
         self._connected: dict[str, asyncio.Event] = {n: asyncio.Event() for n in self.sites}
+        self._tried: dict[str, asyncio.Event] = {n: asyncio.Event() for n in self.sites}
         self._held: dict[str, asyncio.Task] = {}
+        self._stalled: dict[str, float] = {}  # when a command last timed out, per site
         self._channels = contextlib.AsyncExitStack()  # one-shot channels, closed at close
         self._synced: set[str] = set()
         self._syncing: asyncio.Task | None = None
@@ -84,6 +92,9 @@ class SiteHub:
 
     def hold(self) -> None:
         """Keep a channel to every remote site from now until `close`."""
+        if self._syncing is not None:  # a one-shot sync begun before: the keep loops take over
+            self._syncing.cancel()
+            self._syncing = None
         for name in self.sites:
             if name not in self._held:
                 self._held[name] = asyncio.ensure_future(self._keep(name))
@@ -228,6 +239,7 @@ class SiteHub:
             except asyncio.TimeoutError:
                 # a stalled link: away from now (a held channel's next answered
                 # heartbeat brings it back)
+                self._stalled[site] = time.time()
                 await (await self.replica()).mark_away(
                     site, f"no answer to {op} within {COMMAND_TIMEOUT_S:g} s")
                 raise SiteAway(f"{await self.away_reason(site)} ({op} may arrive there "
@@ -252,12 +264,17 @@ class SiteHub:
         if site not in self.sites:
             raise UnknownTarget(f"site {site!r} is not reached through an agent from here")
         if self.holding:
-            if site not in self._clients and wait_s:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._connected[site].wait(), wait_s)
+            if site not in self._clients:  # between tries: try now, not after the backoff
+                self._tried[site].clear()
+                self._kick(site)
+                waits = [asyncio.ensure_future(e.wait())
+                         for e in (self._connected[site], self._tried[site])]
+                await asyncio.wait(waits, timeout=max(wait_s, KICK_WAIT_S),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
             client = self._clients.get(site)
-            row = await (await self.replica()).store.site(site)
-            if client is None or row is None or not row.connected:
+            if client is None or not await self._answering(site):
                 raise SiteAway(await self.away_reason(site))
             return client
         if site not in self._clients:
@@ -294,17 +311,38 @@ class SiteHub:
 
     async def _keep(self, site: str) -> None:
         replica = await self.replica()
-        await replica.keep(site, lambda: self._held_channel(site))
+        await replica.keep(site, lambda: self._held_channel(site), max_retry_s=MAX_RETRY_S)
+
+    def _kick(self, site: str) -> None:
+        """Start the site's keep loop again (it waits out its backoff between tries)."""
+        task = self._held.get(site)
+        if task is not None and site not in self._clients:
+            task.cancel()
+            self._held[site] = asyncio.ensure_future(self._keep(site))
+            self._held[site].set_name(f"fleet-site-{site}")
 
     @contextlib.asynccontextmanager
     async def _held_channel(self, site: str) -> AsyncIterator[SiteClient]:
-        async with agent_channel(self.engine, self.sites[site], self.route(site)) as client:
-            self._clients[site] = client
-            self._connected[site].set()
-            try:
-                yield client
-            finally:
-                await self._forget(site, client)
+        try:
+            async with agent_channel(self.engine, self.sites[site],
+                                     self.route(site)) as client:
+                self._clients[site] = client
+                self._connected[site].set()
+                log.info("site %s: channel open (%s)", site, self.route(site).reason)
+                try:
+                    yield client
+                finally:
+                    await self._forget(site, client)
+        finally:
+            self._tried[site].set()  # a command waiting on this try: it is over
+
+    async def _answering(self, site: str) -> bool:
+        """A held channel answered lately: a heartbeat within HEARTBEAT_S plus the
+        call timeout, and no command timed out on it since."""
+        row = await (await self.replica()).store.site(site)
+        heard = row.last_heard if row is not None and row.last_heard else 0.0
+        fresh = time.time() - heard < HEARTBEAT_S + self.call_timeout_s
+        return fresh and self._stalled.get(site, 0.0) < heard
 
     def is_connected(self, site: str) -> bool:
         return site in self._clients

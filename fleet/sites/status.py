@@ -31,11 +31,19 @@ def replica_path(engine: "Engine") -> Path:
 
 
 async def site_status(engine: "Engine", *, call_timeout_s: float = 15.0) -> list[dict[str, Any]]:
-    """One record per site, in the profile's order."""
+    """One record per site, in the profile's order. In a process that holds the
+    sites' channels (a console, a serve: engine.remote holding), its replica is
+    read as it is; otherwise each remote site is reached and synced first."""
+    if getattr(engine.remote, "holding", False):
+        return await _records(engine, await engine.remote.replica())  # type: ignore[union-attr]
     async with await Replica.open(replica_path(engine), call_timeout_s=call_timeout_s) as replica:
-        return list(await asyncio.gather(*(
-            _local(site) if site.agent is None else _remote(engine, replica, site)
-            for site in engine.profile.sites)))
+        return await _records(engine, replica)
+
+
+async def _records(engine: "Engine", replica: Replica) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(
+        _local(site) if site.agent is None or site.name in engine.here
+        else _remote(engine, replica, site) for site in engine.profile.sites)))
 
 
 async def _local(site: SiteConfig) -> dict[str, Any]:
@@ -49,8 +57,11 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
     skew = None
     away = "unreachable"
     try:
-        async with agent_channel(engine, site, route) as client:
-            await replica.sync(site.name, client, follow=False)
+        if not getattr(engine.remote, "holding", False):
+            # (a process that holds the channels, a console or a serve, keeps the
+            # replica current itself: it is read as it is)
+            async with agent_channel(engine, site, route) as client:
+                await replica.sync(site.name, client, follow=False)
     except SiteUnreachable as err:
         await replica.mark_away(site.name, str(err))
     except ChannelLost as err:  # sync marked it away; this reason holds the agent's last words
@@ -62,7 +73,10 @@ async def _remote(engine: "Engine", replica: Replica, site: SiteConfig) -> dict[
                     f"{site.name}` puts this console's there")
             await replica.mark_away(site.name, skew)
     row = await replica.store.site(site.name)
-    assert row is not None  # heard or marked away above
+    if row is None:  # held, and not heard from yet
+        await replica.mark_away(site.name, "not connected yet")
+        row = await replica.store.site(site.name)
+    assert row is not None
     if row.connected and row.version not in (None, console_version()):
         skew = (f"agent runs fleet {row.version}, this console {console_version()} (same "
                 f"site protocol {PROTOCOL}: it works; `fleet --headless site install "
