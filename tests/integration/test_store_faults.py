@@ -179,3 +179,27 @@ def test_a_store_on_a_read_only_mount_says_so_and_is_left_alone(tmp_path, xdg):
     finally:
         subprocess.run(["umount", str(folder)], check=False)
     assert (folder / "t.db").read_bytes() == before
+
+
+async def test_a_transaction_cancelled_while_it_waits_for_the_write_lock_leaves_none_open(
+        tmp_path, xdg):
+    """Another process holds the write lock; a transaction here waits in BEGIN and
+    is cancelled (a stop). When the lock is free its BEGIN completes in the
+    store's thread: the store must roll it back, not stay inside it."""
+    profile = write_profile(tmp_path)
+    engine = await Engine.open(profile)
+    other = sqlite3.connect(engine.store.path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        waiting = asyncio.ensure_future(engine.record(engine.event("test.one", "x", "one")))
+        await asyncio.sleep(0.3)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        other.execute("COMMIT")
+        await asyncio.sleep(0.3)
+        await engine.record(engine.event("test.two", "x", "two"))
+        kinds = [e.kind for e in await engine.events(10)]
+        assert "test.two" in kinds and "test.one" not in kinds
+    finally:
+        other.close()
+        await engine.close()
