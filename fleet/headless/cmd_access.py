@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet.access.routes import Route
 from fleet import records as rec
-from fleet.headless.output import Output
-from fleet.headless.commands import warn_stale
+from fleet.headless.output import Output, warn_stale
 
 if TYPE_CHECKING:
     from fleet.engine import Engine

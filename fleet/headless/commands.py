@@ -8,7 +8,7 @@ from collections import Counter
 from fleet.engine import Engine
 from fleet.errors import BadInput
 from fleet import records as rec
-from fleet.headless.output import Output
+from fleet.headless.output import Output, warn_stale
 
 
 async def info(engine: Engine, args, out: Output) -> int:
@@ -40,12 +40,6 @@ async def machines(engine: Engine, args, out: Output) -> int:
     await warn_stale(engine, out)
     return 0
 
-
-async def warn_stale(engine: Engine, out: Output) -> None:
-    """A remote site that is away: its rows above are its last known ones; say so."""
-    if engine.remote is not None:
-        for line in await engine.remote.stale():
-            out.error(f"fleet: {line}")
 
 
 async def lease(engine: Engine, args, out: Output) -> int:

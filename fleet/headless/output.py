@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, TextIO
+
+if TYPE_CHECKING:
+    from fleet.engine import Engine
 
 
 FORMATS = ("table", "json", "jsonl")
@@ -61,6 +64,14 @@ class Output:
     def _write(self, s: str) -> None:
         self.stream.write(s)
         self.stream.flush()
+
+
+async def warn_stale(engine: "Engine", out: Output) -> None:
+    """A remote site that is away: the rows just printed are its last known ones;
+    say so, a line each, on the command's error stream."""
+    if engine.remote is not None:
+        for line in await engine.remote.stale():
+            out.error(f"fleet: {line}")
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

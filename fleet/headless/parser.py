@@ -83,8 +83,8 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
                     "block), over the\nsame SSH route the console uses: wheels built here "
                     "(the host needs no package index)\ncopied over SFTP, a venv there, "
                     "this profile copied to ~/.config/fleet/profiles/NAME.yaml\non the "
-                    "host, and a systemd unit running `fleet --headless --profile P serve "
-                    "--site SITE`\n(started when systemd runs there). The same version "
+                    "host, and a systemd unit that runs fleet's serve for SITE there\n(started when "
+                    "systemd runs). The same version "
                     "already there: nothing is\nreinstalled.")
     inst.add_argument("site", metavar="SITE")
     inst.add_argument("--venv", metavar="PATH",

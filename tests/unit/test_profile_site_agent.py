@@ -88,5 +88,7 @@ def test_the_two_site_example_loads():
     profile = load(root / "profiles" / "two-sites.example.yaml")
     assert [(s.name, s.agent) for s in profile.sites] == [
         ("rack1", None),
-        ("rack2", AgentConfig(host="10.92.0.2", via="gw3", user="fleet", port=22,
-                              command="/opt/fleet/bin/fleet --headless agent"))]
+        ("rack2", AgentConfig(
+            host="10.92.0.2", via="gw3", user="fleet", port=22,
+            command="~/.local/share/fleet/venv/bin/fleet --headless --profile "
+                    "~/.config/fleet/profiles/two-sites.yaml agent"))]
