@@ -116,10 +116,11 @@ class SiteHub:
 
     # -- reading ------------------------------------------------------------------------
 
-    async def machines(self) -> list[Machine]:
+    async def machines(self, site: str | None = None) -> list[Machine]:
+        """Every remote site's machines (or only `site`'s), as the replica has them."""
         replica = await self._ready()
         out: list[Machine] = []
-        for site in self.sites:
+        for site in ([site] if site is not None else self.sites):
             # a machine that has not met its site's boot services yet names no
             # distributor: it is at the site all the same
             out += [_at(rec.machine_from(r), site) for r in await replica.store.machines(site)]
@@ -130,10 +131,10 @@ class SiteHub:
             return site, _at(rec.machine_from(found), site)
         return None
 
-    async def nodes(self) -> list[Node]:
+    async def nodes(self, site: str | None = None) -> list[Node]:
         replica = await self._ready()
         out: list[Node] = []
-        for site in self.sites:
+        for site in ([site] if site is not None else self.sites):
             out += [rec.node_from({**r, "site": r.get("site") or site})
                     for r in await replica.store.nodes(site)]
         return out
