@@ -329,6 +329,7 @@ class FleetApp(ShellActions, App):
                 self._show_sites()
         except FleetError as err:
             self.notify(f"sites: {err}", severity="error")
+
         finally:
             self._refreshing = False
             if self._pending or self._full_reload:
