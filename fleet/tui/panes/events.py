@@ -44,7 +44,7 @@ class EventsPane(Pane):
 
     def __init__(self, *args, sites: bool = False, local_site: str | None = None, **kw):
         """`sites`: the profile has remote sites: a Site column says where each
-        event happened (this process's own are at `local_site`, or `-`)."""
+        event happened (this process's own are at `local_site`, or `local`)."""
         self.sites = sites
         self.local_site = local_site
         if sites:
@@ -57,7 +57,7 @@ class EventsPane(Pane):
         self.table.follow_top = True
 
     def row(self, item: Event | tuple[str, Event]):
-        site, e = item if isinstance(item, tuple) else (self.local_site, item)
+        site, e = item if isinstance(item, tuple) else (self.local_site or "local", item)
         # zero-padded: rows of one moment sort by id, as a number would
         key: Hashable = f"{site}:{e.id:012d}" if isinstance(item, tuple) else e.id
         self.events[key] = e

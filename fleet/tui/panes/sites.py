@@ -22,7 +22,7 @@ class SitesPane(Pane):
     number = 6
     COLUMNS = [
         Column("site", "Site", 10),
-        Column("where", "Where", 22),
+        Column("where", "Where", 28),
         Column("state", "State", 9, styled=True),
         Column("version", "Version", 8),
         Column("lag", "Lag", 5, fmt=_lag),
