@@ -75,7 +75,8 @@ class FleetApp(ShellActions, App):
     #pane-sites { width: 62; display: none; }
     #pane-sites.-on-dashboard, #pane-sites.-maximized { display: block; }
     Screen.-narrow #row3 > #pane-sites { display: none; }
-    #row3 > #pane-sites.-maximized { display: block; width: 1fr; }
+    #row3 > #pane-sites.-maximized, Screen.-narrow #row3 > #pane-sites.-maximized {
+        display: block; width: 1fr; }
     #pane-distributors { width: 62; }
     #pane-jobs { width: 62; }
     /* a small terminal: machines and nodes take the width; distributors and jobs

@@ -71,9 +71,9 @@ class MachinesPane(Pane):
         and a machine not seen by boot services yet counts at `local_site`."""
         self.sites = sites
         self.local_site = local_site
-        if sites:
-            self.COLUMNS = [Column("site", "Site", 8) if c.key == "distributor" else c
-                            for c in self.COLUMNS]
+        if sites:  # next to the MAC, where a narrow terminal still shows it
+            rest = [c for c in self.COLUMNS[1:] if c.key != "distributor"]
+            self.COLUMNS = [self.COLUMNS[0], Column("site", "Site", 8), *rest]
         super().__init__(*args, **kw)
         #: mac -> quirk, for the demo's machines that misbehave on purpose
         self.quirks: dict[str, str] = {}
@@ -108,6 +108,8 @@ class MachinesPane(Pane):
         values = (m.mac, m.nic_vendor, m.arch.label, m.state.value, m.last_seen,
                   m.first_seen, site, lease.deployment if lease else None,
                   lease.hostname if lease else None)
+        if self.sites:
+            values = (m.mac, site, *values[1:6], *values[7:])
         fields = {"state": m.state.value, "arch": m.arch.value,
                   "distributor": m.distributor or "", "vendor": m.nic_vendor or "",
                   "deployment": lease.deployment if lease else ""}
