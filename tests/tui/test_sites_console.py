@@ -1,7 +1,8 @@
 """The console over a remote site: its machines beside the local ones with their
 site, leased through the held agent channel (a real sshd, a jump, the agent
 process), the Sites view; then the site goes away: the view says since when and
-why, its rows are drawn stale, and a lease is refused with the dated reason."""
+why, its rows are drawn stale, and a lease is refused with the dated reason; and
+it comes back: the console reconnects by itself."""
 
 from __future__ import annotations
 
@@ -170,3 +171,20 @@ async def console_over_a_remote_site(sites) -> None:
                         error_of(dialog)), error_of(dialog)
         assert isinstance(app.screen, LeaseDialog)
         await pilot.press("escape")
+
+        # the site comes back: the console's held channel reconnects by itself, the
+        # rows are fresh again and the lease goes through
+        back = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(sites["folder"] / "conf"),
+                                 "-E", str(sites["folder"] / "log")])
+        try:
+            await wait_for(pilot, "rack2 connected again",
+                           lambda: sites_pane.records["rack2"]["connected"], 40)
+            assert not machines.is_stale(table.rows[OTHER_MAC])
+            assert machines.stale_note == ""
+            await lease_from_the_form(pilot, OTHER_MAC)
+            await wait_for(pilot, "the lease", lambda: not isinstance(app.screen, LeaseDialog),
+                           10)
+            assert table.rows[OTHER_MAC].fields["state"] == "leased"
+        finally:
+            back.terminate()
+            back.wait(10)
