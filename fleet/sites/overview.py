@@ -28,15 +28,17 @@ async def overview(engine: "Engine") -> list[dict[str, Any]]:
     for site in engine.profile.sites:
         remote = hub is not None and site.name in getattr(hub, "sites", {})
         if not remote:
-            out.append({"site": site.name, "remote": False, "where": "local" if site.name in engine.here
-                        else "elsewhere (no agent)", "connected": site.name in engine.here,
-                        "version": console_version(), "lag": 0, "last_heard": None,
-                        "since": None, "reason": None, "cursor": None})
+            here = site.name in engine.here
+            out.append({"site": site.name, "remote": False,
+                        "where": "local" if here else "elsewhere (no agent)",
+                        "connected": here, "version": console_version(), "lag": 0,
+                        "last_heard": None, "since": None, "reason": None, "cursor": None})
             continue
         row = rows.get(site.name)
         connected = bool(row is not None and row.connected and hub.is_connected(site.name))
         out.append({
-            "site": site.name, "remote": True, "where": where(site, engine.profile, hub.route(site.name)),
+            "site": site.name, "remote": True,
+            "where": where(site, engine.profile, hub.route(site.name)),
             "connected": connected, "version": row.version if row else None,
             # away: how far behind is unknown
             "lag": row.site_last_event - row.cursor if row and connected else None,
