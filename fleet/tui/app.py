@@ -279,8 +279,7 @@ class FleetApp(ShellActions, App):
         the replica as it is now as the start of what the console shows."""
         hub = self.engine.remote
         if hub is None:
-            await self._read_sites()  # this process's own
-            return
+            return  # this process's own sites: read after the first frame (_initial_load)
         from fleet.sites.changes import SiteWatch
 
         if not hub.holding:
@@ -431,6 +430,9 @@ class FleetApp(ShellActions, App):
         try:
             await self._refresh_body(True, set(), set(), True, True)
             await self._find_demo_start()
+            if self._site_watch is None:
+                await self._read_sites()
+                self._show_sites()
         except FleetError as err:
             self.notify(f"cannot load: {err}", severity="error")
         finally:
@@ -461,7 +463,8 @@ class FleetApp(ShellActions, App):
         for site, events in self._site_events.items():
             self.pane("events").add(events, site=site)
         self._note_demo(first["events"])
-        self._show_sites()
+        if self._site_watch is not None:
+            self._show_sites()
         for name in ("machines", "nodes"):
             rows, total = first[name]
             self.pane(name).load(rows, expected=total if total > len(rows) else None)
