@@ -20,6 +20,7 @@ import pytest
 from fleet.engine import Engine
 from fleet.profile import load_profile
 from fleet.tui.app import FleetApp
+from fleet.tui.screens.details import DetailsScreen
 from fleet.tui.screens.lease import LeaseDialog
 from support.agent_sshd import (MAC, OTHER_MAC, agent_command, console_profile,
                                 remote_profile, sshd, stop_sshd)  # noqa: F401 - sshd: a fixture
@@ -161,6 +162,18 @@ async def console_over_a_remote_site(sites) -> None:
         assert machines.table.row_style(rows[MAC]) == "stale"
         assert re.search(r"rack2 away since \d\d:\d\d:\d\d \(last heard \d\d:\d\d:\d\d\)",
                          str(machines.border_subtitle)), machines.border_subtitle
+
+        # its details (enter on the Sites view): the whole reason, dated
+        await pilot.press("6")
+        assert sites_pane.table.move_cursor_to("rack2")
+        await pilot.press("enter")
+        await wait_for(pilot, "the site's details", lambda: isinstance(app.screen, DetailsScreen))
+        details = app.screen.record
+        assert details["connected"] is False and details["where"] == rack2.values[1]
+        assert re.match(r"site rack2 unreachable via gw since \d\d:\d\d:\d\d: ",
+                        details["reason"]), details
+        await pilot.press("escape")
+        await wait_for(pilot, "the dashboard", lambda: not isinstance(app.screen, DetailsScreen))
 
         # a lease for the away site: refused at once, the dated reason in the form
         began = time.monotonic()
