@@ -139,6 +139,21 @@ class SiteHub:
                     for r in await replica.store.nodes(site)]
         return out
 
+    async def first_page(self, limit: int) -> tuple[list[Machine], int, list[Node], int]:
+        """The first `limit` remote machines (by MAC) and nodes (by name) of all
+        sites, and how many there are (as Engine.first_page, from the replica)."""
+        replica = await self._ready()
+        machines: list[Machine] = []
+        nodes: list[Node] = []
+        n_machines = n_nodes = 0
+        for site in self.sites:
+            m, count_m, n, count_n = await replica.store.first_rows(site, limit)
+            machines += [_at(rec.machine_from(r), site) for r in m]
+            nodes += [rec.node_from({**r, "site": r.get("site") or site}) for r in n]
+            n_machines, n_nodes = n_machines + count_m, n_nodes + count_n
+        return (sorted(machines, key=lambda x: x.mac)[:limit], n_machines,
+                sorted(nodes, key=lambda x: x.name)[:limit], n_nodes)
+
     async def stale(self) -> list[str]:
         """One line per remote site that is away: what its rows are, and why."""
         replica = await self.replica()

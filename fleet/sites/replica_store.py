@@ -322,6 +322,21 @@ class ReplicaStore:
                                 (site,))
         return [json.loads(r[0]) for r in rows]
 
+    async def first_rows(self, site: str, limit: int
+                         ) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]], int]:
+        """The site's first `limit` machines (by MAC) and nodes (by name), and how
+        many there are: a console's first screen, before the whole lists."""
+        async with self.reading() as view:
+            machines = await view._rows("SELECT record FROM machines WHERE site = ? "
+                                        "ORDER BY mac LIMIT ?", (site, limit))
+            nodes = await view._rows("SELECT record FROM nodes WHERE site = ? "
+                                     "ORDER BY name LIMIT ?", (site, limit))
+            counts = await view._rows(
+                "SELECT (SELECT count(*) FROM machines WHERE site = ?), "
+                "(SELECT count(*) FROM nodes WHERE site = ?)", (site, site))
+        return ([json.loads(r[0]) for r in machines], counts[0][0],
+                [json.loads(r[0]) for r in nodes], counts[0][1])
+
     async def nodes(self, site: str) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT record FROM nodes WHERE site = ? ORDER BY name",
                                 (site,))

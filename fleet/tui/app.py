@@ -329,7 +329,6 @@ class FleetApp(ShellActions, App):
                 self._show_sites()
         except FleetError as err:
             self.notify(f"sites: {err}", severity="error")
-
         finally:
             self._refreshing = False
             if self._pending or self._full_reload:
@@ -443,13 +442,6 @@ class FleetApp(ShellActions, App):
         LIMIT queries: 10,000 rows take a second), the jobs and distributors."""
         engine = self.engine
         machines, n_machines, nodes, n_nodes = await engine.first_page(FIRST_PAGE)
-        if engine.remote is not None:  # the remote sites' rows, from the replica
-            far_machines = await engine.remote.machines()
-            machines = sorted(machines + far_machines, key=lambda m: m.mac)[:FIRST_PAGE]
-            mine = {n.name for n in nodes}
-            far_nodes = [n for n in await engine.remote.nodes() if n.name not in mine]
-            nodes = sorted(nodes + far_nodes, key=lambda n: n.name)[:FIRST_PAGE]
-            n_machines, n_nodes = n_machines + len(far_machines), n_nodes + len(far_nodes)
         return {"events": await engine.events(500), "machines": (machines, n_machines),
                 "nodes": (nodes, n_nodes), "jobs": await engine.recent_jobs(500),
                 "distributors": await engine.distributors()}

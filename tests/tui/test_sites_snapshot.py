@@ -97,3 +97,20 @@ def test_dashboard_with_a_site_away(snap_compare, tmp_path):
     """The Sites pane on the dashboard; rack3's machines stale, and since when."""
     assert snap_compare(console(seeded_two_sites(tmp_path)), terminal_size=(160, 50),
                         run_before=after_a_try())
+
+
+async def test_the_first_page_counts_the_remote_sites_rows(tmp_path):
+    """The console's first screen (Engine.first_page) comes from the store and the
+    replica at once, each read only as far as the page goes."""
+    from fleet.sites.hub import SiteHub
+
+    folder = await asyncio.to_thread(seeded_two_sites, tmp_path)
+    engine = await Engine.open(folder / "t.yaml", paths=paths_in(folder), remote=SiteHub)
+    try:
+        machines, n_machines, nodes, n_nodes = await engine.first_page(7)
+        assert (n_machines, n_nodes) == (6 + len(FAR), 3)
+        macs = [m.mac for m in machines]
+        assert macs == sorted(macs) and len(macs) == 7
+        assert [m.distributor for m in machines if m.mac.startswith("ac:1f")] == ["rack3"]
+    finally:
+        await engine.close()
