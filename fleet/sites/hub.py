@@ -171,9 +171,9 @@ class SiteHub:
         replica = await self._ready()
         found = []
         for site in self.sites:
-            for record in await replica.store.machines(site):
-                if record.get("mac") == mac:
-                    found.append((site, record))
+            record = await replica.store.machine(site, mac)
+            if record is not None:
+                found.append((site, record))
         return found
 
     async def _ready(self) -> Replica:

@@ -322,6 +322,11 @@ class ReplicaStore:
                                 (site,))
         return [json.loads(r[0]) for r in rows]
 
+    async def machine(self, site: str, mac: str) -> dict[str, Any] | None:
+        rows = await self._rows("SELECT record FROM machines WHERE site = ? AND mac = ?",
+                                (site, mac))
+        return json.loads(rows[0][0]) if rows else None
+
     async def first_rows(self, site: str, limit: int
                          ) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]], int]:
         """The site's first `limit` machines (by MAC) and nodes (by name), and how
