@@ -123,6 +123,7 @@ class ReplicaStore:
         self.path = path
         self.conn = conn
         self._lock = asyncio.Lock()  # one transaction at a time on the one connection
+        self._written = asyncio.Event()  # set at each commit: `written` wakes a reader
         self._reading: contextvars.ContextVar[bool] = contextvars.ContextVar(
             f"replica-reading-{id(self)}", default=False)
 
@@ -184,6 +185,7 @@ class ReplicaStore:
                 try:
                     yield self.conn
                     await self.conn.execute("COMMIT")
+                    self._written.set()
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         await self.conn.execute("ROLLBACK")
@@ -191,6 +193,12 @@ class ReplicaStore:
             except sqlite3.OperationalError as err:
                 raise EnvironmentProblem(f"cannot write the replica {self.path}: {err}; "
                                          "it keeps what it had") from err
+
+    async def written(self) -> None:
+        """Until this process commits a write (one reader: it clears the mark;
+        another process's writes do not wake it)."""
+        await self._written.wait()
+        self._written.clear()
 
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         if self._reading.get():

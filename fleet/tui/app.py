@@ -16,6 +16,8 @@ broadcast are more TabPanes (`add_tab`; see fleet/tui/shells.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
 from functools import partial
@@ -51,7 +53,8 @@ RECONCILE_INTERVAL = 30.0
 BULK_LIMIT = 300
 FIRST_PAGE = 200  # rows of each big pane fetched for the first screen
 NARROW_BELOW = 120  # columns: below this the dashboard shows only machines, nodes, events
-#: how often the console looks at its replica's sites table (remote sites' changes)
+#: the console looks at its replica's sites table when its held channels wrote to
+#: it, and at least this often (another process's writes wake nothing)
 SITES_POLL_INTERVAL = 0.25
 PANES = (MachinesPane, NodesPane, JobsPane, DistributorsPane, EventsPane, SitesPane)
 #: the dashboard's keys (not for shell tabs, dialogs or the command line)
@@ -271,7 +274,7 @@ class FleetApp(ShellActions, App):
         self.set_interval(TICK_INTERVAL, self._tick)
         self.set_interval(RECONCILE_INTERVAL, self._reconcile)
         if self._site_watch is not None:
-            self.set_interval(SITES_POLL_INTERVAL, self._poll_sites)
+            self.run_worker(self._follow_sites, group="sites", exit_on_error=False)
         self._update_header()
 
     async def _hold_sites(self) -> None:
@@ -304,11 +307,15 @@ class FleetApp(ShellActions, App):
         for kind in ("machines", "nodes"):
             self.pane(kind).set_stale(frozenset(r["site"] for r in away), note)
 
-    def _poll_sites(self) -> None:
-        if self._refreshing or self.engine is None:
-            return  # a refresh reads the replica too; the next look catches up
-        self._refreshing = True
-        self.run_worker(self._sites_changed, group="refresh", exit_on_error=False)
+    async def _follow_sites(self) -> None:
+        store = (await self.engine.remote.replica()).store
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(store.written(), SITES_POLL_INTERVAL)
+            while self._refreshing:  # a refresh reads the replica too: after it
+                await asyncio.sleep(0.02)
+            self._refreshing = True
+            await self._sites_changed()
 
     async def _sites_changed(self) -> None:
         """What the replica changed since the last look: a remote site's new
@@ -545,7 +552,7 @@ class FleetApp(ShellActions, App):
         self._update_header()
         # Sightings and liveness rounds move last_seen without an event: re-read the
         # rows on screen, so "Since" tracks the store as `machines` does.
-        # (a remote site's rows follow its replica: _poll_sites)
+        # (a remote site's rows follow its replica: _follow_sites)
         on_screen = {kind: [k for k in self.pane(kind).table.keys_on_screen()
                             if self.pane(kind).table.rows[k].fields.get("site")
                             not in self.remote_sites]
