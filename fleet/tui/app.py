@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from functools import partial
@@ -45,6 +46,8 @@ from fleet.tui.keyhelp import help_sections
 from fleet.tui.screens.help import HelpScreen
 from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
+
+log = logging.getLogger("fleet.console")
 
 DEMO_STARTED = "demo.started"
 REFRESH_INTERVAL = 0.25
@@ -315,7 +318,11 @@ class FleetApp(ShellActions, App):
             while self._refreshing:  # a refresh reads the replica too: after it
                 await asyncio.sleep(0.02)
             self._refreshing = True
-            await self._sites_changed()
+            try:
+                await self._sites_changed()
+            except Exception:  # noqa: BLE001 - the next look tries again; never stop following
+                log.exception("console: reading the replica failed")
+                await asyncio.sleep(1.0)
 
     async def _sites_changed(self) -> None:
         """What the replica changed since the last look: a remote site's new
