@@ -117,6 +117,8 @@ class RemoteSites(Protocol):
 
     async def nodes(self) -> list[Node]: ...
 
+    async def first_page(self, limit: int) -> tuple[list[Machine], int, list[Node], int]: ...
+
     async def stale(self) -> list[str]: ...
 
     async def lease(self, site: str, mac: str, deployment: str, hostname: str | None,
@@ -638,8 +640,16 @@ class Engine:
         """The first `limit` machines (by MAC) and nodes (by name), and how many
         there are: a console's first screen, before the whole lists arrive."""
         store = self.store
-        return (await store.machines.first(limit), await store.machines.count(),
-                await store.nodes.first(limit), await store.nodes.count())
+        machines, n_machines = await store.machines.first(limit), await store.machines.count()
+        nodes, n_nodes = await store.nodes.first(limit), await store.nodes.count()
+        if self.remote is not None:  # the remote sites' first rows, from the replica
+            far_m, far_n_machines, far_n, far_n_nodes = await self.remote.first_page(limit)
+            machines = sorted(machines + far_m, key=lambda m: m.mac)[:limit]
+            mine = {n.name for n in nodes}
+            nodes = sorted(nodes + [n for n in far_n if n.name not in mine],
+                           key=lambda n: n.name)[:limit]
+            n_machines, n_nodes = n_machines + far_n_machines, n_nodes + far_n_nodes
+        return machines, n_machines, nodes, n_nodes
 
     async def find_node(self, name: str) -> Node | None:
         node = await self.store.nodes.get(name)

@@ -74,6 +74,9 @@ class SiteClient:
                 try:
                     await self._write(line)
                 except (ConnectionError, OSError) as err:  # the agent is gone (killed)
+                    # this call raises it itself: its reply must not hold it too
+                    # (an exception never retrieved, logged when the reply is collected)
+                    self._pending.pop(request_id, None)
                     self._end(ChannelLost(f"the channel to site {self.site} failed: {err}"))
                     raise self._lost from None
             return await reply

@@ -134,10 +134,11 @@ class SiteHub:
 
     # -- reading ------------------------------------------------------------------------
 
-    async def machines(self) -> list[Machine]:
+    async def machines(self, site: str | None = None) -> list[Machine]:
+        """Every remote site's machines (or only `site`'s), as the replica has them."""
         replica = await self._ready()
         out: list[Machine] = []
-        for site in self.sites:
+        for site in ([site] if site is not None else self.sites):
             # a machine that has not met its site's boot services yet names no
             # distributor: it is at the site all the same
             out += [_at(rec.machine_from(r), site) for r in await replica.store.machines(site)]
@@ -148,13 +149,28 @@ class SiteHub:
             return site, _at(rec.machine_from(found), site)
         return None
 
-    async def nodes(self) -> list[Node]:
+    async def nodes(self, site: str | None = None) -> list[Node]:
         replica = await self._ready()
         out: list[Node] = []
-        for site in self.sites:
+        for site in ([site] if site is not None else self.sites):
             out += [rec.node_from({**r, "site": r.get("site") or site})
                     for r in await replica.store.nodes(site)]
         return out
+
+    async def first_page(self, limit: int) -> tuple[list[Machine], int, list[Node], int]:
+        """The first `limit` remote machines (by MAC) and nodes (by name) of all
+        sites, and how many there are (as Engine.first_page, from the replica)."""
+        replica = await self._ready()
+        machines: list[Machine] = []
+        nodes: list[Node] = []
+        n_machines = n_nodes = 0
+        for site in self.sites:
+            m, count_m, n, count_n = await replica.store.first_rows(site, limit)
+            machines += [_at(rec.machine_from(r), site) for r in m]
+            nodes += [rec.node_from({**r, "site": r.get("site") or site}) for r in n]
+            n_machines, n_nodes = n_machines + count_m, n_nodes + count_n
+        return (sorted(machines, key=lambda x: x.mac)[:limit], n_machines,
+                sorted(nodes, key=lambda x: x.name)[:limit], n_nodes)
 
     async def stale(self) -> list[str]:
         """One line per remote site that is away: what its rows are, and why."""
@@ -173,9 +189,9 @@ class SiteHub:
         replica = await self._ready()
         found = []
         for site in self.sites:
-            for record in await replica.store.machines(site):
-                if record.get("mac") == mac:
-                    found.append((site, record))
+            record = await replica.store.machine(site, mac)
+            if record is not None:
+                found.append((site, record))
         return found
 
     async def _ready(self) -> Replica:

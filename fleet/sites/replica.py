@@ -172,9 +172,10 @@ class Replica:
                 pass  # sync marked the site away, with the reason
             except (OSError, FleetError) as err:  # the channel did not open
                 await self.mark_away(site, _reason(err))
-            except Exception as err:  # noqa: BLE001 - a bug must not end the keeping for good
-                log.exception("site %s: keeping it synced failed", site)
-                await self._away(site, _reason(err))
+            except Exception as err:  # noqa: BLE001 - e.g. the SSH connection lost as the
+                # channel closed: whatever ended it, the site is away and tried again
+                log.warning("site %s: the channel ended with %r", site, err)
+                await self.mark_away(site, _reason(err))
             if time.monotonic() - began >= stable_s:
                 wait = first_retry_s
             log.info("site %s: away; trying again in %g s", site, wait)

@@ -123,6 +123,7 @@ class ReplicaStore:
         self.path = path
         self.conn = conn
         self._lock = asyncio.Lock()  # one transaction at a time on the one connection
+        self._written = asyncio.Event()  # set at each commit: `written` wakes a reader
         self._reading: contextvars.ContextVar[bool] = contextvars.ContextVar(
             f"replica-reading-{id(self)}", default=False)
 
@@ -184,6 +185,7 @@ class ReplicaStore:
                 try:
                     yield self.conn
                     await self.conn.execute("COMMIT")
+                    self._written.set()
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         await self.conn.execute("ROLLBACK")
@@ -191,6 +193,12 @@ class ReplicaStore:
             except sqlite3.OperationalError as err:
                 raise EnvironmentProblem(f"cannot write the replica {self.path}: {err}; "
                                          "it keeps what it had") from err
+
+    async def written(self) -> None:
+        """Until this process commits a write (one reader: it clears the mark;
+        another process's writes do not wake it)."""
+        await self._written.wait()
+        self._written.clear()
 
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         if self._reading.get():
@@ -321,6 +329,26 @@ class ReplicaStore:
         rows = await self._rows("SELECT record FROM machines WHERE site = ? ORDER BY mac",
                                 (site,))
         return [json.loads(r[0]) for r in rows]
+
+    async def machine(self, site: str, mac: str) -> dict[str, Any] | None:
+        rows = await self._rows("SELECT record FROM machines WHERE site = ? AND mac = ?",
+                                (site, mac))
+        return json.loads(rows[0][0]) if rows else None
+
+    async def first_rows(self, site: str, limit: int
+                         ) -> tuple[list[dict[str, Any]], int, list[dict[str, Any]], int]:
+        """The site's first `limit` machines (by MAC) and nodes (by name), and how
+        many there are: a console's first screen, before the whole lists."""
+        async with self.reading() as view:
+            machines = await view._rows("SELECT record FROM machines WHERE site = ? "
+                                        "ORDER BY mac LIMIT ?", (site, limit))
+            nodes = await view._rows("SELECT record FROM nodes WHERE site = ? "
+                                     "ORDER BY name LIMIT ?", (site, limit))
+            counts = await view._rows(
+                "SELECT (SELECT count(*) FROM machines WHERE site = ?), "
+                "(SELECT count(*) FROM nodes WHERE site = ?)", (site, site))
+        return ([json.loads(r[0]) for r in machines], counts[0][0],
+                [json.loads(r[0]) for r in nodes], counts[0][1])
 
     async def nodes(self, site: str) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT record FROM nodes WHERE site = ? ORDER BY name",

@@ -16,7 +16,9 @@ broadcast are more TabPanes (`add_tab`; see fleet/tui/shells.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import time
 from functools import partial
@@ -39,11 +41,13 @@ from fleet.tui.commands import FleetCommands
 from fleet.tui.config import ConsoleConfig, load_config
 from fleet.tui.keymap import ALIASES, APP_BINDINGS, command_words, unavailable_bindings
 from fleet.tui.panes import (DistributorsPane, EventsPane, JobsPane, MachinesPane, NodesPane,
-                             Pane)
+                             Pane, SitesPane)
 from fleet.tui.keyhelp import help_sections
 from fleet.tui.screens.help import HelpScreen
 from fleet.tui.shells import SHELL_ACTIONS, ShellActions
 from fleet.tui.themes import DEFAULT_THEME, STATE_VARIABLES, bundled_dir, load_themes
+
+log = logging.getLogger("fleet.console")
 
 DEMO_STARTED = "demo.started"
 #: something started with the engine: returns an object to `await x.close()` at
@@ -55,7 +59,10 @@ RECONCILE_INTERVAL = 30.0
 BULK_LIMIT = 300
 FIRST_PAGE = 200  # rows of each big pane fetched for the first screen
 NARROW_BELOW = 120  # columns: below this the dashboard shows only machines, nodes, events
-PANES = (MachinesPane, NodesPane, JobsPane, DistributorsPane, EventsPane)
+#: the console looks at its replica's sites table when its held channels wrote to
+#: it, and at least this often (another process's writes wake nothing)
+SITES_POLL_INTERVAL = 0.25
+PANES = (MachinesPane, NodesPane, JobsPane, DistributorsPane, EventsPane, SitesPane)
 #: the dashboard's keys (not for shell tabs, dialogs or the command line)
 DASHBOARD_ACTIONS = {"unavailable", "focus_pane", "toggle_maximize", "command_mode",
                      "filter_mode", "help", "reload"}
@@ -72,7 +79,13 @@ class FleetApp(ShellActions, App):
     #tab-dashboard { padding: 0; }
     #row1 { height: 2fr; }
     #row2 { height: 2fr; }
-    #pane-events { height: 1fr; }
+    #row3 { height: 1fr; }
+    /* the sites pane is on the dashboard when some site is remote (6 zooms to it) */
+    #pane-sites { width: 62; display: none; }
+    #pane-sites.-on-dashboard, #pane-sites.-maximized { display: block; }
+    Screen.-narrow #row3 > #pane-sites { display: none; }
+    #row3 > #pane-sites.-maximized, Screen.-narrow #row3 > #pane-sites.-maximized {
+        display: block; width: 1fr; }
     #pane-distributors { width: 62; }
     #pane-jobs { width: 62; }
     /* a small terminal: machines and nodes take the width; distributors and jobs
@@ -122,6 +135,15 @@ class FleetApp(ShellActions, App):
         self._last_flush = 0.0
         self.refresh_count = 0
         self._first: dict | None = None  # what on_load fetched for the first screen
+        sites = profile.sites
+        #: the sites reached through an agent: their rows come from the replica
+        self.remote_sites = frozenset(s.name for s in sites if s.agent is not None)
+        self._several_sites = len(sites) > 1 or bool(self.remote_sites)
+        local = [s.name for s in sites if s.agent is None]
+        self._local_site = local[0] if len(local) == 1 else None
+        self._site_watch = None  # fleet.sites.changes.SiteWatch, with remote sites
+        self._site_events: dict[str, list[Event]] = {}
+        self.site_records: list[dict[str, Any]] = []  # fleet.sites.overview
         #: perf_counter() marks of the start-up (the bench prints them)
         self.timings: dict[str, float] = {"init": time.perf_counter()}
         #: `s`: node -> None or an awaitable; opens a shell tab (fleet/tui/shells.py)
@@ -159,9 +181,13 @@ class FleetApp(ShellActions, App):
     def compose(self) -> ComposeResult:
         clock = lambda: self._clock()  # noqa: E731 (the engine's clock once it is open)
         self._header = Static("", id="header")
-        self._panes = {p.kind: p for p in (MachinesPane(clock), DistributorsPane(clock),
-                                           NodesPane(clock), JobsPane(clock),
-                                           EventsPane(clock))}
+        several, local = self._several_sites, self._local_site
+        self._panes = {p.kind: p for p in (
+            MachinesPane(clock, sites=several, local_site=local), DistributorsPane(clock),
+            NodesPane(clock), JobsPane(clock),
+            EventsPane(clock, sites=bool(self.remote_sites), local_site=local),
+            SitesPane(clock))}
+        self._panes["sites"].set_class(bool(self.remote_sites), "-on-dashboard")
         self._cmdline = Input(id="cmdline", select_on_focus=False, suggester=SuggestFromList(
             command_words(), case_sensitive=False))
         yield self._header
@@ -174,7 +200,9 @@ class FleetApp(ShellActions, App):
                     with Horizontal(id="row2"):
                         yield self._panes["nodes"]
                         yield self._panes["jobs"]
-                    yield self._panes["events"]
+                    with Horizontal(id="row3"):
+                        yield self._panes["events"]
+                        yield self._panes["sites"]
         yield self._cmdline
         yield Footer()
 
@@ -211,15 +239,21 @@ class FleetApp(ShellActions, App):
         The theme too: set after mount it re-parses every stylesheet (0.15 s)."""
         self.theme = self._initial_theme
         if self.engine is None:
+            remote = None
+            if self.remote_sites:  # (imported only then: a single-host start stays as fast)
+                from fleet.sites.hub import SiteHub
+                remote = SiteHub
             try:
                 self.engine = await Engine.open(self.profile, read_only=self.read_only,
-                                                paths=self.paths, clock=self._clock)
+                                                paths=self.paths, clock=self._clock,
+                                                remote=remote)
             except FleetError as err:  # the terminal is untouched: just the message
                 self.exit(return_code=err.exit_code, message=f"fleet: {err}")
                 return
             self._clock = self.engine.clock
         self.timings["engine"] = time.perf_counter()
         try:
+            await self._hold_sites()
             self._first = await self._fetch_first_screen()
         except FleetError as err:
             self._startup_notes.append((f"cannot load: {err}", "error"))
@@ -252,7 +286,92 @@ class FleetApp(ShellActions, App):
             self._initial_load, group="refresh", exit_on_error=False))
         self.set_interval(TICK_INTERVAL, self._tick)
         self.set_interval(RECONCILE_INTERVAL, self._reconcile)
+        if self._site_watch is not None:
+            self.run_worker(self._follow_sites, group="sites", exit_on_error=False)
         self._update_header()
+
+    async def _hold_sites(self) -> None:
+        """Keep a channel to every remote site (the replica follows them) and take
+        the replica as it is now as the start of what the console shows."""
+        hub = self.engine.remote
+        if hub is None:
+            return  # this process's own sites: read after the first frame (_initial_load)
+        from fleet.sites.changes import SiteWatch
+
+        if not hub.holding:
+            hub.hold()
+        self._site_watch = SiteWatch((await hub.replica()).store, hub.sites)
+        self._site_events = await self._site_watch.start()
+        await self._read_sites()
+
+    async def _read_sites(self) -> None:
+        from fleet.sites.overview import overview
+
+        self.site_records = await overview(self.engine)
+
+    def _show_sites(self) -> None:
+        """The sites pane, and the rows of away sites drawn stale with since when."""
+        from fleet.sites.overview import away_line
+
+        records = self.site_records
+        self.pane("sites").load(records)
+        away = [r for r in records if r["remote"] and not r["connected"]]
+        note = "; ".join(away_line(r) for r in away)
+        for kind in ("machines", "nodes"):
+            self.pane(kind).set_stale(frozenset(r["site"] for r in away), note)
+
+    async def _follow_sites(self) -> None:
+        store = (await self.engine.remote.replica()).store
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(store.written(), SITES_POLL_INTERVAL)
+            while self._refreshing:  # a refresh reads the replica too: after it
+                await asyncio.sleep(0.02)
+            self._refreshing = True
+            try:
+                await self._sites_changed()
+            except Exception:  # noqa: BLE001 - the next look tries again; never stop following
+                log.exception("console: reading the replica failed")
+                await asyncio.sleep(1.0)
+
+    async def _sites_changed(self) -> None:
+        """What the replica changed since the last look: a remote site's new
+        events, its machines and nodes when its snapshot moved, the sites pane."""
+        hub = self.engine.remote
+        try:
+            changes = await self._site_watch.poll()
+            for change in changes:
+                if change.events:
+                    self.pane("events").add(change.events, site=change.site)
+                if change.rows:
+                    self._replace_site_rows("machines", change.site,
+                                            await hub.machines(change.site))
+                    self._replace_site_rows("nodes", change.site,
+                                            await hub.nodes(change.site))
+            if changes:
+                await self._read_sites()
+                self._show_sites()
+        except FleetError as err:
+            self.notify(f"sites: {err}", severity="error")
+        finally:
+            self._refreshing = False
+            if self._pending or self._full_reload:
+                self._schedule()
+
+    def _replace_site_rows(self, kind: str, site: str, records: list) -> None:
+        """`site`'s rows of the pane are these now (a node of the same name
+        elsewhere keeps its row, as in engine.nodes)."""
+        pane = self.pane(kind)
+        rows = pane.table.rows
+        mine = []
+        for record in records:
+            key = pane.row(record)[0]
+            if key not in rows or rows[key].fields.get("site") == site:
+                mine.append(record)
+        keep = {pane.row(r)[0] for r in mine}
+        pane.update(mine)
+        pane.remove([k for k, r in list(rows.items())
+                     if r.fields.get("site") == site and k not in keep])
 
     async def _start_demo(self) -> None:
         """The demo profile's simulated site, with the boot services, in this process."""
@@ -348,6 +467,9 @@ class FleetApp(ShellActions, App):
         try:
             await self._refresh_body(True, set(), set(), True, True)
             await self._find_demo_start()
+            if self._site_watch is None:
+                await self._read_sites()
+                self._show_sites()
         except FleetError as err:
             self.notify(f"cannot load: {err}", severity="error")
         finally:
@@ -368,7 +490,11 @@ class FleetApp(ShellActions, App):
         if first is None:
             return
         self.pane("events").load(first["events"])
+        for site, events in self._site_events.items():
+            self.pane("events").add(events, site=site)
         self._note_demo(first["events"])
+        if self._site_watch is not None:
+            self._show_sites()
         for name in ("machines", "nodes"):
             rows, total = first[name]
             self.pane(name).load(rows, expected=total if total > len(rows) else None)
@@ -457,7 +583,10 @@ class FleetApp(ShellActions, App):
         self._update_header()
         # Sightings and liveness rounds move last_seen without an event: re-read the
         # rows on screen, so "Since" tracks the store as `machines` does.
-        on_screen = {kind: self.pane(kind).table.keys_on_screen()
+        # (a remote site's rows follow its replica: _follow_sites)
+        on_screen = {kind: [k for k in self.pane(kind).table.keys_on_screen()
+                            if self.pane(kind).table.rows[k].fields.get("site")
+                            not in self.remote_sites]
                      for kind in ("machines", "nodes")
                      if self.pane(kind) is not None and self.pane(kind).region.area}
         if self.engine is not None and not self._refreshing and any(on_screen.values()):
@@ -570,9 +699,12 @@ class FleetApp(ShellActions, App):
             self.screen.set_focus(pane.table)
 
     def _on_dashboard(self, pane: Pane) -> bool:
-        """Whether the dashboard's layout shows this pane (not at small widths)."""
-        return not (self.screen_stack[0].has_class("-narrow")
-                    and pane.kind in ("distributors", "jobs"))
+        """Whether the dashboard's layout shows this pane (not at small widths; the
+        sites pane only with remote sites)."""
+        narrow = self.screen_stack[0].has_class("-narrow")
+        if pane.kind == "sites":
+            return not narrow and pane.has_class("-on-dashboard")
+        return not (narrow and pane.kind in ("distributors", "jobs"))
 
     def action_toggle_maximize(self) -> None:
         if self.screen.maximized is not None:

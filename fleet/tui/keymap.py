@@ -25,6 +25,7 @@ APP_BINDINGS = [
     Binding("4", "focus_pane('distributors')", "Distributors", show=False,
             id="pane.distributors"),
     Binding("5", "focus_pane('events')", "Events", show=False, id="pane.events"),
+    Binding("6", "focus_pane('sites')", "Sites", show=False, id="pane.sites"),
     Binding("z", "toggle_maximize", "Zoom", id="pane.maximize"),
     # shell tabs (fleet/tui/shells.py): priority, so the terminal widget never
     # swallows them; each acts only where it means something (check_action)
@@ -63,6 +64,7 @@ ALIASES = {
     "dist": "distributors", "distributors": "distributors", "distributor": "distributors",
     "d": "distributors",
     "events": "events", "event": "events", "ev": "events", "e": "events",
+    "sites": "sites", "site": "sites", "si": "sites",
     "dash": "dash", "dashboard": "dash", "home": "dash",
     "theme": "theme", "skin": "theme",
     "help": "help", "h": "help",

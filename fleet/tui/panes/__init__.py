@@ -6,5 +6,7 @@ from fleet.tui.panes.events import EventsPane
 from fleet.tui.panes.jobs import JobsPane
 from fleet.tui.panes.machines import MachinesPane
 from fleet.tui.panes.nodes import NodesPane
+from fleet.tui.panes.sites import SitesPane
 
-__all__ = ["Pane", "MachinesPane", "NodesPane", "JobsPane", "DistributorsPane", "EventsPane"]
+__all__ = ["Pane", "MachinesPane", "NodesPane", "JobsPane", "DistributorsPane", "EventsPane",
+           "SitesPane"]

@@ -34,6 +34,10 @@ def clock_text(ts: float | None, _now: float = 0.0) -> str:
     return time.strftime("%m-%d %H:%M:%S", time.localtime(ts))
 
 
+#: drawn where marks go on the rows of a site that is away (their values are as last heard)
+STALE_FLAG = "~"
+
+
 def ago_text(ts: float | None, now: float) -> str:
     if not ts:
         return "-"
@@ -78,6 +82,10 @@ class Pane(Vertical):
                                counted=self.COUNTED, id=f"table-{self.kind}")
         self.table.sort_reverse = self.REVERSE
         self._had_targets = False
+        #: sites that are away: their rows (field `site`) are drawn stale; the note
+        #: says since when (`rack2 away since 10:42:07 (last heard 10:41:55)`)
+        self.stale_sites: frozenset[str] = frozenset()
+        self.stale_note = ""
 
     @property
     def fleet(self) -> "FleetApp":
@@ -144,10 +152,24 @@ class Pane(Vertical):
         title = f"[{self.number}] {self.title} ({count}){suffix}"
         if title != self.border_title:
             self.border_title = title
-        if self.updated_at:
-            subtitle = "updated " + time.strftime("%H:%M:%S", time.localtime(self.updated_at))
+        if self.updated_at or self.stale_note:
+            subtitle = ("updated " + time.strftime("%H:%M:%S", time.localtime(self.updated_at))
+                        if self.updated_at else "")
+            if self.stale_note:
+                subtitle = f"{STALE_FLAG} {self.stale_note}" + (
+                    f" · {subtitle}" if subtitle else "")
             if subtitle != self.border_subtitle:
                 self.border_subtitle = subtitle
+
+    def set_stale(self, sites: frozenset[str], note: str) -> None:
+        """Draw the rows of these sites stale, and say why under the pane."""
+        if (sites, note) != (self.stale_sites, self.stale_note):
+            self.stale_sites, self.stale_note = frozenset(sites), note
+            self.table.refresh()
+            self.update_title()
+
+    def is_stale(self, row) -> bool:
+        return bool(self.stale_sites) and row.fields.get("site") in self.stale_sites
 
     # -- verbs ---------------------------------------------------------------------------
 

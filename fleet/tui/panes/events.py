@@ -42,18 +42,32 @@ class EventsPane(Pane):
     SORT = "ts"
     REVERSE = True
 
-    def __init__(self, *args, **kw):
+    def __init__(self, *args, sites: bool = False, local_site: str | None = None, **kw):
+        """`sites`: the profile has remote sites: a Site column says where each
+        event happened (this process's own are at `local_site`, or `local`)."""
+        self.sites = sites
+        self.local_site = local_site
+        if sites:
+            self.COLUMNS = [self.COLUMNS[0], Column("site", "Site", 8), *self.COLUMNS[1:]]
         super().__init__(*args, **kw)
-        #: id -> the Event behind each row (details and raw views show its data)
-        self.events: dict[int, Event] = {}
+        #: row key -> the Event behind each row (details and raw views show its data):
+        #: this process's events by id, a remote site's by `site:id` (ids are per site)
+        self.events: dict[Hashable, Event] = {}
         self.table.row_style = _row_style
         self.table.follow_top = True
 
-    def row(self, e: Event):
-        self.events[e.id] = e
+    def row(self, item: Event | tuple[str, Event]):
+        site, e = item if isinstance(item, tuple) else (self.local_site or "local", item)
+        # zero-padded: rows of one moment sort by id, as a number would
+        key: Hashable = f"{site}:{e.id:012d}" if isinstance(item, tuple) else e.id
+        self.events[key] = e
         message = command_line(e) if command_text(e) is not None else e.message
-        return e.id, (e.ts, e.severity.value, e.kind, e.subject, message), {
-            "severity": e.severity.value, "kind": e.kind, "subject": e.subject}
+        values = (e.ts, e.severity.value, e.kind, e.subject, message)
+        fields = {"severity": e.severity.value, "kind": e.kind, "subject": e.subject}
+        if self.sites:
+            values = (e.ts, site, *values[1:])
+            fields["site"] = site or ""
+        return key, values, fields
 
     def copy_text(self, keys) -> str:
         """An SSH command verbatim, else the message; one line per event."""
@@ -70,7 +84,8 @@ class EventsPane(Pane):
         return f"event {key}", records.event(self.events[key])
 
     def record_subject(self, key: Hashable, record: dict) -> str | None:
-        return record.get("subject")
+        # a remote site's event: this process's events about its subject are not its
+        return record.get("subject") if isinstance(key, int) else None
 
     def record_sections(self, key: Hashable) -> list[tuple[str, str]]:
         command = command_text(self.events[key])
@@ -81,15 +96,17 @@ class EventsPane(Pane):
         super().load(events)
         self._trim()
 
-    def add(self, events: list[Event]) -> None:
-        self.update(events)
+    def add(self, events: list[Event], site: str | None = None) -> None:
+        """This process's events, or (with `site`) a remote site's."""
+        self.update(events if site is None else [(site, e) for e in events])
         self._trim()
 
     def _trim(self) -> None:
         extra = len(self.table.rows) - MAX_EVENTS
         if extra > 0:
+            oldest = sorted(self.table.rows, key=lambda k: (self.events[k].ts, self.events[k].id))
             with self.table.batch():
-                for key in sorted(self.table.rows)[:extra]:
+                for key in oldest[:extra]:
                     self.table.remove(key)
                     self.events.pop(key, None)
 

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from fleet import records
 from fleet.core.model import Machine
 from fleet.errors import FleetError
-from fleet.tui.panes.base import Pane, ago_text, clock_text
+from fleet.tui.panes.base import STALE_FLAG, Pane, ago_text, clock_text
 from fleet.tui.screens.confirm import ConfirmDialog
 from fleet.tui.screens.lease import LeaseDialog
 from fleet.tui.widgets.linetable import Column
@@ -65,11 +65,25 @@ class MachinesPane(Pane):
     SORT = "mac"
     COUNTED = ("state", "distributor")  # the header's totals, the distributors' "seen"
 
-    def __init__(self, *args, **kw):
+    def __init__(self, *args, sites: bool = False, local_site: str | None = None, **kw):
+        """`sites`: the profile has several sites (or a remote one): the distributor
+        column becomes a Site column (a site's boot services are named after it),
+        and a machine not seen by boot services yet counts at `local_site`."""
+        self.sites = sites
+        self.local_site = local_site
+        if sites:  # next to the MAC, where a narrow terminal still shows it
+            rest = [c for c in self.COLUMNS[1:] if c.key != "distributor"]
+            self.COLUMNS = [self.COLUMNS[0], Column("site", "Site", 8), *rest]
         super().__init__(*args, **kw)
         #: mac -> quirk, for the demo's machines that misbehave on purpose
         self.quirks: dict[str, str] = {}
-        self.table.row_flag = lambda row: QUIRK_FLAG if row.key in self.quirks else None
+        self.table.row_flag = self._flag
+        self.table.row_style = lambda row: "stale" if self.is_stale(row) else None
+
+    def _flag(self, row) -> str | None:
+        if self.is_stale(row):
+            return STALE_FLAG
+        return QUIRK_FLAG if row.key in self.quirks else None
 
     def set_quirks(self, quirks: dict[str, str]) -> None:
         if quirks != self.quirks:
@@ -90,12 +104,17 @@ class MachinesPane(Pane):
 
     def row(self, m: Machine):
         lease = m.lease
+        site = m.distributor or (self.local_site if self.sites else None)
         values = (m.mac, m.nic_vendor, m.arch.label, m.state.value, m.last_seen,
-                  m.first_seen, m.distributor, lease.deployment if lease else None,
+                  m.first_seen, site, lease.deployment if lease else None,
                   lease.hostname if lease else None)
+        if self.sites:
+            values = (m.mac, site, *values[1:6], *values[7:])
         fields = {"state": m.state.value, "arch": m.arch.value,
                   "distributor": m.distributor or "", "vendor": m.nic_vendor or "",
                   "deployment": lease.deployment if lease else ""}
+        if self.sites:
+            fields["site"] = site or ""
         return m.mac, values, fields
 
     async def record(self, key: Hashable) -> tuple[str, dict]:
@@ -111,6 +130,8 @@ class MachinesPane(Pane):
 
         def done(result) -> None:
             if result:
+                # at once: a remote site's rows follow its replica a moment later
+                self.update(result)
                 self.notify(f"leased {len(result)}: " + ", ".join(
                     f"{m.mac} -> {m.lease.deployment}" for m in result[:5]))
                 self.table.clear_marks()

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from fleet import records
 from fleet.core.model import Node
 from fleet.errors import FleetError
-from fleet.tui.panes.base import Pane, ago_text
+from fleet.tui.panes.base import STALE_FLAG, Pane, ago_text
 from fleet.tui.screens.exec import ExecDialog
 from fleet.tui.widgets.linetable import Column
 
@@ -48,6 +48,8 @@ class NodesPane(Pane):
         self._routes: dict[tuple, str | None] = {}
         self.table.columns[3] = Column("route", "Route / via", 18, dynamic=True,
                                        fmt=self._route_cell)
+        self.table.row_style = lambda row: "stale" if self.is_stale(row) else None
+        self.table.row_flag = lambda row: STALE_FLAG if self.is_stale(row) else None
 
     def _route_cell(self, node: Node, _now: float) -> str:
         if self.route_of is None:

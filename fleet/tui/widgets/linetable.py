@@ -116,9 +116,11 @@ class LineTable(ScrollView, can_focus=True):
     LineTable > .linetable--marked { color: $warning; text-style: bold; }
     LineTable > .linetable--changed { background: $accent 40%; }
     LineTable > .linetable--accent { color: $secondary; text-style: bold; }
+    LineTable > .linetable--stale { color: $text-muted; text-style: dim; }
     """
     COMPONENT_CLASSES = {"linetable--header", "linetable--cursor", "linetable--cursor-blurred",
-                         "linetable--marked", "linetable--changed", "linetable--accent"}
+                         "linetable--marked", "linetable--changed", "linetable--accent",
+                         "linetable--stale"}
     BINDINGS = [
         Binding("up,k", "cursor(-1)", "Up", show=False, id="table.up"),
         Binding("down,j", "cursor(1)", "Down", show=False, id="table.down"),
@@ -167,7 +169,8 @@ class LineTable(ScrollView, can_focus=True):
         #: a cursor on the first row stays there as rows arrive above it (a log, newest
         #: first: the view keeps showing the newest); elsewhere it follows its row
         self.follow_top = False
-        #: row -> "accent" to draw the row in the accent style (e.g. SSH commands), or None
+        #: row -> "accent" (e.g. SSH commands) or "stale" (a site that is away) to draw
+        #: the row in that style, or None
         self.row_style: Callable[[Row], str | None] | None = None
         #: row -> a one-cell flag drawn where marks go, on unmarked rows (or None)
         self.row_flag: Callable[[Row], str | None] | None = None
@@ -521,7 +524,8 @@ class LineTable(ScrollView, can_focus=True):
                 "cursor": cursor,
                 "marked": self.get_component_rich_style("linetable--marked"),
                 "changed": self.get_component_rich_style("linetable--changed"),
-                "accent": self.get_component_rich_style("linetable--accent")}
+                "accent": self.get_component_rich_style("linetable--accent"),
+                "stale": self.get_component_rich_style("linetable--stale")}
 
     def _widths(self, width: int) -> list[int]:
         """Each column's width: the last one takes what the others leave (a long
