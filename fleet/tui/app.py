@@ -24,7 +24,7 @@ import time
 from functools import partial
 from typing import Any, Awaitable, Callable, Hashable, Sequence
 
-from textual import events, on, work
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.suggester import SuggestFromList
@@ -490,8 +490,8 @@ class FleetApp(ShellActions, App):
         if first is None:
             return
         self.pane("events").load(first["events"])
-        for site, events in self._site_events.items():
-            self.pane("events").add(events, site=site)
+        for site, site_events in self._site_events.items():
+            self.pane("events").add(site_events, site=site)
         self._note_demo(first["events"])
         if self._site_watch is not None:
             self._show_sites()
