@@ -355,6 +355,117 @@ async def test_a_release_names_who_released_and_who_retired_the_node(seeded, xdg
         ("machine.released", "carol"), ("node.retired", "carol")]
 
 
+# -- distributors, jobs, builds ----------------------------------------------------------
+
+async def events_after(profile, cursor: int) -> list:
+    async with await Engine.open(profile, read_only=True) as engine:
+        return await engine.store.events.since(cursor, 10**6)
+
+
+async def wait_job(profile, job_id: int, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        async with await Engine.open(profile, read_only=True) as engine:
+            job = await engine.find_job(job_id)
+        if job.state.finished:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.state.value}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_distributor_switch_is_keyed_says_who_and_stays_at_its_site(
+        seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "dave"})
+    cursor = (await agent.hello())["last_event_id"]
+    off = await agent.call("distributor", name="rack1", enabled=False, key="d-1")
+    assert off["ok"], off
+    assert off["result"]["distributor"]["enabled"] is False
+    assert (off["result"]["changed"], off["result"]["replayed"]) == (True, False)
+    again = await agent.call("distributor", name="rack1", enabled=False, key="d-1")
+    assert again["result"] == {**off["result"], "replayed": True}
+    reused = await agent.call("distributor", name="rack1", enabled=True, key="d-1")
+    assert reused["error"]["kind"] == "conflict"
+    other = await agent.call("distributor", name="rack2", enabled=True, key="d-2")
+    assert other["error"]["kind"] == "wrong_site" and "rack2" in other["error"]["message"]
+    same = await agent.call("distributor", name="rack1", enabled=False, key="d-3")
+    assert same["ok"] and same["result"]["changed"] is False  # already off: nothing to do
+    events = await events_after(seeded, cursor)
+    assert [(e.kind, e.subject, e.data["by"]["user"]) for e in events] == [
+        ("distributor.off", "rack1", "dave")]
+    facts = await store_facts(seeded)
+    assert facts["keys"] == 2 and facts["last_event_id"] == cursor + 1
+    async with await Engine.open(seeded, read_only=True) as engine:
+        assert {d.name: d.enabled for d in await engine.distributors()} == {
+            "rack1": False, "rack2": False}
+
+
+async def test_job_cancel_and_retry_through_the_agent_act_once_per_key(seeded, xdg, agents):
+    async with await Engine.open(seeded) as engine:  # a build nobody has claimed yet
+        job_id = await engine.jobs.submit("ipxe", {"kind": "ipxe"}, claim=False)
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "erin"})
+    cursor = (await agent.hello())["last_event_id"]
+
+    early = await agent.call("job_retry", job=job_id, key="j-0")
+    assert early["error"]["kind"] == "conflict" and "queued" in early["error"]["message"]
+    missing = await agent.call("job_cancel", job=9999, key="j-9")
+    assert missing["error"] == {"kind": "not_found", "message": "unknown job 9999 at site rack1"}
+
+    cancelled = await agent.call("job_cancel", job=job_id, key="j-1")
+    assert cancelled["ok"], cancelled
+    assert cancelled["result"]["job"]["state"] == "cancelled"
+    assert cancelled["result"]["changed"] is True
+    replay = await agent.call("job_cancel", job=job_id, key="j-1")
+    assert replay["result"]["replayed"] is True
+    assert replay["result"]["job"]["state"] == "cancelled"
+
+    retried = await agent.call("job_retry", job=job_id, key="j-2")
+    assert retried["ok"], retried
+    new_id = retried["result"]["job"]["id"]
+    assert new_id != job_id and retried["result"]["retry_of"] == job_id
+    assert retried["result"]["job"]["inputs"]["_retry_of"] == job_id
+    twice = await agent.call("job_retry", job=job_id, key="j-2")
+    assert twice["result"]["replayed"] is True and twice["result"]["job"]["id"] == new_id
+
+    events = await events_after(seeded, cursor)
+    assert [(e.kind, e.subject, e.data.get("by", {}).get("user")) for e in events][:2] == [
+        ("job.cancelled", str(job_id), "erin"), ("job.queued", str(new_id), "erin")]
+    # the retry runs at the site, after this agent answered
+    assert (await wait_job(seeded, new_id)).state.value == "succeeded"
+    async with await Engine.open(seeded, read_only=True) as engine:
+        assert len(await engine.recent_jobs()) == 2  # one retry, not two
+        kept = (await engine.store.fetchone("SELECT count(*) FROM command_keys"))[0]
+    assert kept == 2
+
+
+async def test_a_build_through_the_agent_is_queued_run_at_the_site_and_keyed(
+        seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "fay"})
+    cursor = (await agent.hello())["last_event_id"]
+    bad = await agent.call("build", what="floppy", key="b-0")
+    assert bad["error"]["kind"] == "bad_input" and "unknown build kind" in bad["error"]["message"]
+    other = await agent.call("build", what="ipxe", distributor="rack9", key="b-0")
+    assert other["error"]["kind"] in {"bad_input", "not_found"}, other
+    assert (await store_facts(seeded))["last_event_id"] == cursor  # refused: nothing written
+
+    built = await agent.call("build", what="ipxe", distributor="rack1", key="b-1")
+    assert built["ok"], built
+    result = built["result"]
+    assert result["cached"] is False and result["artifact"] is None
+    assert result["job"]["state"] == "queued" and result["job"]["kind"] == "ipxe"
+    done = await wait_job(seeded, result["job"]["id"])
+    assert done.state.value == "succeeded", done.error
+
+    again = await agent.call("build", what="ipxe", distributor="rack1", key="b-1")
+    assert again["result"] == {**result, "replayed": True}  # the first result, no new job
+    cached = await agent.call("build", what="ipxe", distributor="rack1", key="b-2")
+    assert cached["result"]["cached"] is True and cached["result"]["job"] is None
+    assert cached["result"]["artifact"]["id"] == done.result["artifact"]
+    events = await events_after(seeded, cursor)
+    queued = [e for e in events if e.kind == "job.queued"]
+    assert len(queued) == 1 and queued[0].data["by"]["user"] == "fay"
+    assert "by" not in next(e for e in events if e.kind == "job.succeeded").data  # the worker's
+
+
 # -- bad input --------------------------------------------------------------------------
 
 async def test_bad_input_gets_an_error_frame_and_nothing_is_written(seeded, xdg, agents):
@@ -383,7 +494,7 @@ async def test_bad_input_gets_an_error_frame_and_nothing_is_written(seeded, xdg,
         (json.dumps({"id": 8, "op": "lease", **lease_args("t", mac="zz:zz")}).encode()
          + b"\n", "bad_input"),
         (json.dumps({"id": 9, "op": "lease", **lease_args("t"), "deployment": "nope"}
-                    ).encode() + b"\n", "bad_input"),
+                    ).encode() + b"\n", "not_found"),
         (json.dumps({"id": 10, "op": "release", "mac": OTHER_MAC, "wipe": "yes", "key": "t"}
                     ).encode() + b"\n", "bad_input"),
         (b'{"id": 11, "op": "lease", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "bad_input"),
