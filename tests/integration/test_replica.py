@@ -542,3 +542,42 @@ async def test_keep_marks_a_site_away_and_catches_up_when_it_is_back(profile_pat
             for channel in started:
                 channel.kill()
                 await channel.close()
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+async def test_the_sites_recent_jobs_are_in_the_replica_and_follow_their_changes(
+        profile_path, xdg, tmp_path, channels):
+    from fleet.engine import Engine
+    from fleet.sites.agent import SNAPSHOT_JOBS
+
+    script = "#!ipxe\n" + "echo x\n" * 800  # big inputs: the jobs take several frames
+    async with await Engine.open(profile_path) as engine:
+        ids = [await engine.jobs.submit("ipxe", {"kind": "ipxe", "script": script},
+                                        claim=False) for _ in range(SNAPSHOT_JOBS + 20)]
+    newest = ids[-SNAPSHOT_JOBS:]
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(tmp_path / "replica.db", refresh_delay_s=0.1) as replica:
+        following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+
+        async def jobs_in():
+            known = await replica.last_known(SITE)
+            return known is not None and len(known.jobs) == SNAPSHOT_JOBS
+
+        await wait_for(jobs_in, 30, "the jobs in the replica")
+        known = await replica.last_known(SITE)
+        assert [j["id"] for j in known.jobs] == newest[::-1]  # newest first
+        assert {j["state"] for j in known.jobs} == {"queued"}
+        assert known.jobs[0]["kind"] == "ipxe" and known.jobs[0]["inputs"]["script"] == script
+
+        cancelled = fleet_cli(profile_path, xdg, "job", "cancel", str(newest[-1]))
+        assert cancelled.returncode == 0, cancelled.stderr
+
+        async def cancelled_in():
+            jobs = (await replica.last_known(SITE)).jobs
+            return jobs[0]["state"] == "cancelled"
+
+        await wait_for(cancelled_in, 10, "the cancel in the replica")
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
