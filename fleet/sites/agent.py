@@ -45,6 +45,7 @@ from fleet.sites.protocol import (ENVELOPE_SLACK, MAX_FRAME, PROTOCOL, FrameRead
                                   ProtocolError, Request, check_request, encoded_size,
                                   error_reply, one_line, parse_frame, reply, stream_frame)
 from fleet.store.command_keys import CommandKeys, KeptResult, KeyTaken
+from fleet.store.feed import Lagging
 from fleet.store.on_behalf import on_behalf
 
 log = logging.getLogger("fleet.agent")
@@ -58,6 +59,9 @@ STORE_ID_KEY = "site.store_id"
 _BUDGET = MAX_FRAME - ENVELOPE_SLACK
 #: how many recent jobs a snapshot carries (a console shows the latest ones)
 SNAPSHOT_JOBS = 500
+#: how many live events may wait for a slow console; past it the follow ends
+#: with a `lagging` error and the console reads on by events_since
+FOLLOW_BUFFER = 4096
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -212,7 +216,7 @@ class SiteAgent:
             raise ProtocolError("conflict", "already following: unfollow first", request.id)
         after = request.args["after"]
         await self._check_cursor(after, request)
-        sub = self.engine.follow(after)
+        sub = self.engine.feed.subscribe(after, limit=FOLLOW_BUFFER)
 
         def start() -> None:  # after the reply: every stream frame comes after it
             self._follow = asyncio.ensure_future(self._stream(sub))
@@ -222,6 +226,7 @@ class SiteAgent:
         return {"following": True, "after": after}
 
     async def _stream(self, sub) -> None:
+        sent = 0
         try:
             async for event in sub:
                 frame = stream_frame("events", event=rec.event(event))
@@ -231,6 +236,12 @@ class SiteAgent:
                     await self._send(stream_frame("events", error={
                         "kind": "too_large",
                         "message": f"event {event.id} is over the frame limit"}))
+                sent = event.id
+        except Lagging as err:  # the follow ends here; the console resumes by cursor
+            log.warning("follow ended: the console is too slow (%s)", err)
+            await self._send(stream_frame("events", error={
+                "kind": "lagging", "message": f"the console fell behind ({err}) after event "
+                f"{sent}: the follow ended; read on with events_since from your cursor"}))
         finally:
             sub.close()
 

@@ -98,6 +98,7 @@ class Replica:
         self.clock = clock
         self.on_page = on_page
         self._syncing: set[str] = set()
+        self.lagged = 0  # follows an agent ended because this console fell behind
 
     @classmethod
     async def open(cls, path: Path | str, **options: Any) -> "Replica":
@@ -261,7 +262,20 @@ class Replica:
         return len(machines)
 
     async def follow(self, site: str, client: SiteClient) -> None:
-        """Apply live events from the cursor until the channel ends (raises)."""
+        """Apply live events from the cursor until the channel ends (raises).
+        An agent that ends the follow because this console fell behind (a
+        `lagging` error) is caught up with by cursor, then followed again."""
+        while True:
+            try:
+                await self._follow_live(site, client)
+            except SiteError as err:
+                if err.kind != "lagging":
+                    raise
+                log.warning("site %s: %s; catching up from the cursor", site, err.message)
+                self.lagged += 1
+                await self.catch_up(site, client)
+
+    async def _follow_live(self, site: str, client: SiteClient) -> None:
         row = await self.store.site(site)
         assert row is not None
         await self._call(client, "follow", client.call("follow", after=row.cursor))

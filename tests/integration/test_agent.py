@@ -274,6 +274,61 @@ async def test_follow_streams_an_event_another_process_writes(seeded, xdg, agent
     assert await agent.close() == 0
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+async def test_a_console_that_does_not_read_ends_the_follow_not_the_agents_memory(
+        seeded, xdg, agents):
+    """The console stops reading while the site writes far more events than
+    the pipe holds: the agent keeps at most FOLLOW_BUFFER of them, then ends
+    the follow with a `lagging` error and goes on answering."""
+    from fleet.sites.agent import FOLLOW_BUFFER
+
+    agent = await open_agent(agents, seeded, xdg)
+    cursor = (await agent.hello())["last_event_id"]
+    assert (await agent.call("follow", after=cursor))["ok"]
+    before = rss_kib(agent.proc.pid)
+    count = 10 * FOLLOW_BUFFER
+    async with await Engine.open(seeded) as engine:  # ~2 KiB each: 80 MiB if all were held
+        for start in range(0, count, 5000):
+            await engine.record(*(engine.event("test.bulk", f"s{i}", "bulk", blob="b" * 2000)
+                                  for i in range(start, min(count, start + 5000))))
+        last = await engine.last_event_id()
+
+    async def agent_read_them_all() -> None:  # the agent's feed has seen the last one
+        while True:
+            await asyncio.sleep(0.2)
+            grown = rss_kib(agent.proc.pid) - before
+            if grown < 0 or agent.proc.returncode is not None:
+                return
+            peak.append(grown)
+            if len(peak) > 25:  # 5 s: it has read them
+                return
+
+    peak: list[int] = []
+    await agent_read_them_all()
+    print(f"agent grew by at most {max(peak) // 1024} MiB for {count} events not read")
+    assert max(peak) < 40 * 1024, peak
+    streamed, error = [], None
+    while error is None:
+        frame = await agent.frame(timeout=15)
+        assert frame.get("stream") == "events", frame
+        if "error" in frame:
+            error = frame["error"]
+        else:
+            streamed.append(frame["event"]["id"])
+    assert error["kind"] == "lagging" and "events_since" in error["message"], error
+    assert streamed == list(range(cursor + 1, cursor + 1 + len(streamed)))
+    assert len(streamed) < count  # it did not hold them all
+    # the agent still answers, and the console reads on by cursor
+    page = await agent.call("events_since", after=streamed[-1], limit=10)
+    assert [e["id"] for e in page["result"]["events"]][0] == streamed[-1] + 1
+    assert (await agent.call("follow", after=last))["ok"]  # a new follow may start
+    assert await agent.close() == 0
+
+
 # -- idempotency and races ------------------------------------------------------------
 
 async def test_a_retry_with_the_same_key_leases_once(seeded, xdg, agents):
