@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -646,3 +647,83 @@ async def test_a_follow_the_agent_ends_for_lagging_is_resumed_by_cursor(
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+# -- kill -9 of the site's serve while it writes -----------------------------------------------
+
+async def test_a_serve_killed_while_it_writes_loses_and_doubles_nothing(tmp_path, xdg,
+                                                                         channels):
+    """The site's `serve` records machines that boot (HTTP script requests from
+    new MACs) while the replica follows the site; serve is killed with SIGKILL
+    in the middle, three times, and started again. Then the channel goes too
+    and the next one resumes from the cursor: the replica holds every event the
+    site's store committed, once each, in order."""
+    import httpx
+
+    from support.boot_site import write_boot_site
+    from support.site_agent import mac_of
+
+    site = write_boot_site(tmp_path, mode="direct")
+    base = f"http://{site.address}:{site.http}"
+
+    async def start_serve() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleet", "--headless", "--profile", str(site.path), "serve",
+            env=xdg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        async with httpx.AsyncClient(base_url=base, timeout=2) as http:
+            async def up():
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await http.get("/boot/00:00:00:00:00:01.ipxe")).status_code < 500
+                return False
+            await wait_for(up, 30, "serve answering", step=0.05)
+        return proc
+
+    booted = 0
+
+    async def boot_many(stop: asyncio.Event) -> None:
+        nonlocal booted
+        async with httpx.AsyncClient(base_url=base, timeout=2) as http:
+            async def one(mac: str) -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    await http.get(f"/boot/{mac}.ipxe")
+            while not stop.is_set():
+                await asyncio.gather(*(one(mac_of(10_000 + booted + i)) for i in range(20)))
+                booted += 20
+
+    channel = await channels(site.path, xdg)
+    path = tmp_path / "replica.db"
+    async with await Replica.open(path, refresh_delay_s=0.2) as replica:
+        following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+        rng = random.Random(99)
+        for _ in range(3):
+            serve = await start_serve()
+            stop = asyncio.Event()
+            booting = asyncio.ensure_future(boot_many(stop))
+            before = (await replica.store.site(SITE) or SimpleNamespace(cursor=0)).cursor
+
+            async def moved():
+                row = await replica.store.site(SITE)
+                return row is not None and row.cursor > before + 20
+
+            await wait_for(moved, 30, "serve's events reaching the replica")
+            await asyncio.sleep(rng.uniform(0, 0.3))
+            serve.send_signal(signal.SIGKILL)  # in the middle of its writes
+            await serve.wait()
+            stop.set()
+            await booting
+        assert not following.done()
+        channel.kill()  # and the channel too: the next one resumes from the cursor
+        with pytest.raises(ChannelLost):
+            await asyncio.wait_for(following, 10)
+        cursor = (await replica.store.site(SITE)).cursor
+        again = await channels(site.path, xdg)
+        done = await replica.sync(SITE, again.client, follow=False)
+        assert done.started_over is None
+        ours = await replica.store.events(SITE, 0, 10**9)
+    theirs = (await site_rows(site.path))["events"]
+    discovered = sum(e["kind"] == "machine.discovered" for e in theirs)
+    print(f"{booted} boots, {discovered} machines discovered, {len(theirs)} events; "
+          f"the last channel resumed from {cursor}")
+    assert discovered >= 60
+    assert [e["id"] for e in ours] == [e["id"] for e in theirs]  # each once, in order
+    assert ours == theirs
