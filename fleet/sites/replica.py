@@ -326,7 +326,11 @@ class Replica:
         stopped carrying anything is a lost channel, not a hang), with a result
         of `shape` (the fields this module reads, and their types)."""
         try:
-            result = await asyncio.wait_for(call, self.call_timeout_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that
+            # races with the reply, and a follow whose other part failed (a lagging
+            # stream) then waited forever for this one to stop
+            async with asyncio.timeout(self.call_timeout_s):
+                result = await call
         except TimeoutError:
             raise ChannelLost(f"site {client.site} did not answer {op} within "
                               f"{self.call_timeout_s:g} s") from None

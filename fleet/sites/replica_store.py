@@ -189,7 +189,7 @@ class ReplicaStore:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             try:
-                await self.conn.execute("BEGIN IMMEDIATE")
+                await self._begin("BEGIN IMMEDIATE")
                 try:
                     yield self.conn
                     await self.conn.execute("COMMIT")
@@ -200,6 +200,17 @@ class ReplicaStore:
             except sqlite3.OperationalError as err:
                 raise EnvironmentProblem(f"cannot write the replica {self.path}: {err}; "
                                          "it keeps what it had") from err
+
+    async def _begin(self, sql: str) -> None:
+        """BEGIN, and no transaction left open by a cancel that came while it
+        ran (aiosqlite's thread runs it anyway; the next BEGIN would fail)."""
+        try:
+            await self.conn.execute(sql)
+        except asyncio.CancelledError:
+            # queued after the BEGIN on the same thread, so it runs after it
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+            raise
 
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         if self._reading.get():
@@ -213,7 +224,7 @@ class ReplicaStore:
         """The reads of this task inside see one moment of the file (one read
         transaction), e.g. a site's row, machines and events that agree."""
         async with self._lock:
-            await self.conn.execute("BEGIN")
+            await self._begin("BEGIN")
             token = self._reading.set(True)
             try:
                 yield self
