@@ -55,10 +55,14 @@ def stamped(events: list[Event]) -> list[Event]:
     return [replace(e, data={**e.data, "by": dict(acting.by)}) for e in events]
 
 
-async def appended(tx: "aiosqlite.Connection", events: list[Event]) -> None:
-    """Called by the event repo inside the transaction that appended `events`."""
+async def appended(tx: "aiosqlite.Connection", events: list[Event],
+                   ids: list[int] | None = None) -> None:
+    """Called by the event repo inside the transaction that appended `events`
+    (with their new `ids` when it has them)."""
     acting = _current.get()
     if acting is None or not acting.open or acting.first is None or acting.used or not events:
         return
     acting.used = True
+    if ids is not None:
+        events = [replace(e, id=i) for e, i in zip(events, ids)]
     await acting.first(tx, events)

@@ -11,7 +11,6 @@ caller composes several writes into one atomic change:
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -341,7 +340,7 @@ class EventRepo(_Repo):
                 "VALUES (?,?,?,?,?,?)",
                 (e.ts, e.kind, e.subject, e.severity.value, e.message, _json(dict(e.data))))
             ids.append(cur.lastrowid)
-        await appended(tx, [replace(e, id=i) for e, i in zip(events, ids)])
+        await appended(tx, events, ids)
         return ids
 
     async def append_many(self, tx: "aiosqlite.Connection", events: Iterable[Event]) -> None:
