@@ -37,7 +37,7 @@ MAX_DEPTH = 16
 ENVELOPE_SLACK = 1024
 
 ERROR_KINDS = frozenset({"bad_input", "unknown_op", "too_large", "wrong_site", "version",
-                         "environment", "conflict"})
+                         "environment", "conflict", "not_found", "lagging"})
 
 
 class ProtocolError(Exception):
@@ -210,14 +210,31 @@ _KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 class Field:
     """One request field: its JSON type, bounds, and whether it must be there."""
 
-    kind: str  # "int", "str", "bool", "name" (a site name), "key" (idempotency key)
+    kind: str  # "int", "str", "bool", "name" (a site name), "key" (idempotency key),
+    #            "text" (lines: a script), "strs" (a list of "str")
     required: bool = False
     low: int = 0
     high: int = MAX_INT
     max_len: int = 256
     default: Any = None
+    max_items: int = 32
 
     def check(self, name: str, value: Any) -> Any:
+        if self.kind == "strs":
+            if not isinstance(value, list):
+                raise ValueError(f"{name} must be a list of strings")
+            if len(value) > self.max_items:
+                raise ValueError(f"{name} has more than {self.max_items} items")
+            item = Field("str", max_len=self.max_len)
+            return [item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        if self.kind == "text":
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be a string")
+            if len(value) > self.max_len:
+                raise ValueError(f"{name} is longer than {self.max_len} characters")
+            if not value.replace("\n", "").replace("\t", "").isprintable():
+                raise ValueError(f"{name} holds control characters other than newline and tab")
+            return value
         if self.kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer")
@@ -253,7 +270,8 @@ OPS: dict[str, dict[str, Field]] = {
     "follow": {"after": Field("int", required=True)},
     "unfollow": {},
     "snapshot": {"after_mac": Field("str", max_len=64),
-                 "after_node": Field("str", max_len=255)},
+                 "after_node": Field("str", max_len=255),
+                 "after_job": Field("int")},
     "lease": {"mac": Field("str", required=True, max_len=64),
               "deployment": Field("str", required=True, max_len=128),
               "hostname": Field("str", max_len=253),
@@ -262,6 +280,28 @@ OPS: dict[str, dict[str, Field]] = {
     "release": {"mac": Field("str", required=True, max_len=64),
                 "wipe": Field("bool", default=False),
                 "key": Field("key", required=True)},
+    "distributor": {"name": Field("name", required=True),
+                    "enabled": Field("bool", required=True),
+                    "key": Field("key", required=True)},
+    # the job's id is `job`: a request's `id` is the request's own
+    "job_cancel": {"job": Field("int", required=True, low=1),
+                   "key": Field("key", required=True)},
+    "job_retry": {"job": Field("int", required=True, low=1),
+                  "key": Field("key", required=True)},
+    # what `fleet --headless build` takes, with the files' texts instead of their
+    # paths (the paths that remain are on the site host)
+    "build": {"what": Field("str", required=True, max_len=16),
+              "label": Field("str", max_len=32),
+              "distributor": Field("name"),
+              "script": Field("text", max_len=64 * 1024),
+              "chain_url": Field("str", max_len=2048),
+              "ipxe_dir": Field("str", max_len=4096),
+              "ipxe_src": Field("str", max_len=4096),
+              "ipxe_targets": Field("strs", max_len=256),
+              "grub_cfg": Field("text", max_len=64 * 1024),
+              "wiper_root": Field("str", max_len=4096),
+              "wiper_modules": Field("strs", max_len=64, max_items=256),
+              "key": Field("key", required=True)},
 }
 
 _SITE = Field("name")

@@ -11,7 +11,7 @@ channel (fleet.sites.client), in the console's own SQLite file
 2. catch-up: events_since from the cursor, page by page (the next page asked
    for while one is written); each page and the cursor after it commit in one
    transaction.
-3. a snapshot of machines and nodes replaces the site's rows.
+3. a snapshot of machines, nodes and recent jobs replaces the site's rows.
 4. follow from the cursor: live events are applied as they come (in small
    batches, cursor with them), the rows are refreshed by a snapshot shortly
    after events arrive, and a hello every few seconds keeps `last_heard`
@@ -81,6 +81,7 @@ class LastKnown:
     machines: list[dict[str, Any]] = field(default_factory=list)
     nodes: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # recent ones, newest first
 
 
 class Replica:
@@ -97,6 +98,7 @@ class Replica:
         self.clock = clock
         self.on_page = on_page
         self._syncing: set[str] = set()
+        self.lagged = 0  # follows an agent ended because this console fell behind
 
     @classmethod
     async def open(cls, path: Path | str, **options: Any) -> "Replica":
@@ -128,7 +130,8 @@ class Replica:
                              cursor=row.cursor, site_last_event=row.site_last_event,
                              rows_as_of=row.rows_as_of, machines=await view.machines(site),
                              nodes=await view.nodes(site),
-                             events=await view.latest_events(site, events))
+                             events=await view.latest_events(site, events),
+                             jobs=await view.jobs(site))
 
     # -- syncing -----------------------------------------------------------------------
 
@@ -232,31 +235,51 @@ class Replica:
         return done
 
     async def refresh(self, site: str, client: SiteClient) -> int:
-        """Replace the site's machines and nodes with a snapshot; returns how many
-        machines it has."""
+        """Replace the site's machines, nodes and jobs with a snapshot; returns
+        how many machines it has."""
         machines: list[dict[str, Any]] = []
         nodes: list[dict[str, Any]] = []
-        position: dict[str, str] = {}
+        jobs: list[dict[str, Any]] | None = None  # None: an agent that sends no jobs
+        position: dict[str, Any] = {}
         as_of: int | None = None
         while True:
             page = await self._call(client, "snapshot", client.call("snapshot", **position),
                                     SNAPSHOT)
             if as_of is None:  # the rows show at least every change up to the first page's
                 as_of = page["last_event_id"]
+            page_jobs = page.get("jobs")
             if not (all(_has(m, mac=str, state=str) for m in page["machines"])
-                    and all(_has(n, name=str) for n in page["nodes"])):
+                    and all(_has(n, name=str) for n in page["nodes"])
+                    and (page_jobs is None or isinstance(page_jobs, list)
+                         and all(_has(j, id=int, state=str) for j in page_jobs))):
                 raise ChannelLost(f"the agent of site {site} sent a snapshot with a record "
                                   "that is not one")
             machines += page["machines"]
             nodes += page["nodes"]
+            if page_jobs is not None:
+                jobs = (jobs or []) + page_jobs
             if not page["more"]:
                 break
-            position = {k: page[k] for k in ("after_mac", "after_node") if page[k] is not None}
-        await self.store.replace_rows(site, machines, nodes, as_of or 0, self.clock())
+            position = {k: page[k] for k in ("after_mac", "after_node", "after_job")
+                        if page.get(k) is not None}
+        await self.store.replace_rows(site, machines, nodes, as_of or 0, self.clock(), jobs)
         return len(machines)
 
     async def follow(self, site: str, client: SiteClient) -> None:
-        """Apply live events from the cursor until the channel ends (raises)."""
+        """Apply live events from the cursor until the channel ends (raises).
+        An agent that ends the follow because this console fell behind (a
+        `lagging` error) is caught up with by cursor, then followed again."""
+        while True:
+            try:
+                await self._follow_live(site, client)
+            except SiteError as err:
+                if err.kind != "lagging":
+                    raise
+                log.warning("site %s: %s; catching up from the cursor", site, err.message)
+                self.lagged += 1
+                await self.catch_up(site, client)
+
+    async def _follow_live(self, site: str, client: SiteClient) -> None:
         row = await self.store.site(site)
         assert row is not None
         await self._call(client, "follow", client.call("follow", after=row.cursor))
@@ -307,7 +330,11 @@ class Replica:
         stopped carrying anything is a lost channel, not a hang), with a result
         of `shape` (the fields this module reads, and their types)."""
         try:
-            result = await asyncio.wait_for(call, self.call_timeout_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that
+            # races with the reply, and a follow whose other part failed (a lagging
+            # stream) then waited forever for this one to stop
+            async with asyncio.timeout(self.call_timeout_s):
+                result = await call
         except TimeoutError:
             raise ChannelLost(f"site {client.site} did not answer {op} within "
                               f"{self.call_timeout_s:g} s") from None

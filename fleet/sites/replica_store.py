@@ -7,11 +7,12 @@ away still shows that site, marked with the time it was last heard from.
     events    (site, id) PK, the event as the agent sends it
     machines  (site, mac) PK, state, the machine record as `--format json` prints it
     nodes     (site, name) PK, the node record likewise
+    jobs      (site, id) PK, state, the site's recent jobs likewise
 
 `cursor` is the id of the last event copied; it moves in the same transaction
 as the events it covers, and an event is keyed by its site-local id, so a
-kill at any moment neither loses an event nor counts one twice. Machines and
-nodes are whole snapshots, replaced per site in one transaction;
+kill at any moment neither loses an event nor counts one twice. Machines,
+nodes and jobs are whole snapshots, replaced per site in one transaction;
 `rows_as_of` is the site's last event id when the snapshot was read (the rows
 show at least every change up to it).
 
@@ -69,6 +70,14 @@ SCHEMA = [
         site TEXT NOT NULL REFERENCES sites(site) ON DELETE CASCADE,
         name TEXT NOT NULL, record TEXT NOT NULL,
         PRIMARY KEY (site, name)
+    ) WITHOUT ROWID;
+    """,
+    # 2
+    """
+    CREATE TABLE jobs (
+        site TEXT NOT NULL REFERENCES sites(site) ON DELETE CASCADE,
+        id INTEGER NOT NULL, state TEXT NOT NULL, record TEXT NOT NULL,
+        PRIMARY KEY (site, id)
     ) WITHOUT ROWID;
     """,
 ]
@@ -181,7 +190,7 @@ class ReplicaStore:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             try:
-                await self.conn.execute("BEGIN IMMEDIATE")
+                await self._begin("BEGIN IMMEDIATE")
                 try:
                     yield self.conn
                     await self.conn.execute("COMMIT")
@@ -200,6 +209,17 @@ class ReplicaStore:
         await self._written.wait()
         self._written.clear()
 
+    async def _begin(self, sql: str) -> None:
+        """BEGIN, and no transaction left open by a cancel that came while it
+        ran (aiosqlite's thread runs it anyway; the next BEGIN would fail)."""
+        try:
+            await self.conn.execute(sql)
+        except asyncio.CancelledError:
+            # queued after the BEGIN on the same thread, so it runs after it
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+            raise
+
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         if self._reading.get():
             return list(await self.conn.execute_fetchall(sql, params))
@@ -212,7 +232,7 @@ class ReplicaStore:
         """The reads of this task inside see one moment of the file (one read
         transaction), e.g. a site's row, machines and events that agree."""
         async with self._lock:
-            await self.conn.execute("BEGIN")
+            await self._begin("BEGIN")
             token = self._reading.set(True)
             try:
                 yield self
@@ -252,7 +272,7 @@ class ReplicaStore:
 
     @staticmethod
     async def _empty(tx: aiosqlite.Connection, site: str, store_id: str | None) -> None:
-        for table in ("events", "machines", "nodes"):
+        for table in ("events", "machines", "nodes", "jobs"):
             await tx.execute(f"DELETE FROM {table} WHERE site = ?", (site,))
         await tx.execute("UPDATE sites SET store_id = ?, cursor = 0, site_last_event = 0, "
                          "rows_as_of = 0 "
@@ -312,11 +332,18 @@ class ReplicaStore:
     # -- machines and nodes -----------------------------------------------------------
 
     async def replace_rows(self, site: str, machines: list[dict[str, Any]],
-                           nodes: list[dict[str, Any]], as_of: int, now: float) -> None:
-        """The site's machines and nodes are these now (a whole snapshot)."""
+                           nodes: list[dict[str, Any]], as_of: int, now: float,
+                           jobs: list[dict[str, Any]] | None = None) -> None:
+        """The site's machines, nodes and jobs are these now (a whole snapshot;
+        `jobs` None: an agent that sends none, the jobs known stay)."""
         async with self.transaction() as tx:
             await tx.execute("DELETE FROM machines WHERE site = ?", (site,))
             await tx.execute("DELETE FROM nodes WHERE site = ?", (site,))
+            if jobs is not None:
+                await tx.execute("DELETE FROM jobs WHERE site = ?", (site,))
+                await tx.executemany(
+                    "INSERT INTO jobs (site, id, state, record) VALUES (?,?,?,?)",
+                    [(site, j["id"], j["state"], _json(j)) for j in jobs])
             await tx.executemany(
                 "INSERT INTO machines (site, mac, state, record) VALUES (?,?,?,?)",
                 [(site, m["mac"], m["state"], _json(machine_fact(m))) for m in machines])
@@ -349,6 +376,12 @@ class ReplicaStore:
                 "(SELECT count(*) FROM nodes WHERE site = ?)", (site, site))
         return ([json.loads(r[0]) for r in machines], counts[0][0],
                 [json.loads(r[0]) for r in nodes], counts[0][1])
+
+    async def jobs(self, site: str) -> list[dict[str, Any]]:
+        """The site's recent jobs as last snapshotted, newest first."""
+        rows = await self._rows("SELECT record FROM jobs WHERE site = ? ORDER BY id DESC",
+                                (site,))
+        return [json.loads(r[0]) for r in rows]
 
     async def nodes(self, site: str) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT record FROM nodes WHERE site = ? ORDER BY name",

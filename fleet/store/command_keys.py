@@ -59,6 +59,13 @@ class CommandKeys:
         if cur.rowcount != 1:
             raise KeyTaken(key)
 
+    async def settle(self, key: str, result: Any) -> None:
+        """Replace a kept key's result with the command's final one (a command
+        whose first write kept the key before its result was known)."""
+        async with self.store.transaction() as tx:
+            await tx.execute("UPDATE command_keys SET result = ? WHERE key = ?",
+                             (_json(result), key))
+
     async def forget_before(self, when: float) -> int:
         """Drop keys older than `when` (a retry comes within minutes, not months)."""
         async with self.store.transaction() as tx:

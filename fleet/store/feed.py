@@ -18,14 +18,32 @@ from fleet.core.model import Event
 from fleet.store.db import Store
 
 
+class Lagging(Exception):
+    """A bounded subscription's reader fell more than its limit behind: the
+    events it held are dropped; it must read on from the store by cursor."""
+
+
 class Subscription:
-    def __init__(self, feed: "ChangeFeed", backlog_from: int | None):
+    def __init__(self, feed: "ChangeFeed", backlog_from: int | None,
+                 limit: int | None = None):
         self._feed = feed
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._backlog_from = backlog_from
         self._start = feed.last_id
+        self._limit = limit
+        self.lagging = False
 
     def _put(self, event: Event | None) -> None:
+        if self.lagging:
+            return
+        if event is not None and self._limit is not None and self._queue.qsize() >= self._limit:
+            # a slow reader must not make this process grow without limit
+            self.lagging = True
+            self._feed._subscribers.discard(self)
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+            return
         self._queue.put_nowait(event)
 
     async def __aiter__(self) -> AsyncIterator[Event]:
@@ -42,6 +60,8 @@ class Subscription:
         while True:
             event = await self._queue.get()
             if event is None:
+                if self.lagging:
+                    raise Lagging(f"more than {self._limit} events waited for this reader")
                 return
             yield event
 
@@ -88,10 +108,12 @@ class ChangeFeed:
     def kick(self) -> None:
         self._kick.set()
 
-    def subscribe(self, after_id: int | None = None) -> Subscription:
+    def subscribe(self, after_id: int | None = None, limit: int | None = None
+                  ) -> Subscription:
         """Events after `after_id` (replayed from the store), then live ones.
-        None: only events from now on."""
-        sub = Subscription(self, after_id)
+        None: only events from now on. `limit`: at most this many live events
+        wait for the reader; past it the iteration raises Lagging."""
+        sub = Subscription(self, after_id, limit)
         self._subscribers.add(sub)
         return sub
 

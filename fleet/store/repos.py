@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from fleet.core.arch import FirmwareArch
 from fleet.core.model import (Artifact, Event, HostKey, Job, JobState, Lease, Machine,
                               MachineState, Node, Reachability, Severity)
+from fleet.store.on_behalf import appended, stamped
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -331,6 +332,7 @@ def _event_from(row) -> Event:
 
 class EventRepo(_Repo):
     async def append(self, tx: "aiosqlite.Connection", events: Iterable[Event]) -> list[int]:
+        events = stamped(list(events))
         ids = []
         for e in events:
             cur = await tx.execute(
@@ -338,15 +340,18 @@ class EventRepo(_Repo):
                 "VALUES (?,?,?,?,?,?)",
                 (e.ts, e.kind, e.subject, e.severity.value, e.message, _json(dict(e.data))))
             ids.append(cur.lastrowid)
+        await appended(tx, events, ids)
         return ids
 
     async def append_many(self, tx: "aiosqlite.Connection", events: Iterable[Event]) -> None:
         """Like append, in one executemany (one thread hop for 1000 events); no ids."""
+        events = stamped(list(events))
         await tx.executemany(
             "INSERT INTO events (ts, kind, subject, severity, message, data) "
             "VALUES (?,?,?,?,?,?)",
             [(e.ts, e.kind, e.subject, e.severity.value, e.message, _json(dict(e.data)))
              for e in events])
+        await appended(tx, events)
 
     async def since(self, after_id: int, limit: int = 1000) -> list[Event]:
         rows = await self.store.fetchall(

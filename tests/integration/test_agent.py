@@ -274,6 +274,61 @@ async def test_follow_streams_an_event_another_process_writes(seeded, xdg, agent
     assert await agent.close() == 0
 
 
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+async def test_a_console_that_does_not_read_ends_the_follow_not_the_agents_memory(
+        seeded, xdg, agents):
+    """The console stops reading while the site writes far more events than
+    the pipe holds: the agent keeps at most FOLLOW_BUFFER of them, then ends
+    the follow with a `lagging` error and goes on answering."""
+    from fleet.sites.agent import FOLLOW_BUFFER
+
+    agent = await open_agent(agents, seeded, xdg)
+    cursor = (await agent.hello())["last_event_id"]
+    assert (await agent.call("follow", after=cursor))["ok"]
+    before = rss_kib(agent.proc.pid)
+    count = 10 * FOLLOW_BUFFER
+    async with await Engine.open(seeded) as engine:  # ~2 KiB each: 80 MiB if all were held
+        for start in range(0, count, 5000):
+            await engine.record(*(engine.event("test.bulk", f"s{i}", "bulk", blob="b" * 2000)
+                                  for i in range(start, min(count, start + 5000))))
+        last = await engine.last_event_id()
+
+    async def agent_read_them_all() -> None:  # the agent's feed has seen the last one
+        while True:
+            await asyncio.sleep(0.2)
+            grown = rss_kib(agent.proc.pid) - before
+            if grown < 0 or agent.proc.returncode is not None:
+                return
+            peak.append(grown)
+            if len(peak) > 25:  # 5 s: it has read them
+                return
+
+    peak: list[int] = []
+    await agent_read_them_all()
+    print(f"agent grew by at most {max(peak) // 1024} MiB for {count} events not read")
+    assert max(peak) < 40 * 1024, peak
+    streamed, error = [], None
+    while error is None:
+        frame = await agent.frame(timeout=15)
+        assert frame.get("stream") == "events", frame
+        if "error" in frame:
+            error = frame["error"]
+        else:
+            streamed.append(frame["event"]["id"])
+    assert error["kind"] == "lagging" and "events_since" in error["message"], error
+    assert streamed == list(range(cursor + 1, cursor + 1 + len(streamed)))
+    assert len(streamed) < count  # it did not hold them all
+    # the agent still answers, and the console reads on by cursor
+    page = await agent.call("events_since", after=streamed[-1], limit=10)
+    assert [e["id"] for e in page["result"]["events"]][0] == streamed[-1] + 1
+    assert (await agent.call("follow", after=last))["ok"]  # a new follow may start
+    assert await agent.close() == 0
+
+
 # -- idempotency and races ------------------------------------------------------------
 
 async def test_a_retry_with_the_same_key_leases_once(seeded, xdg, agents):
@@ -355,6 +410,117 @@ async def test_a_release_names_who_released_and_who_retired_the_node(seeded, xdg
         ("machine.released", "carol"), ("node.retired", "carol")]
 
 
+# -- distributors, jobs, builds ----------------------------------------------------------
+
+async def events_after(profile, cursor: int) -> list:
+    async with await Engine.open(profile, read_only=True) as engine:
+        return await engine.store.events.since(cursor, 10**6)
+
+
+async def wait_job(profile, job_id: int, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        async with await Engine.open(profile, read_only=True) as engine:
+            job = await engine.find_job(job_id)
+        if job.state.finished:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job.state.value}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_distributor_switch_is_keyed_says_who_and_stays_at_its_site(
+        seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "dave"})
+    cursor = (await agent.hello())["last_event_id"]
+    off = await agent.call("distributor", name="rack1", enabled=False, key="d-1")
+    assert off["ok"], off
+    assert off["result"]["distributor"]["enabled"] is False
+    assert (off["result"]["changed"], off["result"]["replayed"]) == (True, False)
+    again = await agent.call("distributor", name="rack1", enabled=False, key="d-1")
+    assert again["result"] == {**off["result"], "replayed": True}
+    reused = await agent.call("distributor", name="rack1", enabled=True, key="d-1")
+    assert reused["error"]["kind"] == "conflict"
+    other = await agent.call("distributor", name="rack2", enabled=True, key="d-2")
+    assert other["error"]["kind"] == "wrong_site" and "rack2" in other["error"]["message"]
+    same = await agent.call("distributor", name="rack1", enabled=False, key="d-3")
+    assert same["ok"] and same["result"]["changed"] is False  # already off: nothing to do
+    events = await events_after(seeded, cursor)
+    assert [(e.kind, e.subject, e.data["by"]["user"]) for e in events] == [
+        ("distributor.off", "rack1", "dave")]
+    facts = await store_facts(seeded)
+    assert facts["keys"] == 2 and facts["last_event_id"] == cursor + 1
+    async with await Engine.open(seeded, read_only=True) as engine:
+        assert {d.name: d.enabled for d in await engine.distributors()} == {
+            "rack1": False, "rack2": False}
+
+
+async def test_job_cancel_and_retry_through_the_agent_act_once_per_key(seeded, xdg, agents):
+    async with await Engine.open(seeded) as engine:  # a build nobody has claimed yet
+        job_id = await engine.jobs.submit("ipxe", {"kind": "ipxe"}, claim=False)
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "erin"})
+    cursor = (await agent.hello())["last_event_id"]
+
+    early = await agent.call("job_retry", job=job_id, key="j-0")
+    assert early["error"]["kind"] == "conflict" and "queued" in early["error"]["message"]
+    missing = await agent.call("job_cancel", job=9999, key="j-9")
+    assert missing["error"] == {"kind": "not_found", "message": "unknown job 9999 at site rack1"}
+
+    cancelled = await agent.call("job_cancel", job=job_id, key="j-1")
+    assert cancelled["ok"], cancelled
+    assert cancelled["result"]["job"]["state"] == "cancelled"
+    assert cancelled["result"]["changed"] is True
+    replay = await agent.call("job_cancel", job=job_id, key="j-1")
+    assert replay["result"]["replayed"] is True
+    assert replay["result"]["job"]["state"] == "cancelled"
+
+    retried = await agent.call("job_retry", job=job_id, key="j-2")
+    assert retried["ok"], retried
+    new_id = retried["result"]["job"]["id"]
+    assert new_id != job_id and retried["result"]["retry_of"] == job_id
+    assert retried["result"]["job"]["inputs"]["_retry_of"] == job_id
+    twice = await agent.call("job_retry", job=job_id, key="j-2")
+    assert twice["result"]["replayed"] is True and twice["result"]["job"]["id"] == new_id
+
+    events = await events_after(seeded, cursor)
+    assert [(e.kind, e.subject, e.data.get("by", {}).get("user")) for e in events][:2] == [
+        ("job.cancelled", str(job_id), "erin"), ("job.queued", str(new_id), "erin")]
+    # the retry runs at the site, after this agent answered
+    assert (await wait_job(seeded, new_id)).state.value == "succeeded"
+    async with await Engine.open(seeded, read_only=True) as engine:
+        assert len(await engine.recent_jobs()) == 2  # one retry, not two
+        kept = (await engine.store.fetchone("SELECT count(*) FROM command_keys"))[0]
+    assert kept == 2
+
+
+async def test_a_build_through_the_agent_is_queued_run_at_the_site_and_keyed(
+        seeded, xdg, agents):
+    agent = await open_agent(agents, seeded, xdg, extra_env={"USER": "fay"})
+    cursor = (await agent.hello())["last_event_id"]
+    bad = await agent.call("build", what="floppy", key="b-0")
+    assert bad["error"]["kind"] == "bad_input" and "unknown build kind" in bad["error"]["message"]
+    other = await agent.call("build", what="ipxe", distributor="rack9", key="b-0")
+    assert other["error"]["kind"] in {"bad_input", "not_found"}, other
+    assert (await store_facts(seeded))["last_event_id"] == cursor  # refused: nothing written
+
+    built = await agent.call("build", what="ipxe", distributor="rack1", key="b-1")
+    assert built["ok"], built
+    result = built["result"]
+    assert result["cached"] is False and result["artifact"] is None
+    assert result["job"]["state"] == "queued" and result["job"]["kind"] == "ipxe"
+    done = await wait_job(seeded, result["job"]["id"])
+    assert done.state.value == "succeeded", done.error
+
+    again = await agent.call("build", what="ipxe", distributor="rack1", key="b-1")
+    assert again["result"] == {**result, "replayed": True}  # the first result, no new job
+    cached = await agent.call("build", what="ipxe", distributor="rack1", key="b-2")
+    assert cached["result"]["cached"] is True and cached["result"]["job"] is None
+    assert cached["result"]["artifact"]["id"] == done.result["artifact"]
+    events = await events_after(seeded, cursor)
+    queued = [e for e in events if e.kind == "job.queued"]
+    assert len(queued) == 1 and queued[0].data["by"]["user"] == "fay"
+    assert "by" not in next(e for e in events if e.kind == "job.succeeded").data  # the worker's
+
+
 # -- bad input --------------------------------------------------------------------------
 
 async def test_bad_input_gets_an_error_frame_and_nothing_is_written(seeded, xdg, agents):
@@ -383,7 +549,7 @@ async def test_bad_input_gets_an_error_frame_and_nothing_is_written(seeded, xdg,
         (json.dumps({"id": 8, "op": "lease", **lease_args("t", mac="zz:zz")}).encode()
          + b"\n", "bad_input"),
         (json.dumps({"id": 9, "op": "lease", **lease_args("t"), "deployment": "nope"}
-                    ).encode() + b"\n", "bad_input"),
+                    ).encode() + b"\n", "not_found"),
         (json.dumps({"id": 10, "op": "release", "mac": OTHER_MAC, "wipe": "yes", "key": "t"}
                     ).encode() + b"\n", "bad_input"),
         (b'{"id": 11, "op": "lease", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "bad_input"),

@@ -18,6 +18,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -542,3 +543,187 @@ async def test_keep_marks_a_site_away_and_catches_up_when_it_is_back(profile_pat
             for channel in started:
                 channel.kill()
                 await channel.close()
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+async def test_the_sites_recent_jobs_are_in_the_replica_and_follow_their_changes(
+        profile_path, xdg, tmp_path, channels):
+    from fleet.engine import Engine
+    from fleet.sites.agent import SNAPSHOT_JOBS
+
+    script = "#!ipxe\n" + "echo x\n" * 800  # big inputs: the jobs take several frames
+    async with await Engine.open(profile_path) as engine:
+        ids = [await engine.jobs.submit("ipxe", {"kind": "ipxe", "script": script},
+                                        claim=False) for _ in range(SNAPSHOT_JOBS + 20)]
+    newest = ids[-SNAPSHOT_JOBS:]
+    channel = await channels(profile_path, xdg)
+    async with await Replica.open(tmp_path / "replica.db", refresh_delay_s=0.1) as replica:
+        following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+
+        async def jobs_in():
+            known = await replica.last_known(SITE)
+            return known is not None and len(known.jobs) == SNAPSHOT_JOBS
+
+        await wait_for(jobs_in, 30, "the jobs in the replica")
+        known = await replica.last_known(SITE)
+        assert [j["id"] for j in known.jobs] == newest[::-1]  # newest first
+        assert {j["state"] for j in known.jobs} == {"queued"}
+        assert known.jobs[0]["kind"] == "ipxe" and known.jobs[0]["inputs"]["script"] == script
+
+        cancelled = fleet_cli(profile_path, xdg, "job", "cancel", str(newest[-1]))
+        assert cancelled.returncode == 0, cancelled.stderr
+
+        async def cancelled_in():
+            jobs = (await replica.last_known(SITE)).jobs
+            return jobs[0]["state"] == "cancelled"
+
+        await wait_for(cancelled_in, 10, "the cancel in the replica")
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+
+
+# -- a console too slow for its site ----------------------------------------------------------
+
+async def test_a_follow_the_agent_ends_for_lagging_is_resumed_by_cursor(
+        profile_path, xdg, tmp_path):
+    """A slow link: the console reads its channel in small sips while the site
+    writes a burst; the agent ends the follow (`lagging`), the replica catches
+    up by events_since and follows again; every event once, in order."""
+    from fleet.engine import Engine
+    from fleet.sites.agent import FOLLOW_BUFFER
+
+    await write_events(profile_path, 30)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleet", "--headless", "--profile", str(profile_path), "agent",
+        "--site", SITE, env=xdg, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, limit=1 << 21)
+    slow = asyncio.Event()
+
+    async def read(n: int) -> bytes:
+        if slow.is_set():
+            await asyncio.sleep(0.01)
+            return await proc.stdout.read(min(n, 1024))
+        return await proc.stdout.read(n)
+
+    async def write(data: bytes) -> None:
+        proc.stdin.write(data)
+        await proc.stdin.drain()
+
+    client = SiteClient(read, write, site=SITE).start()
+    try:
+        # snapshots and heartbeats go on meanwhile: a call whose reply races the
+        # follow's end must not keep that follow from ending
+        async with await Replica.open(tmp_path / "replica.db", refresh_delay_s=0.1,
+                                      heartbeat_s=0.5) as replica:
+            following = asyncio.ensure_future(replica.sync(SITE, client))
+
+            async def at(cursor: int):
+                async def check():
+                    row = await replica.store.site(SITE)
+                    return row is not None and row.cursor == cursor
+                return check
+
+            await wait_for(await at((await site_rows(profile_path))["events"][-1]["id"]), 30,
+                           "catch-up")
+            slow.set()
+            async with await Engine.open(profile_path) as engine:
+                await engine.record(*(engine.event("test.burst", f"s{i}", "burst", blob="b" * 500)
+                                      for i in range(3 * FOLLOW_BUFFER)))
+                last = await engine.last_event_id()
+            await asyncio.sleep(3)  # the agent's feed reads the burst; the pipe is full
+            slow.clear()
+            await wait_for(await at(last), 60, "resumed to the last event")
+            assert replica.lagged >= 1, "the agent never ended the follow"
+            assert not following.done()
+            ours = await replica.store.events(SITE, 0, 10**9)
+            assert ours == (await site_rows(profile_path))["events"]
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+    finally:
+        await client.close()
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+# -- kill -9 of the site's serve while it writes -----------------------------------------------
+
+async def test_a_serve_killed_while_it_writes_loses_and_doubles_nothing(tmp_path, xdg,
+                                                                         channels):
+    """The site's `serve` records machines that boot (HTTP script requests from
+    new MACs) while the replica follows the site; serve is killed with SIGKILL
+    in the middle, three times, and started again. Then the channel goes too
+    and the next one resumes from the cursor: the replica holds every event the
+    site's store committed, once each, in order."""
+    import httpx
+
+    from support.boot_site import write_boot_site
+    from support.site_agent import mac_of
+
+    site = write_boot_site(tmp_path, mode="direct")
+    base = f"http://{site.address}:{site.http}"
+
+    async def start_serve() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fleet", "--headless", "--profile", str(site.path), "serve",
+            env=xdg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        async with httpx.AsyncClient(base_url=base, timeout=2) as http:
+            async def up():
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await http.get("/boot/00:00:00:00:00:01.ipxe")).status_code < 500
+                return False
+            await wait_for(up, 30, "serve answering", step=0.05)
+        return proc
+
+    booted = 0
+
+    async def boot_many(stop: asyncio.Event) -> None:
+        nonlocal booted
+        async with httpx.AsyncClient(base_url=base, timeout=2) as http:
+            async def one(mac: str) -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    await http.get(f"/boot/{mac}.ipxe")
+            while not stop.is_set():
+                await asyncio.gather(*(one(mac_of(10_000 + booted + i)) for i in range(20)))
+                booted += 20
+
+    channel = await channels(site.path, xdg)
+    path = tmp_path / "replica.db"
+    async with await Replica.open(path, refresh_delay_s=0.2) as replica:
+        following = asyncio.ensure_future(replica.sync(SITE, channel.client))
+        rng = random.Random(99)
+        for _ in range(3):
+            serve = await start_serve()
+            stop = asyncio.Event()
+            booting = asyncio.ensure_future(boot_many(stop))
+            before = (await replica.store.site(SITE) or SimpleNamespace(cursor=0)).cursor
+
+            async def moved():
+                row = await replica.store.site(SITE)
+                return row is not None and row.cursor > before + 20
+
+            await wait_for(moved, 30, "serve's events reaching the replica")
+            await asyncio.sleep(rng.uniform(0, 0.3))
+            serve.send_signal(signal.SIGKILL)  # in the middle of its writes
+            await serve.wait()
+            stop.set()
+            await booting
+        assert not following.done()
+        channel.kill()  # and the channel too: the next one resumes from the cursor
+        with pytest.raises(ChannelLost):
+            await asyncio.wait_for(following, 10)
+        cursor = (await replica.store.site(SITE)).cursor
+        again = await channels(site.path, xdg)
+        done = await replica.sync(SITE, again.client, follow=False)
+        assert done.started_over is None
+        ours = await replica.store.events(SITE, 0, 10**9)
+    theirs = (await site_rows(site.path))["events"]
+    discovered = sum(e["kind"] == "machine.discovered" for e in theirs)
+    print(f"{booted} boots, {discovered} machines discovered, {len(theirs)} events; "
+          f"the last channel resumed from {cursor}")
+    assert discovered >= 60
+    assert [e["id"] for e in ours] == [e["id"] for e in theirs]  # each once, in order
+    assert ours == theirs

@@ -128,6 +128,13 @@ def request(**frame):
     return check_request(json.loads(json.dumps(frame)))
 
 
+def test_a_build_request_takes_script_text_and_lists():
+    r = request(id=1, op="build", what="ipxe", script="#!ipxe\n\tchain x\n",
+                ipxe_targets=["bin/undionly.kpxe"], key="b-1")
+    assert r.args["script"] == "#!ipxe\n\tchain x\n"
+    assert r.args["ipxe_targets"] == ["bin/undionly.kpxe"] and r.args["label"] is None
+
+
 def test_a_valid_request_gets_its_defaults():
     r = request(id=3, op="events_since", after=10)
     assert (r.id, r.op, r.args, r.site) == (3, "events_since", {"after": 10, "limit": 1000},
@@ -166,6 +173,22 @@ def test_a_valid_request_gets_its_defaults():
     ({"id": 1, "op": "release", "mac": "m", "wipe": 1, "key": "k"}, "bad_input",
      "true or false"),
     ({"id": 1, "op": "unfollow", "site": 7}, "bad_input", "site must be a string"),
+    ({"id": 1, "op": "distributor", "name": "rack1", "key": "k"}, "bad_input",
+     "needs enabled"),
+    ({"id": 1, "op": "distributor", "name": "rack1", "enabled": "on", "key": "k"},
+     "bad_input", "true or false"),
+    ({"id": 1, "op": "job_cancel", "job": 0, "key": "k"}, "bad_input", "from 1"),
+    ({"id": 1, "op": "job_retry", "job": "7", "key": "k"}, "bad_input", "integer"),
+    ({"id": 1, "op": "build", "what": "iso", "script": "#!ipxe\n\x1b[2J", "key": "k"},
+     "bad_input", "control characters other than newline"),
+    ({"id": 1, "op": "build", "what": "iso", "script": "x" * 70000, "key": "k"},
+     "bad_input", "longer than 65536"),
+    ({"id": 1, "op": "build", "what": "iso", "wiper_modules": "e1000", "key": "k"},
+     "bad_input", "must be a list of strings"),
+    ({"id": 1, "op": "build", "what": "iso", "ipxe_targets": ["a", 3], "key": "k"},
+     "bad_input", "ipxe_targets[1] must be a string"),
+    ({"id": 1, "op": "build", "what": "iso", "wiper_modules": ["m"] * 257, "key": "k"},
+     "bad_input", "more than 256 items"),
 ])
 def test_every_field_is_checked(frame, kind, message):
     with pytest.raises(ProtocolError) as caught:
