@@ -36,7 +36,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol
 
 from fleet.core import lifecycle as lc
 from fleet.core.model import (LEASED_STATES, Artifact, Distributor, Event, Job, Machine,
@@ -125,6 +125,11 @@ class RemoteSites(Protocol):
                     address: str | None) -> Machine: ...
 
     async def release(self, site: str, mac: str, wipe: bool) -> lc.Released: ...
+
+    async def switch_distributor(self, site: str, enabled: bool) -> Distributor: ...
+
+    #: the remote sites by name
+    sites: Mapping[str, Any]
 
     def hold(self) -> None: ...
 
@@ -682,6 +687,8 @@ class Engine:
         """Switch a site's boot services on or off (idempotent; an event when it changes)."""
         self._writable("switch a distributor")
         current = {d.name: d for d in await self.distributors()}
+        if name not in current and self.remote is not None and name in self.remote.sites:
+            return await self.remote.switch_distributor(name, enabled)
         if name not in current:
             known = ", ".join(current) or "none"
             raise UnknownTarget(f"unknown distributor {name!r}; the profile has: {known}")

@@ -176,6 +176,14 @@ def event(e: Event) -> dict[str, Any]:
             "severity": e.severity.value, "message": e.message, "data": dict(e.data)}
 
 
+def distributor_from(record: dict[str, Any]) -> Distributor:
+    """The distributor a `distributor` record describes (a remote site's)."""
+    return Distributor(name=record["name"], site=record.get("site") or record["name"],
+                       address=record.get("address") or "", interface=record.get("interface"),
+                       enabled=bool(record.get("enabled")),
+                       artifacts=tuple(record.get("artifacts") or ()))
+
+
 def event_line(e: Event) -> str:
     return f"{local(e.ts)}  {e.severity.value:<7}  {e.kind:<22}  {e.message}"
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from fleet import records as rec
 from fleet.core import lifecycle as lc
-from fleet.core.model import Machine, Node
+from fleet.core.model import Distributor, Machine, Node
 from fleet.errors import BadInput, Conflict, EnvironmentProblem, FleetError, UnknownTarget
 from fleet.sites.client import ChannelLost, SiteClient, SiteError
 from fleet.sites.remote import SiteUnreachable, agent_channel, agent_route
@@ -242,7 +242,13 @@ class SiteHub:
             message = f"{mac} at site {site} holds no lease; nothing changed"
         return lc.Released(after, changed, message, None)
 
-    async def command(self, site: str, op: str, **args: Any) -> dict[str, Any]:
+    async def switch_distributor(self, site: str, enabled: bool) -> Distributor:
+        result = await self.command(site, "distributor", want="distributor", name=site,
+                                    enabled=enabled)
+        return rec.distributor_from(result["distributor"])
+
+    async def command(self, site: str, op: str, *, want: str = "machine",
+                      **args: Any) -> dict[str, Any]:
         """Run `op` at `site` once; the agent's result. SiteAway when the site
         cannot be reached; the agent's refusals as Conflict, UnknownTarget,
         BadInput."""
@@ -271,8 +277,8 @@ class SiteHub:
                 continue
             except SiteError as err:
                 raise _refusal(site, err) from None
-            if not isinstance(result, dict) or not isinstance(result.get("machine"), dict):
-                raise SiteAway(f"site {site}: its agent answered {op} with no machine")
+            if not isinstance(result, dict) or not isinstance(result.get(want), dict):
+                raise SiteAway(f"site {site}: its agent answered {op} with no {want}")
             return result
         raise AssertionError("unreachable")
 
@@ -372,7 +378,7 @@ def _refusal(site: str, err: SiteError) -> FleetError:
     text = f"site {site}: {err.message}"
     if err.kind == "conflict":
         return Conflict(text)
-    if err.kind == "bad_input" and err.message.startswith("unknown"):
+    if err.kind == "not_found" or (err.kind == "bad_input" and err.message.startswith("unknown")):
         return UnknownTarget(text)
     if err.kind in ("bad_input", "too_large", "unknown_op", "wrong_site"):
         return BadInput(text)

@@ -149,3 +149,18 @@ async def test_two_console_processes_leasing_one_machine_at_once_make_one_lease(
     async with await Engine.open(sites["remote"], read_only=True) as engine:
         leased = [e for e in await engine.events(1000) if e.kind == "machine.leased"]
     assert len(leased) == 1
+
+
+async def test_a_remote_sites_distributor_is_switched_at_its_site(sites, xdg):
+    for word in ("on", "off"):
+        switched = fleet(sites["console"], xdg, "distributor", word, "rack2")
+        assert switched.returncode == 0, switched.stderr
+        assert f"distributor rack2 is {word}" in switched.stdout
+    async with await Engine.open(sites["remote"], read_only=True, site="rack2") as engine:
+        assert [d.enabled for d in await engine.distributors()] == [False]
+        every = await engine.events(100)
+    kinds = [e.kind for e in every if e.kind.startswith("distributor.")]
+    assert kinds[-2:] == ["distributor.on", "distributor.off"], kinds
+    assert all(e.data.get("by") for e in every if e.kind.startswith("distributor."))
+    unknown = fleet(sites["console"], xdg, "distributor", "off", "rack9")
+    assert unknown.returncode == 2 and "unknown distributor 'rack9'" in unknown.stderr
