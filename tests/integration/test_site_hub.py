@@ -15,23 +15,11 @@ import pytest
 
 from fleet.engine import Engine
 from fleet.sites.hub import SiteAway, SiteHub
-from support.agent_sshd import (MAC, OTHER_MAC, agent_command, console_profile, fleet,
-                                remote_profile, sshd, stop_sshd)  # noqa: F401 - sshd: a fixture
+from support.agent_sshd import (MAC, OTHER_MAC, fleet, sites, sshd,  # noqa: F401 - fixtures
+                                stop_sshd)
 from support.waiting import until
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-async def sites(tmp_path, xdg, sshd):  # noqa: F811
-    remote = remote_profile(tmp_path)
-    async with await Engine.open(remote) as engine:
-        engine.record_sighting(MAC, stage="firmware")
-        engine.record_sighting(OTHER_MAC, stage="firmware")
-        await engine.flush_sightings()
-    console = console_profile(tmp_path, sshd, agent_command(xdg, remote))
-    return {"console": console, "remote": remote, "folder": sshd["folder"],
-            "port": sshd["port"]}
 
 
 async def remote_machine(remote, mac):

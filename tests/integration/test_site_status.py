@@ -13,37 +13,23 @@ import time
 import pytest
 import yaml
 
-from fleet.engine import Engine
 from fleet.sites.replica import Replica
 from support.profiles import write_profile
 from support.agent_sshd import (MAC, OTHER_MAC, agent_command, console_profile, fleet,
-                                remote_profile, sshd, stop_sshd)  # noqa: F401 - sshd: a fixture
-
-
-@pytest.fixture
-async def two_sites(tmp_path, xdg, sshd):  # noqa: F811 - the fixture imported above
-    """rack1 local; rack2's agent on the sshd, reached through jump gw (the same sshd)."""
-    remote = remote_profile(tmp_path)
-    async with await Engine.open(remote) as engine:
-        engine.record_sighting(MAC, stage="firmware")
-        engine.record_sighting(OTHER_MAC, stage="firmware")
-        await engine.flush_sightings()
-    console = console_profile(tmp_path, sshd, agent_command(xdg, remote))
-    return {"console": console, "remote": remote, "folder": sshd["folder"],
-            "port": sshd["port"]}
+                                remote_profile, sites, sshd, stop_sshd)  # noqa: F401 - sshd: a fixture
 
 
 @pytest.mark.root
-async def test_site_status_shows_local_and_remote_then_the_remote_away(two_sites, xdg):
-    lease = fleet(two_sites["remote"], xdg, "lease", MAC, "-d", "debian12")
+async def test_site_status_shows_local_and_remote_then_the_remote_away(sites, xdg):
+    lease = fleet(sites["remote"], xdg, "lease", MAC, "-d", "debian12")
     assert lease.returncode == 0, lease.stderr
 
-    seen = fleet(two_sites["console"], xdg, "site", "status", "--format", "json")
+    seen = fleet(sites["console"], xdg, "site", "status", "--format", "json")
     assert seen.returncode == 0, seen.stderr
     rows = {r["site"]: r for r in json.loads(seen.stdout)}
     assert rows["rack1"]["where"] == "local" and rows["rack1"]["connected"] is True
     rack2 = rows["rack2"]
-    assert rack2["where"] == f"root@127.0.0.1:{two_sites['port']} via gw"
+    assert rack2["where"] == f"root@127.0.0.1:{sites['port']} via gw"
     assert rack2["connected"] is True and rack2["lag"] == 0 and rack2["reason"] is None
     assert rack2["version"] == rows["rack1"]["version"] and rack2["skew"] is None
     # the replica holds the lease made at the remote store
@@ -53,9 +39,9 @@ async def test_site_status_shows_local_and_remote_then_the_remote_away(two_sites
                                                               OTHER_MAC: "discovered"}
     assert "machine.leased" in [e["kind"] for e in known.events]
 
-    stop_sshd(two_sites["folder"], two_sites["port"])
+    stop_sshd(sites["folder"], sites["port"])
     began = time.time()
-    away = fleet(two_sites["console"], xdg, "site", "status", "--format", "json")
+    away = fleet(sites["console"], xdg, "site", "status", "--format", "json")
     assert away.returncode == 1, away.stderr
     rows = {r["site"]: r for r in json.loads(away.stdout)}
     assert rows["rack1"]["connected"] is True
@@ -68,7 +54,7 @@ async def test_site_status_shows_local_and_remote_then_the_remote_away(two_sites
     assert rack2["last_known"]["by_state"] == {"leased": 1, "discovered": 1}
     assert rack2["last_known"]["last_heard"] is not None
 
-    table = fleet(two_sites["console"], xdg, "site", "status")
+    table = fleet(sites["console"], xdg, "site", "status")
     assert table.returncode == 1
     line = [ln for ln in table.stdout.splitlines() if ln.startswith("rack2: ")]
     assert len(line) == 1 and "unreachable via gw since" in line[0], table.stdout

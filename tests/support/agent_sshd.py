@@ -121,3 +121,19 @@ def running_sshd(folder: Path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+async def sites(tmp_path, xdg, sshd):  # noqa: F811 - the fixture above
+    """rack2's own store holding MAC and OTHER_MAC, discovered; the console's
+    profile reaching rack2's agent on the sshd through jump gw (the same sshd)."""
+    from fleet.engine import Engine
+
+    remote = remote_profile(tmp_path)
+    async with await Engine.open(remote) as engine:
+        engine.record_sighting(MAC, stage="firmware")
+        engine.record_sighting(OTHER_MAC, stage="firmware")
+        await engine.flush_sightings()
+    console = console_profile(tmp_path, sshd, agent_command(xdg, remote))
+    return {"console": console, "remote": remote, "folder": sshd["folder"],
+            "port": sshd["port"]}

@@ -22,26 +22,13 @@ from fleet.profile import load_profile
 from fleet.tui.app import FleetApp
 from fleet.tui.screens.details import DetailsScreen
 from fleet.tui.screens.lease import LeaseDialog
-from support.agent_sshd import (MAC, OTHER_MAC, agent_command, console_profile,
-                                remote_profile, sshd, stop_sshd)  # noqa: F401 - sshd: a fixture
+from support.agent_sshd import MAC, OTHER_MAC, sites, sshd, stop_sshd  # noqa: F401 - fixtures
 from tui.conftest import settle
 
 pytestmark = pytest.mark.root
 
 SIZE = (160, 50)
 AWAY = re.compile(r"^since \d\d:\d\d:\d\d: ")
-
-
-@pytest.fixture
-async def sites(tmp_path, xdg, sshd):  # noqa: F811
-    remote = remote_profile(tmp_path)
-    async with await Engine.open(remote) as engine:
-        engine.record_sighting(MAC, stage="firmware")
-        engine.record_sighting(OTHER_MAC, stage="firmware")
-        await engine.flush_sightings()
-    console = console_profile(tmp_path, sshd, agent_command(xdg, remote))
-    return {"console": console, "remote": remote, "folder": sshd["folder"],
-            "port": sshd["port"]}
 
 
 async def wait_for(pilot, what: str, check, timeout: float = 20.0) -> None:
