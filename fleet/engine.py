@@ -128,6 +128,10 @@ class RemoteSites(Protocol):
 
     async def switch_distributor(self, site: str, enabled: bool) -> Distributor: ...
 
+    async def jobs(self) -> list[tuple[str, dict[str, Any]]]: ...
+
+    async def job_command(self, site: str, op: str, job: int) -> dict[str, Any]: ...
+
     #: the remote sites by name
     sites: Mapping[str, Any]
 

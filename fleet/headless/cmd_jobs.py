@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from fleet.core.model import Artifact, Job, JobState
-from fleet.errors import BadInput
+from fleet.errors import BadInput, UnknownTarget
 from fleet import records as rec
-from fleet.headless.output import Output
+from fleet.headless.output import Output, warn_stale
 from fleet.records import iso
 
 if TYPE_CHECKING:
@@ -117,6 +117,15 @@ async def jobs(engine: "Engine", args, out: Output) -> int:
     listed = await engine.jobs.list(states, args.limit)
     rows = [_job_row(j) for j in reversed(listed)]
     if not args.follow:
+        if engine.remote is not None:  # the remote sites' jobs, as last snapshotted
+            wanted = {s.value for s in states} if states else None
+            rows += [{**r, "site": site, "_ref": f"{site}:{r['id']}"}
+                     for site, r in await engine.remote.jobs()
+                     if wanted is None or r.get("state") in wanted]
+            columns = [("_ref", "id"), *rec.JOB_COLUMNS[1:]]
+            out.records(rows, columns, empty="no jobs")
+            await warn_stale(engine, out)
+            return 0
         out.records(rows, rec.JOB_COLUMNS, empty="no jobs")
         return 0
     # follow: the current list, then one line per change (state, progress, phase)
@@ -145,6 +154,9 @@ async def jobs(engine: "Engine", args, out: Output) -> int:
 
 async def job(engine: "Engine", args, out: Output) -> int:
     action = args.job_command
+    site, args.id = args.id
+    if site is not None:
+        return await _remote_job(engine, action, site, args.id, out)
     if action == "cancel":
         before = await engine.jobs.get(args.id)
         j = await engine.jobs.cancel(args.id)
@@ -170,6 +182,26 @@ async def job(engine: "Engine", args, out: Output) -> int:
             raise BadInput(f"job {args.id} is {j.state.value} and owned by another process")
         return await _report(engine, out, args.id, f"job {args.id}")
     raise BadInput(f"unknown job action {action!r}")
+
+
+async def _remote_job(engine: "Engine", action: str, site: str, job_id: int,
+                      out: Output) -> int:
+    """cancel or retry a remote site's job, at its site (its agent runs it there)."""
+    if engine.remote is None or site not in engine.remote.sites:
+        raise UnknownTarget(f"unknown site {site!r}: no remote site of this profile has "
+                            "that name")
+    if action not in ("cancel", "retry"):
+        raise BadInput(f"job {action} works on this process's jobs; for site {site}'s, "
+                       f"run it on its host")
+    result = await engine.remote.job_command(site, f"job_{action}", job_id)
+    row = {**result["job"], "site": site}
+    if action == "cancel":
+        text = (f"job {site}:{job_id} {row['state']}" if result.get("changed", True)
+                else f"job {site}:{job_id} had already {row['state']}; nothing to cancel")
+    else:
+        text = f"job {site}:{row['id']} retries job {site}:{job_id} at site {site}; queued"
+    out.record(row, text)
+    return 0
 
 
 async def _report(engine: "Engine", out: Output, job_id: int, what: str) -> int:

@@ -41,6 +41,18 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+def job_ref(text: str) -> tuple[str | None, int]:
+    """`5` (a job here) or `west:5` (job 5 of remote site west)."""
+    site, _, number = text.rpartition(":")
+    try:
+        job = int(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (N or SITE:N)") from None
+    if job < 1 or (":" in text and not site):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (N or SITE:N)")
+    return (site or None, job)
+
+
 def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser
                  ) -> argparse.ArgumentParser:
     """`parser_class`: the control server's, which prints usage and errors to
@@ -293,7 +305,9 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
              "run": "run a queued job in this process (the --no-wait worker)"}
     for action in ("cancel", "log", "retry", "run"):
         a = jsub.add_parser(action, help=helps[action], description=helps[action])
-        a.add_argument("id", type=int, metavar="ID")
+        a.add_argument("id", type=job_ref, metavar="ID",
+                       help="a job of this process's sites, or SITE:ID, a remote site's "
+                            "(as the jobs command lists it)" if action in ("cancel", "retry") else None)
         _globals(a, top=False)
         if action == "log":
             a.add_argument("--follow", "-f", action="store_true",

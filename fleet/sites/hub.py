@@ -247,6 +247,15 @@ class SiteHub:
                                     enabled=enabled)
         return rec.distributor_from(result["distributor"])
 
+    async def jobs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every remote site's recent jobs as last snapshotted: (site, job record)."""
+        replica = await self._ready()
+        return [(site, job) for site in self.sites for job in await replica.store.jobs(site)]
+
+    async def job_command(self, site: str, op: str, job: int) -> dict[str, Any]:
+        """job_cancel or job_retry of job `job` at `site`: the agent's result."""
+        return await self.command(site, op, want="job", job=job)
+
     async def command(self, site: str, op: str, *, want: str = "machine",
                       **args: Any) -> dict[str, Any]:
         """Run `op` at `site` once; the agent's result. SiteAway when the site

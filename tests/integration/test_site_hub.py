@@ -152,3 +152,25 @@ async def test_a_remote_sites_distributor_is_switched_at_its_site(sites, xdg):
     assert all(e.data.get("by") for e in every if e.kind.startswith("distributor."))
     unknown = fleet(sites["console"], xdg, "distributor", "off", "rack9")
     assert unknown.returncode == 2 and "unknown distributor 'rack9'" in unknown.stderr
+
+
+async def test_a_remote_sites_jobs_are_listed_and_cancelled_there_by_site_and_id(sites, xdg):
+    async with await Engine.open(sites["remote"], site="rack2") as engine:  # nobody runs it
+        job_id = await engine.jobs.submit("ipxe", {"kind": "ipxe"}, claim=False)
+    listed = fleet(sites["console"], xdg, "jobs")
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.split()[:3] == [f"rack2:{job_id}", "ipxe", "queued"]
+               for line in listed.stdout.splitlines()), listed.stdout
+    cancelled = fleet(sites["console"], xdg, "job", "cancel", f"rack2:{job_id}")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"job rack2:{job_id} cancelled" in cancelled.stdout
+    async with await Engine.open(sites["remote"], read_only=True, site="rack2") as engine:
+        assert (await engine.jobs.get(job_id)).state.value == "cancelled"
+    again = fleet(sites["console"], xdg, "job", "cancel", f"rack2:{job_id}")
+    assert again.returncode == 0 and "had already cancelled" in again.stdout, again.stdout
+    log = fleet(sites["console"], xdg, "job", "log", f"rack2:{job_id}")
+    assert log.returncode == 2 and "run it on its host" in log.stderr, log.stderr
+    unknown = fleet(sites["console"], xdg, "job", "cancel", "rack9:1")
+    assert unknown.returncode == 2 and "unknown site 'rack9'" in unknown.stderr
+    missing = fleet(sites["console"], xdg, "job", "cancel", "rack2:9999")
+    assert missing.returncode == 2 and "unknown job 9999" in missing.stderr, missing.stderr
