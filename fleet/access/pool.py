@@ -44,6 +44,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import asyncssh
@@ -290,6 +291,7 @@ class Pool:
         self.connect_timeout = float(ssh.connect_timeout)
         self.user = ssh.user
         self._client_keys = client_keys
+        self._own_key: Path | None = None  # fleet's own key, not made yet when this began
         self._agent_path = agent_path
         o = self.options
         self._jumps = {j.name: _JumpLink(j.name, j, asyncio.Semaphore(o.handshakes_per_jump),
@@ -331,6 +333,8 @@ class Pool:
                 client_keys = [asyncssh.read_private_key(str(own))]
                 agent_path = ()
         pool = cls(engine, trust, options, client_keys, agent_path)
+        if ssh.identity is None and not client_keys:  # made later (the demo makes it as
+            pool._own_key = own                       # it starts): read it when it is there
         pool._follow_retirements()
         return pool
 
@@ -408,6 +412,10 @@ class Pool:
 
     def _conn_options(self, subject: Subject, user: str) -> dict:
         o = self.options
+        if self._own_key is not None and self._own_key.is_file():
+            self._client_keys, self._agent_path = [asyncssh.read_private_key(
+                str(self._own_key))], ()
+            self._own_key = None
         interval = o.keepalive_interval if subject.kind == "jump" else o.node_keepalive_interval
         return dict(
             username=user, port=subject.port, known_hosts=self.trust.known,

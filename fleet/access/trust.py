@@ -175,6 +175,20 @@ class Trust:
             fresh.load("\n".join(f"{n} {line}" for n, line in sorted(self._loaded)))
         self.known = fresh
 
+    async def reload_pins(self, name: str) -> None:
+        """Read again what the store pins for jump or agent host `name`: another
+        process (the demo starting its jump, a `trust` command) may have pinned
+        it since this process loaded its trust; the next attempt then knows it."""
+        eng = self.engine
+        if any(j.name == name for j in eng.profile.jumps):
+            pins = await jump_pins(eng, name)
+            self._jump_pins[name] = pins
+            self.add_pins(name, pins)
+            return
+        for site in eng.profile.sites:
+            if site.agent is not None and agent_host_name(site.name) == name:
+                self.add_pins(name, await agent_pins(eng, site.name))
+
     def subject_for_node(self, node, address: str, port: int) -> Subject:
         self.add_pins(node.name, node.host_keys)  # a node may have registered since
         addrs = tuple(a for a in (address, node.address, node.public_ipv4, node.ipv6) if a)
@@ -217,6 +231,8 @@ class Trust:
                     f"{s.name} ({s.address}) under host_keys: accept-new",
                     severity=Severity.WARNING, jump=s.name, address=s.address,
                     key_type=key.key_type, fingerprint=key.fingerprint))
+        elif kind == "unknown":
+            await self.reload_pins(s.name)
         elif kind == "mismatch" and not eng.read_only:
             err: HostKeyRefused = payload
             await eng.record(eng.event(

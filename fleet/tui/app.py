@@ -298,8 +298,8 @@ class FleetApp(ShellActions, App):
             return  # this process's own sites: read after the first frame (_initial_load)
         from fleet.sites.changes import SiteWatch
 
-        if not hub.holding:
-            hub.hold()
+        if self.engine.profile.demo is None or self.read_only:
+            hub.hold()  # else once the demo is up: its jump's key and the operator key
         self._site_watch = SiteWatch((await hub.replica()).store, hub.sites)
         self._site_events = await self._site_watch.start()
         await self._read_sites()
@@ -382,6 +382,11 @@ class FleetApp(ShellActions, App):
             self.demo = self.engine.demo
         except FleetError as err:  # e.g. the ports are held by a running `serve`
             self.notify(f"demo: {err}", severity="error", timeout=15)
+        finally:
+            # the demo's remote site is reached through its jump, whose key and the
+            # operator key the demo makes as it starts: held from now
+            if self.engine.remote is not None and not self.engine.remote.holding:
+                self.engine.remote.hold()
 
     async def _start_services(self) -> None:
         for start in self._services:

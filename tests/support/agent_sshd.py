@@ -88,6 +88,20 @@ def keygen(path: Path) -> tuple[str, str]:
     return Path(f"{path}.pub").read_text().strip(), fingerprint
 
 
+def sshd_config(folder: Path, address: str) -> Path:
+    """An sshd config for `address`:22 in a namespace: the host key, the operator's
+    authorized key and ExposeAuthInfo from `folder` (keys made with keygen)."""
+    conf = folder / f"sshd-{address}.conf"
+    conf.write_text(
+        f"ListenAddress {address}:22\nHostKey {folder / 'host'}\n"
+        f"PidFile {folder / f'sshd-{address}.pid'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\n"
+        "StrictModes no\nUsePAM no\nUseDNS no\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "ExposeAuthInfo yes\nPrintMotd no\nPrintLastLog no\n")
+    return conf
+
+
 @pytest.fixture
 def sshd(tmp_path):
     """OpenSSH's sshd on 127.0.0.1 with ExposeAuthInfo (root: it switches users)."""

@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from fleet.sim.profiles import write_demo_profile
-from support.agent_sshd import ROOT, keygen
+from support.agent_sshd import ROOT, keygen, sshd_config
 from support.netns import JUMP_LINK, NODES, NODES2, Topology, ns_argv
 from support.partition import Partition
 from support.profiles import isolated_env
@@ -42,18 +42,6 @@ pytestmark = pytest.mark.root
 
 SITES = {"east": ("10.91.0.1", "10.91.0.2", NODES), "west": ("10.92.0.1", "10.92.0.2", NODES2)}
 JUMP, CONSOLE = "10.90.0.2", "10.90.0.1"
-
-
-def sshd_config(folder: Path, address: str) -> Path:
-    conf = folder / f"sshd-{address}.conf"
-    conf.write_text(
-        f"ListenAddress {address}:22\nHostKey {folder / 'host'}\n"
-        f"PidFile {folder / f'sshd-{address}.pid'}\n"
-        f"AuthorizedKeysFile {folder / 'authorized_keys'}\n"
-        "StrictModes no\nUsePAM no\nUseDNS no\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-        "ExposeAuthInfo yes\nPrintMotd no\nPrintLastLog no\n")
-    return conf
 
 
 def site_profile(folder: Path, name: str, octet: int) -> Path:
