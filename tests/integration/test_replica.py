@@ -234,7 +234,10 @@ async def test_an_event_another_process_writes_reaches_the_replica_quickly(
         with pytest.raises(ChannelLost):
             await asyncio.wait_for(following, 10)
         known = await replica.last_known(SITE)
-        assert not known.connected and known.since is not None and "ended" in known.error
+        # the reader sees the end of the agent's output, or a heartbeat's write the
+        # closed pipe: either way the channel's end is the reason
+        assert not known.connected and known.since is not None
+        assert ("ended" in known.error or "failed: Connection lost" in known.error), known.error
         assert known.events[-1]["id"] == last + 3
         assert known.machines == (await site_rows(profile_path))["machines"]
 
