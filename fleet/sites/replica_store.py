@@ -35,6 +35,7 @@ from typing import Any, AsyncIterator, Iterable
 import aiosqlite
 
 from fleet.errors import EnvironmentProblem
+from fleet.sqlbegin import begin
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -190,7 +191,7 @@ class ReplicaStore:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
             try:
-                await self._begin("BEGIN IMMEDIATE")
+                await begin(self.conn)
                 try:
                     yield self.conn
                     await self.conn.execute("COMMIT")
@@ -209,17 +210,6 @@ class ReplicaStore:
         await self._written.wait()
         self._written.clear()
 
-    async def _begin(self, sql: str) -> None:
-        """BEGIN, and no transaction left open by a cancel that came while it
-        ran (aiosqlite's thread runs it anyway; the next BEGIN would fail)."""
-        try:
-            await self.conn.execute(sql)
-        except asyncio.CancelledError:
-            # queued after the BEGIN on the same thread, so it runs after it
-            with contextlib.suppress(sqlite3.Error):
-                await asyncio.shield(self.conn.execute("ROLLBACK"))
-            raise
-
     async def _rows(self, sql: str, params: tuple = ()) -> list:
         if self._reading.get():
             return list(await self.conn.execute_fetchall(sql, params))
@@ -232,7 +222,7 @@ class ReplicaStore:
         """The reads of this task inside see one moment of the file (one read
         transaction), e.g. a site's row, machines and events that agree."""
         async with self._lock:
-            await self._begin("BEGIN")
+            await begin(self.conn, "BEGIN")
             token = self._reading.set(True)
             try:
                 yield self

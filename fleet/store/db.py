@@ -23,6 +23,7 @@ from typing import AsyncIterator
 import aiosqlite
 
 from fleet.errors import EnvironmentProblem
+from fleet.sqlbegin import begin
 from fleet.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
@@ -129,7 +130,7 @@ class Store:
         unwritable file is an EnvironmentProblem; the store keeps what it had."""
         async with self._lock:
             try:
-                await self._begin()
+                await begin(self.conn)
                 try:
                     yield self.conn
                     await self.conn.execute("COMMIT")
@@ -146,19 +147,6 @@ class Store:
                     "nothing was changed") from err
         for callback in list(self._after_commit):
             callback()
-
-    async def _begin(self) -> None:
-        """BEGIN IMMEDIATE, which may wait for another process's write lock. A
-        cancel meanwhile does not stop it in the store's thread: it is waited for
-        and rolled back, so this connection is never left inside a transaction."""
-        begin = asyncio.ensure_future(self.conn.execute("BEGIN IMMEDIATE"))
-        try:
-            await asyncio.shield(begin)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await begin
-                await self.conn.execute("ROLLBACK")
-            raise
 
     def on_commit(self, callback) -> None:
         """Call `callback()` after each of this process's commits (the feed uses it)."""

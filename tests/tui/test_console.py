@@ -167,15 +167,19 @@ async def test_read_only_refuses_every_change(tmp_path):
         await engine.close()
 
 
+async def mark_machines(pilot, *macs: str) -> None:
+    """Mark these machines' rows (space on each) in the machines pane."""
+    for mac in macs:
+        await goto(pilot, "machines", mac)
+        await pilot.press("space")
+
+
 async def test_marks_select_targets_for_release(seeded_engine):
     await seeded_engine.lease(FREE, "debian12")
     app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await goto(pilot, "machines", FREE)
-        await pilot.press("space")
-        await goto(pilot, "machines", LEASED)
-        await pilot.press("space")
+        await mark_machines(pilot, FREE, LEASED)
         table = app.pane("machines").table
         assert table.marks == {FREE, LEASED}
         assert "2 marked" in app.pane("machines").border_title
@@ -472,10 +476,8 @@ async def test_release_says_what_it_did_per_machine(seeded_engine):
     app = app_for(seeded_engine)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await goto(pilot, "machines", FREE)
-        await pilot.press("space")
-        await goto(pilot, "machines", LEASED)
-        await pilot.press("space", "r")
+        await mark_machines(pilot, FREE, LEASED)
+        await pilot.press("r")
         assert await settle(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.click("#confirm")
         notes = lambda: [n.message for n in app._notifications]  # noqa: E731
