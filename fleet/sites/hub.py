@@ -30,6 +30,7 @@ from fleet import records as rec
 from fleet.core import lifecycle as lc
 from fleet.core.model import Distributor, Machine, Node
 from fleet.errors import BadInput, Conflict, EnvironmentProblem, FleetError, UnknownTarget
+from fleet.sites.changes import SiteWatch
 from fleet.sites.client import ChannelLost, SiteClient, SiteError
 from fleet.sites.remote import SiteUnreachable, agent_channel, agent_route
 from fleet.sites.replica import Replica, console_version
@@ -125,6 +126,15 @@ class SiteHub:
                 self._replica = await Replica.open(path, call_timeout_s=self.call_timeout_s,
                                                    heartbeat_s=HEARTBEAT_S)
             return self._replica
+
+    async def watch(self) -> SiteWatch:
+        """What changes in the replica, site by site (the console follows it)."""
+        return SiteWatch((await self.replica()).store, self.sites)
+
+    async def written(self) -> None:
+        """Until this process's replica commits a write (another process's writes
+        do not wake it: a reader looks now and then as well)."""
+        await (await self.replica()).store.written()
 
     def route(self, site: str) -> "Route":
         if site not in self._routes:

@@ -296,11 +296,9 @@ class FleetApp(ShellActions, App):
         hub = self.engine.remote
         if hub is None:
             return  # this process's own sites: read after the first frame (_initial_load)
-        from fleet.sites.changes import SiteWatch
-
         if self.engine.profile.demo is None or self.read_only:
             hub.hold()  # else once the demo is up: its jump's key and the operator key
-        self._site_watch = SiteWatch((await hub.replica()).store, hub.sites)
+        self._site_watch = await hub.watch()
         self._site_events = await self._site_watch.start()
         await self._read_sites()
 
@@ -321,10 +319,10 @@ class FleetApp(ShellActions, App):
             self.pane(kind).set_stale(frozenset(r["site"] for r in away), note)
 
     async def _follow_sites(self) -> None:
-        store = (await self.engine.remote.replica()).store
+        hub = self.engine.remote
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(store.written(), SITES_POLL_INTERVAL)
+                await asyncio.wait_for(hub.written(), SITES_POLL_INTERVAL)
             while self._refreshing:  # a refresh reads the replica too: after it
                 await asyncio.sleep(0.02)
             self._refreshing = True
